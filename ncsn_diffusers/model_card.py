@@ -1,0 +1,233 @@
+"""The Hub model card (README.md) of a saved NCSN model, rendered from the `model_card.md` template without network."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from string import Template
+
+from huggingface_hub import ModelCardData
+
+PACKAGE_URL = "https://pypi.org/project/ncsn-diffusers/"
+TAGS = ["ncsn", "score-based", "annealed-langevin", "diffusers:NCSNPipeline", "pytorch"]
+# unet_config["_class_name"] -> what the network predicts, which picks the card's blocks.
+MODEL_KINDS = {"NCSNUNet2DModel": "score", "UNet2DModel": "epsilon"}
+KNOWN_DATASETS = {
+    "sklearn-digits": "scikit-learn's 8×8 handwritten digits (`sklearn.datasets.load_digits`, 1,797 images)",
+}
+# Scheduler config key -> (paper symbol, meaning) for the settings table.
+SCHEDULER_KEYS = {
+    "sigma_max": ("σ_1", "largest noise level"),
+    "sigma_min": ("σ_L", "smallest noise level"),
+    "num_noise_levels": ("L", "number of noise levels"),
+    "steps_per_level": ("T", "Langevin steps per level"),
+    "epsilon": ("ε", "step size, α_i = ε σ_i² / σ_L²"),
+    "langevin_convention": ("", "`official`: x + α s + √(2α) z; `paper`: x + α/2 s + √α z"),
+    "final_denoise": ("", "one Tweedie step x + σ_L² s at the end"),
+    "prediction_type": ("", "what the network outputs"),
+    "noise_space": ("", "`ve`: x + σ z (NCSN); `vp`: √ᾱ x + √(1 − ᾱ) z (DDPM)"),
+    "initial_distribution": ("", "start of the chain"),
+    "data_range": ("", "range of the training data"),
+    "num_train_timesteps": ("", "DDPM timesteps (VP)"),
+    "beta_start": ("β_1", "first DDPM beta (VP)"),
+    "beta_end": ("β_T", "last DDPM beta (VP)"),
+    "beta_schedule": ("", "DDPM beta schedule (VP)"),
+    "trained_betas": ("", "explicit DDPM betas (VP)"),
+}
+_BLOCK = re.compile(r"^<!-- if (\w+) -->\n(.*?)^<!-- endif -->\n", re.DOTALL | re.MULTILINE)
+_TEMPLATE_NOTE = re.compile(r"<!--\nTemplate of .*?-->\n\n", re.DOTALL)
+
+
+def _template_path() -> Path:
+    # Installed wheels carry the template inside the package (pyproject force-include); a source checkout has it at
+    # the repository root.
+    for path in (Path(__file__).parent / "model_card.md", Path(__file__).parents[1] / "model_card.md"):
+        if path.is_file():
+            return path
+    raise FileNotFoundError("model_card.md is neither inside the ncsn_diffusers package nor at the repository root.")
+
+
+def _format(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, str):
+        return f"`{value}`"
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"{len(value)} values"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_format(v).strip("`") for v in value) + ")"
+    return str(value)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _public(config: dict) -> dict:
+    return {key: value for key, value in config.items() if not key.startswith("_")}
+
+
+def _sample_shape(unet_config: dict) -> tuple[int, int, int]:
+    size = unet_config.get("sample_size")
+    if size is None:
+        raise ValueError("unet_config has no `sample_size`; save the U-Net with its sample_size set, e.g. 32.")
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    return unet_config.get("in_channels", 3), height, width
+
+
+def _data_range(scheduler_config: dict) -> tuple[float, float]:
+    # The scheduler's own default when the config leaves it out: (0, 1) for VE (the papers'), (-1, 1) for VP.
+    default = (-1.0, 1.0) if scheduler_config.get("noise_space", "ve") == "vp" else (0.0, 1.0)
+    low, high = scheduler_config.get("data_range") or default
+    return float(low), float(high)
+
+
+def _scheduler_table(scheduler_config: dict) -> str:
+    config = _public(scheduler_config)
+    rows = [(f"`{key}`", symbol, _format(config[key]), meaning) for key, (symbol, meaning) in SCHEDULER_KEYS.items()]
+    rows = [row for row, key in zip(rows, SCHEDULER_KEYS) if key in config]
+    rows += [(f"`{key}`", "", _format(value), "") for key, value in config.items() if key not in SCHEDULER_KEYS]
+    if config.get("noise_space", "ve") == "ve" and {"sigma_max", "sigma_min", "num_noise_levels", "epsilon"} <= set(
+        config
+    ):
+        sigma_1, sigma_L, L = config["sigma_max"], config["sigma_min"], config["num_noise_levels"]
+        alpha_1 = config["epsilon"] * sigma_1**2 / sigma_L**2
+        rows.append(("derived", "α_1", _format(float(alpha_1)), "step size at the largest level"))
+        if L > 1:
+            ratio = math.exp(math.log(sigma_1 / sigma_L) / (L - 1))
+            rows.append(("derived", "σ_{i-1} / σ_i", _format(ratio), "constant ratio of the geometric ladder"))
+    return _table(("Config key", "Symbol", "Value", "Meaning"), rows)
+
+
+def _num_model_calls(scheduler_config: dict) -> int:
+    calls = scheduler_config.get("num_noise_levels", 10) * scheduler_config.get("steps_per_level", 100)
+    return calls + int(bool(scheduler_config.get("final_denoise", False)))
+
+
+def _dataset_text(datasets: list[str]) -> str:
+    if not datasets:
+        return "not recorded."
+    named = [KNOWN_DATASETS.get(name, f"[{name}](https://huggingface.co/datasets/{name})") for name in datasets]
+    return ", ".join(named) + "."
+
+
+def _results_table(results: dict | None) -> str:
+    rows = [
+        (name, "not measured" if value is None else _format(value).strip("`"))
+        for name, value in (results or {}).items()
+    ]
+    return _table(("Metric", "Value"), rows or [("—", "not measured")])
+
+
+def _training_table(training: dict | None) -> str:
+    if not training:
+        return "Training settings were not recorded."
+    return _table(("Training setting", "Value"), [(f"`{key}`", _format(value)) for key, value in training.items()])
+
+
+def render_model_card(
+    unet_config: dict,
+    scheduler_config: dict,
+    repo_id: str | None = None,
+    training: dict | None = None,
+    results: dict | None = None,
+    license: str = "apache-2.0",  # noqa: A002 - the Hub metadata field's name
+    datasets: list[str] | None = None,
+) -> str:
+    """
+    Renders the Hub model card (README.md with YAML metadata) of a saved NCSN or epsilon model. Needs no network.
+
+    Args:
+        unet_config (`dict`):
+            The U-Net's config with its class name (`json.loads(unet.to_json_string())` or `unet/config.json`;
+            `unet.config` itself lacks `_class_name`). The class, `NCSNUNet2DModel` (score network) or
+            `UNet2DModel` (DDPM epsilon network), selects the loading instructions.
+        scheduler_config (`dict`):
+            The scheduler's config (`scheduler.config`, `json.loads(scheduler.to_json_string())` or
+            `scheduler/scheduler_config.json`), shown as a table.
+        repo_id (`str`, *optional*):
+            The Hub repo (or local folder) the code snippets load from; a placeholder when `None`.
+        training (`dict`, *optional*):
+            Training settings (data set, steps, batch size, ...), shown as a table.
+        results (`dict`, *optional*):
+            Measured metrics by name; a `None` value or a missing dict reads "not measured".
+        license (`str`, defaults to `"apache-2.0"`):
+            The license identifier in the metadata.
+        datasets (`list[str]`, *optional*):
+            Training data set names for the metadata, e.g. `["sklearn-digits"]`; when `None`, the `dataset_name`
+            of `training` if given.
+
+    Returns:
+        `str`: the card, Markdown with a YAML metadata header.
+    """
+    class_name = unet_config.get("_class_name")
+    if class_name not in MODEL_KINDS:
+        raise ValueError(
+            f"unet_config['_class_name'] is {class_name!r}; pass the U-Net's config with its class name, "
+            f"json.loads(unet.to_json_string()) or the saved unet/config.json, for a class in {sorted(MODEL_KINDS)}."
+        )
+    if not license:
+        raise ValueError("license must be a license identifier such as 'apache-2.0'.")
+    kind = MODEL_KINDS[class_name]
+    if datasets is None and training and training.get("dataset_name"):
+        datasets = [str(training["dataset_name"])]
+
+    metadata = ModelCardData(
+        license=license,
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        tags=TAGS + (["ddpm"] if kind == "epsilon" else []),
+        datasets=list(datasets) if datasets else None,
+    ).to_yaml()
+    channels, height, width = _sample_shape(unet_config)
+    colour = {1: "single-channel", 3: "RGB"}.get(channels, f"{channels}-channel")
+    low, high = _data_range(scheduler_config)
+    values = {
+        "metadata": metadata,
+        "title": repo_id.split("/")[-1] if repo_id else f"{class_name} sampled with annealed Langevin dynamics",
+        "repo_id": repo_id or "your-namespace/your-model",
+        "package_url": PACKAGE_URL,
+        "unet_class": class_name,
+        "scheduler_class": scheduler_config.get("_class_name", "scheduler"),
+        "image_description": f"{height}×{width} {colour}",
+        "sample_shape": f"{channels}, {height}, {width}",
+        "sample_shape_text": f"{channels}×{height}×{width}",
+        "data_range": f"[{low:g}, {high:g}]",
+        "num_train_timesteps": scheduler_config.get("num_train_timesteps", 1000),
+        "prediction_type": scheduler_config.get("prediction_type", "score"),
+        "num_model_calls": _num_model_calls(scheduler_config),
+        "dataset_text": _dataset_text(list(datasets or [])),
+        "training_table": _training_table(training),
+        "scheduler_table": _scheduler_table(scheduler_config),
+        "unet_table": _table(("Key", "Value"), [(f"`{k}`", _format(v)) for k, v in _public(unet_config).items()]),
+        "results_table": _results_table(results),
+    }
+    text = _TEMPLATE_NOTE.sub("", _template_path().read_text(encoding="utf-8"), count=1)
+    text = _BLOCK.sub(lambda block: block.group(2) if block.group(1) == kind else "", text)
+    return Template(text).substitute(values)
+
+
+def write_model_card(save_directory, **kwargs) -> Path:
+    """
+    Writes `render_model_card(**kwargs)` to `save_directory/README.md`, where the Hub shows it as the model card.
+
+    Args:
+        save_directory (`str` or `os.PathLike`):
+            The folder of the saved pipeline (created if missing).
+        kwargs:
+            The arguments of [`render_model_card`].
+
+    Returns:
+        `Path`: the written README.md.
+    """
+    path = Path(save_directory) / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_model_card(**kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,207 @@
+"""Push to and load from a local Hub stand-in with the real `huggingface_hub` and `diffusers` clients.
+
+Run as `python tests/hub_roundtrip_script.py [check_name ...]` (tests/test_hub_stand_in.py runs it once). It starts
+`LocalHub` on 127.0.0.1, points `HF_ENDPOINT` at it and only then imports `huggingface_hub` / `diffusers`, because
+the client reads its endpoint at import. Each check prints PASS or FAIL; the exit status is 1 if any failed.
+
+To add a check, write a function taking the `Context` and decorate it with `@check`; checks run in the order they
+are defined, each on repos of its own (`ctx.repo_id(name)`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT), str(Path(__file__).resolve().parent)]
+
+from hub_stand_in import LocalHub  # noqa: E402
+
+
+@dataclass
+class Context:
+    hub: LocalHub
+    workdir: Path  # scratch space, removed at exit
+
+    @property
+    def user(self) -> str:
+        return self.hub.user
+
+    def repo_id(self, name: str) -> str:
+        return f"{self.hub.user}/{name}"
+
+
+CHECKS: list[Callable[[Context], None]] = []
+
+
+def check(fn: Callable[[Context], None]) -> Callable[[Context], None]:
+    CHECKS.append(fn)
+    return fn
+
+
+def _tiny_ddpm_pipeline():
+    import torch
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
+    with torch.no_grad():  # move off the default init, so loading the wrong weights cannot go unnoticed
+        for parameter in unet.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _ddpm_samples(pipe):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    return pipe(batch_size=2, generator=generator, num_inference_steps=3, output_type="np").images
+
+
+def _public(config) -> dict:
+    """A config without the bookkeeping keys (`_name_or_path`, `_use_default_values`, ...) that loading adds."""
+    return {key: value for key, value in config.items() if not key.startswith("_")}
+
+
+@check
+def folder_roundtrip(ctx: Context) -> None:
+    """create_repo + upload_folder + snapshot_download give back the same bytes; errors map to the Hub's."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    api = HfApi()
+    assert api.whoami()["name"] == ctx.user
+    repo_id = api.create_repo("roundtrip", private=True).repo_id
+    assert repo_id == ctx.repo_id("roundtrip"), repo_id
+
+    folder = ctx.workdir / "upload"
+    files = {
+        "config.json": b'{"a": 1}\n',
+        "weights/model.safetensors": os.urandom(200_000),  # binary, the kind the Hub would send to LFS
+        "weights/empty.bin": b"",
+    }
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="upload")
+
+    info = api.model_info(repo_id, files_metadata=True)
+    assert info.sha == commit.oid and info.private
+    assert {s.rfilename: s.size for s in info.siblings} == {
+        ".gitattributes": info.siblings[0].size,
+        **{name: len(content) for name, content in files.items()},
+    }
+    assert set(api.list_repo_files(repo_id)) == {".gitattributes", *files}
+
+    snapshot = Path(snapshot_download(repo_id))
+    assert snapshot.name == commit.oid
+    for name, content in files.items():
+        assert (snapshot / name).read_bytes() == content, name
+
+    try:
+        hf_hub_download(repo_id, "missing.txt")
+        raise AssertionError("a missing file downloaded")
+    except EntryNotFoundError:
+        pass
+    try:
+        api.model_info(repo_id, token=False)
+        raise AssertionError("a private repo answered without a token")
+    except RepositoryNotFoundError:
+        pass
+
+
+@check
+def ddpm_pipeline_push_and_load(ctx: Context) -> None:
+    """A stock DDPMPipeline pushed with push_to_hub samples identically after DDPMPipeline.from_pretrained."""
+    import numpy as np
+    import torch
+    from diffusers import DDPMPipeline
+    from huggingface_hub import HfApi
+
+    pipe = _tiny_ddpm_pipeline()
+    pipe.push_to_hub("tiny-ddpm")  # no namespace: the Hub puts it under the token's user
+    repo_id = ctx.repo_id("tiny-ddpm")
+    pushed = set(HfApi().list_repo_files(repo_id))
+    expected = {
+        "model_index.json",
+        "README.md",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    }
+    assert expected <= pushed, pushed
+
+    downloads_before = sum(1 for method, path in ctx.hub.requests if method == "GET" and "/resolve/" in path)
+    loaded = DDPMPipeline.from_pretrained(repo_id)
+    loaded.set_progress_bar_config(disable=True)
+    downloads = sum(1 for method, path in ctx.hub.requests if method == "GET" and "/resolve/" in path)
+    assert downloads - downloads_before >= 4, "from_pretrained did not download from the local hub"
+
+    for name, tensor in pipe.unet.state_dict().items():
+        assert torch.equal(tensor, loaded.unet.state_dict()[name]), name
+    assert _public(loaded.scheduler.config) == _public(pipe.scheduler.config)
+    assert np.array_equal(_ddpm_samples(pipe), _ddpm_samples(loaded))
+
+
+def main(argv: list[str]) -> int:
+    if "huggingface_hub" in sys.modules:
+        raise RuntimeError("huggingface_hub was imported before HF_ENDPOINT was set; it would talk to the real Hub")
+    unknown = set(argv) - {fn.__name__ for fn in CHECKS}
+    if unknown:
+        raise ValueError(f"Unknown check(s) {sorted(unknown)}; choose among {[fn.__name__ for fn in CHECKS]}")
+    selected = [fn for fn in CHECKS if not argv or fn.__name__ in argv]
+
+    with tempfile.TemporaryDirectory(prefix="local-hub-") as tmp, LocalHub(Path(tmp) / "hub") as hub:
+        home = Path(tmp) / "hf_home"
+        os.environ.update(
+            HF_ENDPOINT=hub.endpoint,
+            HF_HUB_DISABLE_XET="1",
+            HF_HUB_OFFLINE="0",
+            HF_TOKEN=hub.token,
+            HF_HOME=str(home),
+            HF_HUB_CACHE=str(home / "hub"),
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+        )
+        import diffusers
+        import torch
+
+        torch.set_num_threads(1)
+        diffusers.utils.logging.disable_progress_bar()
+
+        failed = []
+        for fn in selected:
+            workdir = Path(tmp) / "work" / fn.__name__
+            workdir.mkdir(parents=True)
+            start = time.perf_counter()
+            try:
+                fn(Context(hub=hub, workdir=workdir))
+                print(f"PASS {fn.__name__} ({time.perf_counter() - start:.1f} s)", flush=True)
+            except Exception:
+                traceback.print_exc()
+                print(f"FAIL {fn.__name__}", flush=True)
+                failed.append(fn.__name__)
+    print(f"{len(selected) - len(failed)}/{len(selected)} checks passed" + (f"; failed: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

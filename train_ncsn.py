@@ -1,0 +1,717 @@
+#!/usr/bin/env python
+"""Trains a score network (NCSN, Song & Ermon 2019) or a DDPM epsilon network and saves an `NCSNPipeline`.
+
+    accelerate launch train_ncsn.py                      # 16x16 digits on a CPU, ~10 minutes, NCSN's objective
+    accelerate launch train_ncsn.py --objective epsilon  # the same data, DDPM's objective, VP coordinates
+    accelerate launch train_ncsn.py --train_data_dir DIR --resolution 32 --channels 3 --model_preset cifar10
+
+`--objective dsm` trains `NCSNUNet2DModel` s_theta(x, sigma) by denoising score matching on the geometric ladder
+sigma_1 > ... > sigma_L with lambda(sigma) = sigma^2: loss = mean ||sigma s_theta(x + sigma z, sigma) + z||^2.
+`--objective epsilon` trains diffusers' `UNet2DModel` eps_theta(x_t, t) with DDPM's loss mean ||eps_theta - z||^2 on
+x_t = sqrt(abar_t) x + sqrt(1 - abar_t) z. Both log the other form too: under eps = -sigma s (VE) and
+score = -eps / sqrt(1 - abar_t) (VP) they are the same number. Losses are means over pixels (diffusers' convention);
+the paper's 1/2 sum over the D pixels is D/2 times larger, a constant that Adam ignores, and keeping the mean for
+both objectives makes `--max_grad_norm` mean the same thing for both.
+
+The run is crash-safe: checkpoints are written under a temporary name and renamed when complete, every random draw
+is a function of (seed, step), and `--resume_from_checkpoint latest` continues a killed run exactly.
+"""
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from ncsn_diffusers.digits import load_digits_images
+from ncsn_diffusers.losses import dsm_loss, epsilon_loss
+from ncsn_diffusers.parameterization import append_dims, epsilon_from_score, score_from_epsilon
+from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
+from ncsn_diffusers.training_utils import (
+    BatchOrder,
+    decode_images,
+    derived_seed,
+    hub_dataset_sources,
+    image_folder_sources,
+    latest_checkpoint,
+    num_update_steps,
+    read_training_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from ncsn_diffusers.unet_ncsn import PRESETS, NCSNUNet2DModel
+
+logger = get_logger(__name__, log_level="INFO")
+
+DATA_RANGE = (-1.0, 1.0)
+# Entries a previous run of this script may leave in --output_dir; anything else means the folder is someone else's.
+OWN_ENTRIES = {"unet", "scheduler", "samples", "logs", "model_index.json", "README.md", "training_args.json"}
+OWN_ENTRIES |= {".gitattributes", ".gitignore", ".git", ".cache", ".huggingface"}
+# Streams of derived_seed(seed, stream, micro_step); stream 0 is the batch order (BatchOrder).
+NOISE_STREAM = 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    # Objective and model
+    add("--objective", choices=("dsm", "epsilon"), default="dsm",
+        help="dsm: NCSN denoising score matching (VE ladder); epsilon: DDPM's loss (VP forward process).")
+    add("--model_preset", choices=sorted(PRESETS), default="digits", help="Size preset of the U-Net.")
+    # Data
+    add("--dataset_name", default=None, help="A `datasets` dataset (Hub id or local path) with an image column.")
+    add("--dataset_config_name", default=None, help="The config of --dataset_name.")
+    add("--train_data_dir", default=None, help="A folder of images (read with datasets' imagefolder).")
+    add("--cache_dir", default=None, help="Where `datasets` caches downloads.")
+    add("--resolution", type=int, default=16, help="Side of the square training images.")
+    add("--channels", type=int, choices=(1, 3), default=None,
+        help="1 (grayscale) or 3 (RGB); images are converted. Defaults to 1 for the digits, 3 otherwise.")
+    add("--center_crop", action="store_true", help="Crop the centre square (default: a random square per image).")
+    add("--random_flip", action="store_true", help="Flip images horizontally at random (not for digits!).")
+    add("--dequantize", action=argparse.BooleanOptionalAction, default=True,
+        help="Uniform dequantisation x = (255 x + u) / 256, u ~ U(0, 1), as in the paper.")
+    # Noise ladder (VE, --objective dsm)
+    add("--noise_ladder", choices=("explicit", "ncsnv2"), default="explicit",
+        help="explicit: --sigma_max/--sigma_min/--num_noise_levels; ncsnv2: computed from the data (Song & Ermon 2020).")
+    add("--sigma_max", type=float, default=None, help="sigma_1 (default 1.0; explicit ladder, data in [-1, 1]).")
+    add("--sigma_min", type=float, default=None, help="sigma_L (default 0.02 = the paper's 0.01 for [-1, 1] data).")
+    add("--num_noise_levels", type=int, default=None, help="L (default 10; with ncsnv2 it is computed).")
+    add("--steps_per_level", type=int, default=None, help="T, Langevin steps per level when sampling (default 20).")
+    add("--langevin_epsilon", type=float, default=None,
+        help="Step size epsilon of annealed Langevin dynamics (default 4 * 2e-5 = the paper's, rescaled to [-1, 1]).")
+    add("--final_denoise", action=argparse.BooleanOptionalAction, default=True,
+        help="End sampling with the Tweedie denoising step x + sigma_L^2 s (NCSNv2).")
+    # VP (--objective epsilon)
+    add("--num_train_timesteps", type=int, default=1000, help="DDPM timesteps (--objective epsilon).")
+    add("--ddpm_beta_schedule", default="linear", help="DDPM beta schedule (--objective epsilon).")
+    # Optimisation
+    add("--output_dir", default="ncsn-digits", help="Where the pipeline, checkpoints, samples and logs go.")
+    add("--overwrite_output_dir", action="store_true", help="Start afresh even if --output_dir holds checkpoints.")
+    add("--train_batch_size", type=int, default=128, help="Batch size per process.")
+    add("--num_epochs", type=int, default=100, help="Epochs, unless --max_train_steps is given.")
+    add("--max_train_steps", type=int, default=None, help="Optimizer steps; overrides --num_epochs.")
+    add("--gradient_accumulation_steps", type=int, default=1)
+    add("--learning_rate", type=float, default=2e-3)
+    add("--lr_scheduler", default="cosine",
+        help='One of "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup".')
+    add("--lr_warmup_steps", type=int, default=50)
+    add("--adam_beta1", type=float, default=0.9)
+    add("--adam_beta2", type=float, default=0.999)
+    add("--adam_weight_decay", type=float, default=0.0)
+    add("--adam_epsilon", type=float, default=1e-8)
+    add("--max_grad_norm", type=float, default=1.0, help="Gradient clipping (0 disables).")
+    add("--use_ema", action=argparse.BooleanOptionalAction, default=True,
+        help="Keep an EMA of the weights; it is what gets sampled and saved.")
+    add("--ema_inv_gamma", type=float, default=1.0)
+    add("--ema_power", type=float, default=3 / 4)
+    add("--ema_max_decay", type=float, default=0.999)
+    add("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
+        help="Defaults to accelerate's config (`accelerate config`).")
+    add("--seed", type=int, default=0)
+    # Logging, sampling, checkpoints
+    add("--report_to", "--logger", dest="report_to", default="tensorboard",
+        help='Tracker of accelerate ("tensorboard", "wandb", "all", "none"); a JSON-lines log is always written.')
+    add("--logging_dir", default="logs", help="Under --output_dir.")
+    add("--logging_steps", type=int, default=25, help="Log (and check the loss is finite) every N steps.")
+    add("--save_images_steps", type=int, default=0, help="Sample a grid every N steps (0: only at the end).")
+    add("--num_sample_images", type=int, default=64, help="Images in each sample grid.")
+    add("--checkpointing_steps", type=int, default=500)
+    add("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
+    add("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint-<step> folder.')
+    # Hub
+    add("--push_to_hub", action="store_true")
+    add("--hub_model_id", default=None, help="Repository id (defaults to the name of --output_dir).")
+    add("--hub_token", default=None)
+    add("--hub_private_repo", action="store_true")
+    add("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def check_args(args: argparse.Namespace):
+    """Fills the defaults that depend on other flags and rejects contradictions with a message naming the flags."""
+    if args.dataset_name is not None and args.train_data_dir is not None:
+        raise ValueError("--dataset_name and --train_data_dir contradict each other; pass one (or neither: digits).")
+    if args.channels is None:
+        args.channels = 1 if args.dataset_name is None and args.train_data_dir is None else 3
+    for name in ("train_batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps",
+                 "checkpointing_steps", "num_sample_images", "num_train_timesteps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    for name in ("max_train_steps", "checkpoints_total_limit", "num_noise_levels", "steps_per_level"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.resolution < 1:
+        raise ValueError(f"--resolution must be a positive integer, got {args.resolution}.")
+    if args.learning_rate <= 0:
+        raise ValueError(f"--learning_rate must be positive, got {args.learning_rate}.")
+    explicit = [f"--{n}" for n in ("sigma_max", "num_noise_levels") if getattr(args, n) is not None]
+    if args.objective == "epsilon" and (explicit or args.sigma_min is not None or args.noise_ladder == "ncsnv2"):
+        raise ValueError(
+            f"{explicit + (['--sigma_min'] if args.sigma_min is not None else []) or ['--noise_ladder ncsnv2']} set "
+            "the VE ladder of --objective dsm; --objective epsilon uses the DDPM schedule (--num_train_timesteps, "
+            "--ddpm_beta_schedule)."
+        )
+    if args.noise_ladder == "ncsnv2" and explicit:
+        raise ValueError(
+            f"{' and '.join(explicit)} contradict --noise_ladder ncsnv2, which computes sigma_1 and L from the data; "
+            "drop them or use --noise_ladder explicit (--sigma_min is allowed: it is sigma_L)."
+        )
+    args.sigma_max = 1.0 if args.sigma_max is None else args.sigma_max
+    args.sigma_min = 0.02 if args.sigma_min is None else args.sigma_min
+    args.num_noise_levels = 10 if args.num_noise_levels is None else args.num_noise_levels
+    args.steps_per_level = 20 if args.steps_per_level is None else args.steps_per_level
+    if args.objective == "dsm" and not 0 < args.sigma_min < args.sigma_max:
+        raise ValueError(f"Need 0 < --sigma_min ({args.sigma_min}) < --sigma_max ({args.sigma_max}).")
+    if args.langevin_epsilon is None:
+        args.langevin_epsilon = 8e-5 if args.objective == "dsm" else 2e-5
+    if args.hub_model_id is not None and not args.push_to_hub:
+        raise ValueError("--hub_model_id is only used with --push_to_hub; add --push_to_hub or drop it.")
+    if args.resume_from_checkpoint is not None and args.overwrite_output_dir:
+        raise ValueError("--resume_from_checkpoint and --overwrite_output_dir contradict each other; pass one.")
+    if args.report_to == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            args.report_to = "none"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Setup: output folder, data, model, noise schedule
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def check_output_dir(args: argparse.Namespace):
+    """Refuses an --output_dir that holds someone else's files, or an earlier run's checkpoints without a resume."""
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file; pass a folder.")
+    if not output_dir.is_dir():
+        return
+    foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith("checkpoint-"))
+    if foreign:
+        raise ValueError(
+            f"--output_dir {output_dir} holds files this script did not write ({', '.join(foreign[:5])}); "
+            "pass an empty or new folder."
+        )
+    has_checkpoints = any(p.name.startswith("checkpoint-") for p in output_dir.iterdir())
+    if has_checkpoints and args.resume_from_checkpoint is None:
+        if not args.overwrite_output_dir:
+            raise ValueError(
+                f"--output_dir {output_dir} holds checkpoints of an earlier run; pass --resume_from_checkpoint latest "
+                "to continue it, or --overwrite_output_dir to start afresh."
+            )
+        for path in output_dir.iterdir():
+            if path.name.startswith("checkpoint-") or path.name in ("samples", "logs"):
+                shutil.rmtree(path)
+
+
+def load_training_images(args: argparse.Namespace) -> torch.Tensor:
+    """The training set as (N, C, R, R), uint8 (image sources) or float32 in [0, 1] (digits), decoded once."""
+    if args.train_data_dir is not None:
+        sources = image_folder_sources(args.train_data_dir, args.cache_dir)
+    elif args.dataset_name is not None:
+        sources = hub_dataset_sources(args.dataset_name, args.dataset_config_name, args.cache_dir)
+    else:
+        images, _ = load_digits_images(resolution=args.resolution, split="train")
+        return images if args.channels == 1 else images.expand(-1, 3, -1, -1).contiguous()
+    images, skipped = decode_images(sources, args.resolution, args.channels, args.center_crop, seed=args.seed)
+    if skipped:
+        logger.warning(f"Skipped {len(skipped)} unreadable images; training on {len(images)}.")
+    return images
+
+
+def build_unet(args: argparse.Namespace) -> torch.nn.Module:
+    """`NCSNUNet2DModel` for dsm; for epsilon a stock `UNet2DModel` with the preset's blocks and DDPM's embedding."""
+    preset = dict(PRESETS[args.model_preset])
+    factor = 2 ** (len(preset["block_out_channels"]) - 1)
+    if args.resolution % factor:
+        raise ValueError(
+            f"--resolution {args.resolution} cannot be taken by --model_preset {args.model_preset}, which halves the "
+            f"image {factor // 2 or 1} time(s) (factor {factor}); use a multiple of {factor}, e.g. "
+            f"{max(factor, round(args.resolution / factor) * factor)}."
+        )
+    preset.update(sample_size=args.resolution, in_channels=args.channels)
+    if args.objective == "dsm":
+        return NCSNUNet2DModel(**preset)
+    return UNet2DModel(
+        sample_size=args.resolution,
+        in_channels=args.channels,
+        out_channels=args.channels,
+        block_out_channels=preset["block_out_channels"],
+        down_block_types=preset["down_block_types"],
+        up_block_types=preset["up_block_types"],
+        layers_per_block=preset["layers_per_block"],
+        norm_num_groups=preset.get("norm_num_groups", 32),
+        attention_head_dim=preset.get("attention_head_dim"),
+        add_attention=preset.get("add_attention", True),
+        dropout=preset.get("dropout", 0.0),
+        time_embedding_type="positional",
+    )
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] (or uint8) images -> the model's [-1, 1]."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    return images * 2.0 - 1.0
+
+
+def build_noise_scheduler(args: argparse.Namespace, images: torch.Tensor) -> AnnealedLangevinScheduler:
+    """The scheduler saved with the model: the VE ladder (explicit or NCSNv2) or DDPM's schedule in VP coordinates."""
+    common = dict(
+        steps_per_level=args.steps_per_level,
+        epsilon=args.langevin_epsilon,
+        final_denoise=args.final_denoise,
+        data_range=DATA_RANGE,
+    )
+    if args.objective == "epsilon":
+        return AnnealedLangevinScheduler(
+            noise_space="vp",
+            prediction_type="epsilon",
+            num_noise_levels=args.num_noise_levels,
+            num_train_timesteps=args.num_train_timesteps,
+            beta_schedule=args.ddpm_beta_schedule,
+            **common,
+        )
+    if args.noise_ladder == "ncsnv2":
+        from ncsn_diffusers.ncsnv2_techniques import ncsnv2_scheduler_config
+
+        ladder = ncsnv2_scheduler_config(
+            to_model_range(images), sigma_min=args.sigma_min, steps_per_level=args.steps_per_level,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        common.update(epsilon=ladder.pop("epsilon"))
+        return AnnealedLangevinScheduler(prediction_type="score", **{**common, **ladder})
+    return AnnealedLangevinScheduler(
+        sigma_max=args.sigma_max,
+        sigma_min=args.sigma_min,
+        num_noise_levels=args.num_noise_levels,
+        prediction_type="score",
+        **common,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The training step
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_index=0, num_processes=1):
+    """The clean batch x (in [-1, 1]), its noise z and noise-level draws for one micro-step, on `images.device`.
+
+    Draws are made for the global batch from a generator seeded by (seed, micro_step) and this process keeps its
+    shard, so they do not depend on the number of processes, nor on where a run was resumed.
+
+    Returns:
+        `tuple`: clean (B, C, R, R), noise (B, C, R, R), levels (B,) (VE: ladder indices; VP: DDPM timesteps).
+    """
+    device = images.device
+    index = order.indices(micro_step, process_index, num_processes).to(device)
+    shard = slice(process_index * len(index), (process_index + 1) * len(index))
+    global_shape = (order.global_batch_size, *images.shape[1:])
+    generator = torch.Generator(device).manual_seed(derived_seed(seed, NOISE_STREAM, micro_step))
+
+    clean = images[index]
+    clean = clean.float() / 255.0 if clean.dtype == torch.uint8 else clean
+    if args.dequantize:  # the official code's uniform dequantisation: x / 256 * 255 + u / 256
+        u = torch.rand(global_shape, generator=generator, device=device)[shard]
+        clean = clean * (255.0 / 256.0) + u / 256.0
+    if args.random_flip:
+        flip = torch.rand(global_shape[0], generator=generator, device=device)[shard] < 0.5
+        clean = torch.where(append_dims(flip, clean.ndim), clean.flip(-1), clean)
+    num_levels = args.num_train_timesteps if noise_scheduler.config.noise_space == "vp" else len(noise_scheduler.sigmas)
+    levels = torch.randint(0, num_levels, (global_shape[0],), generator=generator, device=device)[shard]
+    noise = randn_tensor(global_shape, generator=generator, device=device, dtype=torch.float32)[shard]
+    return to_model_range(clean), noise, levels
+
+
+def objective_losses(model_output, noise, sigma, prediction_type: str):
+    """(training loss, the other objective's value) for a score or epsilon output; the two are equal in exact math.
+
+    score: dsm_loss = mean (sigma s + z)^2, logged also as epsilon_loss(-sigma s, z).
+    epsilon: epsilon_loss = mean (eps - z)^2, logged also as dsm_loss(-eps / sigma, z, sigma).
+    """
+    sigma_b = append_dims(sigma.to(model_output.dtype), model_output.ndim)
+    if prediction_type == "score":
+        return dsm_loss(model_output, noise, sigma), epsilon_loss(epsilon_from_score(model_output, sigma_b), noise)
+    return epsilon_loss(model_output, noise), dsm_loss(score_from_epsilon(model_output, sigma_b), noise, sigma)
+
+
+def training_losses(unet, noise_scheduler, clean, noise, levels, sigmas_or_alphas):
+    """Perturbs the batch and evaluates the network: NCSN's x + sigma z (VE) or DDPM's x_t (VP).
+
+    Args:
+        sigmas_or_alphas (`torch.Tensor`): the scheduler's `sigmas` (VE) or `alphas_cumprod` (VP), on the device.
+
+    Returns:
+        `tuple`: (loss to optimise, the same loss in the other parameterisation), both scalars.
+    """
+    if noise_scheduler.config.noise_space == "ve":
+        sigma = sigmas_or_alphas[levels]  # (B,)
+        noisy = noise_scheduler.add_noise(clean, noise, sigma)  # x + sigma z
+        return objective_losses(unet(noisy, sigma).sample, noise, sigma, "score")
+    sigma = (1.0 - sigmas_or_alphas[levels]).sqrt()  # sqrt(1 - abar_t), the VE-equivalent noise scale of z
+    noisy = noise_scheduler.add_noise(clean, noise, levels)  # sqrt(abar_t) x + sqrt(1 - abar_t) z
+    return objective_losses(unet(noisy, levels).sample, noise, sigma, "epsilon")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Saving: pipeline, samples, model card, Hub
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def make_pipeline(unet, noise_scheduler):
+    from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
+
+    return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
+
+
+def save_sample_grid(pipeline, path: Path, num_images: int, seed: int, device) -> np.ndarray:
+    """Samples `num_images` with the pipeline and writes them as one PNG grid; returns the images (N, H, W, C)."""
+    from PIL import Image
+
+    generator = torch.Generator(device).manual_seed(seed)
+    images = pipeline(batch_size=num_images, generator=generator, output_type="np").images  # (N, H, W, C) in [0, 1]
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), dtype=np.float32)
+    for i, image in enumerate(images):
+        r, col = divmod(i, cols)
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = image
+    grid = (grid.clip(0, 1) * 255).round().astype(np.uint8)
+    scale = max(1, 256 // grid.shape[0])  # small images are hard to judge: enlarge (nearest) to about 256 px
+    picture = Image.fromarray(grid[..., 0] if c == 1 else grid).resize(
+        (grid.shape[1] * scale, grid.shape[0] * scale), resample=Image.Resampling.NEAREST
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return images
+
+
+def write_card(args, unet, noise_scheduler, training: dict, results: dict):
+    try:
+        from ncsn_diffusers.model_card import write_model_card
+    except ImportError:
+        logger.warning("ncsn_diffusers.model_card is not available; no model card written.")
+        return
+    write_model_card(
+        args.output_dir,
+        unet_config=dict(unet.config),
+        scheduler_config=dict(noise_scheduler.config),
+        repo_id=args.hub_model_id,
+        training=training,
+        results=results,
+        datasets=[args.dataset_name] if args.dataset_name else None,
+    )
+
+
+def push_to_hub(args):
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = create_repo(
+        args.hub_model_id or Path(args.output_dir).resolve().name,
+        exist_ok=True,
+        private=args.hub_private_repo,
+        token=args.hub_token,
+    ).repo_id
+    upload_folder(
+        repo_id=repo_id,
+        folder_path=args.output_dir,
+        commit_message="Training run of train_ncsn.py",
+        ignore_patterns=["checkpoint-*", "*.tmp*", "logs/**"],
+        token=args.hub_token,
+    )
+    return repo_id
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class JsonLog:
+    """The plain training log, output_dir/logs/train_log.jsonl: one JSON object per logging step."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():  # entries past the checkpoint we resume from were written by the killed run: drop them
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict):
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    if accelerator.is_main_process:
+        check_output_dir(args)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(output_dir)
+    accelerator.wait_for_everyone()
+    set_seed(args.seed)  # model initialisation; training draws use their own (seed, step) generators
+
+    images = load_training_images(args)
+    unet = build_unet(args)
+    noise_scheduler = build_noise_scheduler(args, images)
+    if args.objective == "dsm":
+        sigmas = noise_scheduler.sigmas.tolist()
+        logger.info(f"Noise ladder ({args.noise_ladder}): L={len(sigmas)}, sigma_1={sigmas[0]:.4g} ... "
+                    f"sigma_L={sigmas[-1]:.4g}, epsilon={noise_scheduler.config.epsilon:.3g}")
+    images = images.to(accelerator.device)
+    ladder = (noise_scheduler.sigmas if args.objective == "dsm" else noise_scheduler.alphas_cumprod).to(accelerator.device)
+
+    order = BatchOrder(len(images), args.train_batch_size * accelerator.num_processes, args.seed)
+    max_train_steps = args.max_train_steps or num_update_steps(
+        args.num_epochs, order.batches_per_epoch, args.gradient_accumulation_steps
+    )
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    # accelerate steps a prepared lr scheduler once per process per update, hence the factor (diffusers' convention).
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(
+            accelerator.unwrap_model(unet).parameters(),
+            decay=args.ema_max_decay,
+            use_ema_warmup=True,
+            inv_gamma=args.ema_inv_gamma,
+            power=args.ema_power,
+            foreach=True,
+        )
+        accelerator.register_for_checkpointing(ema)
+
+    start_step = resume(args, accelerator, ema)
+    if accelerator.is_main_process:
+        (output_dir / "training_args.json").write_text(json.dumps(vars(args), indent=2))
+        accelerator.init_trackers("train_ncsn", config={k: v for k, v in vars(args).items() if v is not None})
+    json_log = JsonLog(output_dir / args.logging_dir / "train_log.jsonl", start_step) if accelerator.is_main_process else None
+
+    logger.info(
+        f"{len(images)} training images {tuple(images.shape[1:])}, objective {args.objective}, "
+        f"{accelerator.num_processes} process(es) x batch {args.train_batch_size} x accumulation "
+        f"{args.gradient_accumulation_steps}, steps {start_step} -> {max_train_steps}"
+    )
+    start_time = time.time()
+    last = run_training(
+        args, accelerator, unet, optimizer, lr_scheduler, ema, noise_scheduler, images, ladder, order,
+        start_step, max_train_steps, json_log,
+    )
+    train_time = time.time() - start_time
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last)
+    accelerator.end_training()
+
+
+def resume(args, accelerator, ema) -> int:
+    """Restores the state of `--resume_from_checkpoint` and returns its step (0 for a fresh run)."""
+    if args.resume_from_checkpoint is None:
+        return 0
+    if args.resume_from_checkpoint == "latest":
+        path = latest_checkpoint(args.output_dir)
+        if path is None:
+            logger.info(f"No complete checkpoint in {args.output_dir}; starting a new training run.")
+            return 0
+    else:
+        path = Path(args.resume_from_checkpoint)
+    state = read_training_state(path)
+    accelerator.load_state(str(path))
+    if ema is not None:
+        ema.to(accelerator.device)
+    logger.info(f"Resumed from {path} at step {state['step']}")
+    return state["step"]
+
+
+def run_training(args, accelerator, unet, optimizer, lr_scheduler, ema, noise_scheduler, images, ladder, order,
+                 start_step, max_train_steps, json_log):
+    """The training loop; returns the last logged losses. Raises `FloatingPointError` when the loss is not finite.
+
+    Nothing leaves the device between logging steps: the running loss sums and the first non-finite step stay tensors.
+    """
+    device = accelerator.device
+    accum = args.gradient_accumulation_steps
+    progress = tqdm(range(start_step, max_train_steps), initial=start_step, total=max_train_steps,
+                    disable=not accelerator.is_local_main_process, desc="Steps")
+    sums = torch.zeros(2, device=device)  # running sums of (loss, other-form loss) since the last log
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    last, last_log_step, last_log_time = {}, start_step, time.time()
+    unet.train()
+    for step in range(start_step, max_train_steps):
+        for k in range(accum):
+            micro = step * accum + k
+            clean, noise, levels = draw_batch(
+                images, order, micro, args.seed, noise_scheduler, args, accelerator.process_index,
+                accelerator.num_processes,
+            )
+            with accelerator.accumulate(unet):
+                loss, other = training_losses(unet, noise_scheduler, clean, noise, levels, ladder)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            pair = torch.stack([loss.detach(), other.detach()])
+            sums += pair / accum
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(pair).all(), step + 1, first_bad)
+        if ema is not None:
+            ema.step(accelerator.unwrap_model(unet).parameters())
+        progress.update(1)
+        done = step + 1
+        is_checkpoint = done % args.checkpointing_steps == 0
+        if done % args.logging_steps == 0 or done == max_train_steps or is_checkpoint:
+            mean = accelerator.reduce(sums, reduction="mean") / (done - last_log_step)
+            bad = accelerator.gather(first_bad[None])
+            if (bad >= 0).any():
+                bad = int(bad[bad >= 0].min())
+                raise FloatingPointError(
+                    f"The loss became NaN or infinite at step {bad}; the run stopped. The last good checkpoint in "
+                    f"{args.output_dir} is {latest_checkpoint(args.output_dir)}: resume from it with a lower "
+                    "--learning_rate or --max_grad_norm."
+                )
+            loss_value, other_value = mean.tolist()
+            now = time.time()
+            last = {
+                "step": done,
+                "epoch": order.epoch_of(done * accum - 1),
+                f"loss_{args.objective}": loss_value,
+                "loss_epsilon" if args.objective == "dsm" else "loss_dsm": other_value,
+                "lr": lr_scheduler.get_last_lr()[0],
+                "images_per_s": (done - last_log_step) * order.global_batch_size * accum / max(now - last_log_time, 1e-9),
+            }
+            accelerator.log({k: v for k, v in last.items() if k != "step"}, step=done)
+            if json_log is not None:
+                json_log.write(last)
+            progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{last['lr']:.2e}")
+            sums.zero_()
+            last_log_step, last_log_time = done, now
+        if is_checkpoint:
+            save_checkpoint(accelerator, args.output_dir, done, {"epoch": last.get("epoch", 0)},
+                            args.checkpoints_total_limit)
+        if args.save_images_steps and done % args.save_images_steps == 0 and done < max_train_steps:
+            if accelerator.is_main_process:
+                with ema_weights(accelerator.unwrap_model(unet), ema):
+                    pipeline = make_pipeline(accelerator.unwrap_model(unet), noise_scheduler)
+                    save_sample_grid(pipeline, Path(args.output_dir) / "samples" / f"step_{done:06d}.png",
+                                     args.num_sample_images, args.seed, device)
+            unet.train()
+            accelerator.wait_for_everyone()
+    progress.close()
+    return last
+
+
+class ema_weights:
+    """Temporarily loads the EMA weights into `model` (a no-op without EMA)."""
+
+    def __init__(self, model, ema):
+        self.model, self.ema = model, ema
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.model.parameters())
+            self.ema.copy_to(self.model.parameters())
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.restore(self.model.parameters())
+
+
+def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last):
+    """Saves the pipeline (EMA weights) to --output_dir, samples the final grid, writes the model card, pushes."""
+    unet = accelerator.unwrap_model(unet)
+    if ema is not None:
+        ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model
+    unet.eval()
+    pipeline = make_pipeline(unet, noise_scheduler)
+    pipeline.save_pretrained(args.output_dir)
+    grid = Path(args.output_dir) / "samples" / f"step_{max_train_steps:06d}.png"
+    sample_start = time.time()
+    save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)
+    sample_time = time.time() - sample_start
+    logger.info(f"Saved the pipeline to {args.output_dir} and samples to {grid} ({sample_time:.0f} s to sample)")
+
+    training = {
+        "objective": args.objective,
+        "dataset": args.dataset_name or args.train_data_dir or "scikit-learn digits (train split)",
+        "num_images": len(images),
+        "resolution": args.resolution,
+        "channels": args.channels,
+        "model_preset": args.model_preset,
+        "max_train_steps": max_train_steps,
+        "train_batch_size": args.train_batch_size,
+        "num_processes": accelerator.num_processes,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "learning_rate": args.learning_rate,
+        "lr_scheduler": args.lr_scheduler,
+        "lr_warmup_steps": args.lr_warmup_steps,
+        "use_ema": args.use_ema,
+        "mixed_precision": accelerator.mixed_precision,
+        "seed": args.seed,
+        "noise_ladder": args.noise_ladder if args.objective == "dsm" else "ddpm",
+    }
+    results = {
+        "final_loss": last.get(f"loss_{args.objective}"),
+        "training_time_s": round(train_time, 1),
+        "sampling_time_s": round(sample_time, 1),
+        "sample_grid": str(grid.relative_to(args.output_dir)),
+        "device": str(accelerator.device),
+    }
+    write_card(args, unet, noise_scheduler, training, results)
+    if args.push_to_hub:
+        repo_id = push_to_hub(args)
+        logger.info(f"Pushed {args.output_dir} to {repo_id}")
+
+
+if __name__ == "__main__":
+    main()
