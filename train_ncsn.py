@@ -18,11 +18,9 @@ is a function of (seed, step), and `--resume_from_checkpoint latest` continues a
 """
 
 import argparse
-import csv
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -75,8 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     # Objective and model
-    add("--objective", choices=("dsm", "epsilon"), default="dsm",
-        help="dsm: NCSN denoising score matching (VE ladder); epsilon: DDPM's loss (VP forward process).")
+    add(
+        "--objective",
+        choices=("dsm", "epsilon"),
+        default="dsm",
+        help="dsm: NCSN denoising score matching (VE ladder); epsilon: DDPM's loss (VP forward process).",
+    )
     add("--model_preset", choices=sorted(PRESETS), default="digits", help="Size preset of the U-Net.")
     # Data
     add("--dataset_name", default=None, help="A `datasets` dataset (Hub id or local path) with an image column.")
@@ -84,23 +86,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--train_data_dir", default=None, help="A folder of images (read with datasets' imagefolder).")
     add("--cache_dir", default=None, help="Where `datasets` caches downloads.")
     add("--resolution", type=int, default=16, help="Side of the square training images.")
-    add("--channels", type=int, choices=(1, 3), default=None,
-        help="1 (grayscale) or 3 (RGB); images are converted. Defaults to 1 for the digits, 3 otherwise.")
+    add(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="1 (grayscale) or 3 (RGB); images are converted. Defaults to 1 for the digits, 3 otherwise.",
+    )
     add("--center_crop", action="store_true", help="Crop the centre square (default: a random square per image).")
     add("--random_flip", action="store_true", help="Flip images horizontally at random (not for digits!).")
-    add("--dequantize", action=argparse.BooleanOptionalAction, default=True,
-        help="Uniform dequantisation x = (255 x + u) / 256, u ~ U(0, 1), as in the paper.")
+    add(
+        "--dequantize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Uniform dequantisation x = (255 x + u) / 256, u ~ U(0, 1), as in the paper.",
+    )
     # Noise ladder (VE, --objective dsm)
-    add("--noise_ladder", choices=("explicit", "ncsnv2"), default="explicit",
-        help="explicit: --sigma_max/--sigma_min/--num_noise_levels; ncsnv2: computed from the data (Song & Ermon 2020).")
+    add(
+        "--noise_ladder",
+        choices=("explicit", "ncsnv2"),
+        default="explicit",
+        help="explicit: --sigma_max/--sigma_min/--num_noise_levels; ncsnv2: computed from the data (Song & Ermon 2020).",
+    )
     add("--sigma_max", type=float, default=None, help="sigma_1 (default 1.0; explicit ladder, data in [-1, 1]).")
     add("--sigma_min", type=float, default=None, help="sigma_L (default 0.02 = the paper's 0.01 for [-1, 1] data).")
     add("--num_noise_levels", type=int, default=None, help="L (default 10; with ncsnv2 it is computed).")
     add("--steps_per_level", type=int, default=None, help="T, Langevin steps per level when sampling (default 20).")
-    add("--langevin_epsilon", type=float, default=None,
-        help="Step size epsilon of annealed Langevin dynamics (default 4 * 2e-5 = the paper's, rescaled to [-1, 1]).")
-    add("--final_denoise", action=argparse.BooleanOptionalAction, default=True,
-        help="End sampling with the Tweedie denoising step x + sigma_L^2 s (NCSNv2).")
+    add(
+        "--langevin_epsilon",
+        type=float,
+        default=None,
+        help="Step size epsilon of annealed Langevin dynamics (default 4 * 2e-5 = the paper's, rescaled to [-1, 1]).",
+    )
+    add(
+        "--final_denoise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="End sampling with the Tweedie denoising step x + sigma_L^2 s (NCSNv2).",
+    )
     # VP (--objective epsilon)
     add("--num_train_timesteps", type=int, default=1000, help="DDPM timesteps (--objective epsilon).")
     add("--ddpm_beta_schedule", default="linear", help="DDPM beta schedule (--objective epsilon).")
@@ -112,25 +135,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--max_train_steps", type=int, default=None, help="Optimizer steps; overrides --num_epochs.")
     add("--gradient_accumulation_steps", type=int, default=1)
     add("--learning_rate", type=float, default=2e-3)
-    add("--lr_scheduler", default="cosine",
-        help='One of "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup".')
+    add(
+        "--lr_scheduler",
+        default="cosine",
+        help='One of "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup".',
+    )
     add("--lr_warmup_steps", type=int, default=50)
     add("--adam_beta1", type=float, default=0.9)
     add("--adam_beta2", type=float, default=0.999)
     add("--adam_weight_decay", type=float, default=0.0)
     add("--adam_epsilon", type=float, default=1e-8)
     add("--max_grad_norm", type=float, default=1.0, help="Gradient clipping (0 disables).")
-    add("--use_ema", action=argparse.BooleanOptionalAction, default=True,
-        help="Keep an EMA of the weights; it is what gets sampled and saved.")
+    add(
+        "--use_ema",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Keep an EMA of the weights; it is what gets sampled and saved.",
+    )
     add("--ema_inv_gamma", type=float, default=1.0)
     add("--ema_power", type=float, default=3 / 4)
     add("--ema_max_decay", type=float, default=0.999)
-    add("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
-        help="Defaults to accelerate's config (`accelerate config`).")
+    add(
+        "--mixed_precision",
+        choices=("no", "fp16", "bf16"),
+        default=None,
+        help="Defaults to accelerate's config (`accelerate config`).",
+    )
     add("--seed", type=int, default=0)
     # Logging, sampling, checkpoints
-    add("--report_to", "--logger", dest="report_to", default="tensorboard",
-        help='Tracker of accelerate ("tensorboard", "wandb", "all", "none"); a JSON-lines log is always written.')
+    add(
+        "--report_to",
+        "--logger",
+        dest="report_to",
+        default="tensorboard",
+        help='Tracker of accelerate ("tensorboard", "wandb", "all", "none"); a JSON-lines log is always written.',
+    )
     add("--logging_dir", default="logs", help="Under --output_dir.")
     add("--logging_steps", type=int, default=25, help="Log (and check the loss is finite) every N steps.")
     add("--save_images_steps", type=int, default=0, help="Sample a grid every N steps (0: only at the end).")
@@ -158,8 +197,15 @@ def check_args(args: argparse.Namespace):
         raise ValueError("--dataset_name and --train_data_dir contradict each other; pass one (or neither: digits).")
     if args.channels is None:
         args.channels = 1 if args.dataset_name is None and args.train_data_dir is None else 3
-    for name in ("train_batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps",
-                 "checkpointing_steps", "num_sample_images", "num_train_timesteps"):
+    for name in (
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "num_epochs",
+        "logging_steps",
+        "checkpointing_steps",
+        "num_sample_images",
+        "num_train_timesteps",
+    ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
     for name in ("max_train_steps", "checkpoints_total_limit", "num_noise_levels", "steps_per_level"):
@@ -212,7 +258,9 @@ def check_output_dir(args: argparse.Namespace):
         raise ValueError(f"--output_dir {output_dir} is a file; pass a folder.")
     if not output_dir.is_dir():
         return
-    foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith("checkpoint-"))
+    foreign = sorted(
+        p.name for p in output_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith("checkpoint-")
+    )
     if foreign:
         raise ValueError(
             f"--output_dir {output_dir} holds files this script did not write ({', '.join(foreign[:5])}); "
@@ -302,7 +350,9 @@ def build_noise_scheduler(args: argparse.Namespace, images: torch.Tensor) -> Ann
         from ncsn_diffusers.ncsnv2_techniques import ncsnv2_scheduler_config
 
         ladder = ncsnv2_scheduler_config(
-            to_model_range(images), sigma_min=args.sigma_min, steps_per_level=args.steps_per_level,
+            to_model_range(images),
+            sigma_min=args.sigma_min,
+            steps_per_level=args.steps_per_level,
             generator=torch.Generator().manual_seed(args.seed),
         )
         common.update(epsilon=ladder.pop("epsilon"))
@@ -344,7 +394,9 @@ def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_i
     if args.random_flip:
         flip = torch.rand(global_shape[0], generator=generator, device=device)[shard] < 0.5
         clean = torch.where(append_dims(flip, clean.ndim), clean.flip(-1), clean)
-    num_levels = args.num_train_timesteps if noise_scheduler.config.noise_space == "vp" else len(noise_scheduler.sigmas)
+    num_levels = (
+        args.num_train_timesteps if noise_scheduler.config.noise_space == "vp" else len(noise_scheduler.sigmas)
+    )
     levels = torch.randint(0, num_levels, (global_shape[0],), generator=generator, device=device)[shard]
     noise = randn_tensor(global_shape, generator=generator, device=device, dtype=torch.float32)[shard]
     return to_model_range(clean), noise, levels
@@ -415,28 +467,12 @@ def save_sample_grid(pipeline, path: Path, num_images: int, seed: int, device) -
     return images
 
 
-def write_card(args, unet, noise_scheduler, training: dict, results: dict):
-    try:
-        from ncsn_diffusers.model_card import write_model_card
-    except ImportError:
-        logger.warning("ncsn_diffusers.model_card is not available; no model card written.")
-        return
-    write_model_card(
-        args.output_dir,
-        unet_config=dict(unet.config),
-        scheduler_config=dict(noise_scheduler.config),
-        repo_id=args.hub_model_id,
-        training=training,
-        results=results,
-        datasets=[args.dataset_name] if args.dataset_name else None,
-    )
-
-
-def push_to_hub(args):
+def push_to_hub(args, repo_id: str) -> str:
+    """Uploads --output_dir (pipeline, model card, sample grids; no checkpoints) to the Hub repo `repo_id`."""
     from huggingface_hub import create_repo, upload_folder
 
     repo_id = create_repo(
-        args.hub_model_id or Path(args.output_dir).resolve().name,
+        repo_id,
         exist_ok=True,
         private=args.hub_private_repo,
         token=args.hub_token,
@@ -478,7 +514,9 @@ def main(argv: list[str] | None = None):
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     if accelerator.is_main_process:
@@ -493,10 +531,14 @@ def main(argv: list[str] | None = None):
     noise_scheduler = build_noise_scheduler(args, images)
     if args.objective == "dsm":
         sigmas = noise_scheduler.sigmas.tolist()
-        logger.info(f"Noise ladder ({args.noise_ladder}): L={len(sigmas)}, sigma_1={sigmas[0]:.4g} ... "
-                    f"sigma_L={sigmas[-1]:.4g}, epsilon={noise_scheduler.config.epsilon:.3g}")
+        logger.info(
+            f"Noise ladder ({args.noise_ladder}): L={len(sigmas)}, sigma_1={sigmas[0]:.4g} ... "
+            f"sigma_L={sigmas[-1]:.4g}, epsilon={noise_scheduler.config.epsilon:.3g}"
+        )
     images = images.to(accelerator.device)
-    ladder = (noise_scheduler.sigmas if args.objective == "dsm" else noise_scheduler.alphas_cumprod).to(accelerator.device)
+    ladder = (noise_scheduler.sigmas if args.objective == "dsm" else noise_scheduler.alphas_cumprod).to(
+        accelerator.device
+    )
 
     order = BatchOrder(len(images), args.train_batch_size * accelerator.num_processes, args.seed)
     max_train_steps = args.max_train_steps or num_update_steps(
@@ -533,7 +575,9 @@ def main(argv: list[str] | None = None):
     if accelerator.is_main_process:
         (output_dir / "training_args.json").write_text(json.dumps(vars(args), indent=2))
         accelerator.init_trackers("train_ncsn", config={k: v for k, v in vars(args).items() if v is not None})
-    json_log = JsonLog(output_dir / args.logging_dir / "train_log.jsonl", start_step) if accelerator.is_main_process else None
+    json_log = (
+        JsonLog(output_dir / args.logging_dir / "train_log.jsonl", start_step) if accelerator.is_main_process else None
+    )
 
     logger.info(
         f"{len(images)} training images {tuple(images.shape[1:])}, objective {args.objective}, "
@@ -542,8 +586,19 @@ def main(argv: list[str] | None = None):
     )
     start_time = time.time()
     last = run_training(
-        args, accelerator, unet, optimizer, lr_scheduler, ema, noise_scheduler, images, ladder, order,
-        start_step, max_train_steps, json_log,
+        args,
+        accelerator,
+        unet,
+        optimizer,
+        lr_scheduler,
+        ema,
+        noise_scheduler,
+        images,
+        ladder,
+        order,
+        start_step,
+        max_train_steps,
+        json_log,
     )
     train_time = time.time() - start_time
 
@@ -572,16 +627,34 @@ def resume(args, accelerator, ema) -> int:
     return state["step"]
 
 
-def run_training(args, accelerator, unet, optimizer, lr_scheduler, ema, noise_scheduler, images, ladder, order,
-                 start_step, max_train_steps, json_log):
+def run_training(
+    args,
+    accelerator,
+    unet,
+    optimizer,
+    lr_scheduler,
+    ema,
+    noise_scheduler,
+    images,
+    ladder,
+    order,
+    start_step,
+    max_train_steps,
+    json_log,
+):
     """The training loop; returns the last logged losses. Raises `FloatingPointError` when the loss is not finite.
 
     Nothing leaves the device between logging steps: the running loss sums and the first non-finite step stay tensors.
     """
     device = accelerator.device
     accum = args.gradient_accumulation_steps
-    progress = tqdm(range(start_step, max_train_steps), initial=start_step, total=max_train_steps,
-                    disable=not accelerator.is_local_main_process, desc="Steps")
+    progress = tqdm(
+        range(start_step, max_train_steps),
+        initial=start_step,
+        total=max_train_steps,
+        disable=not accelerator.is_local_main_process,
+        desc="Steps",
+    )
     sums = torch.zeros(2, device=device)  # running sums of (loss, other-form loss) since the last log
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     last, last_log_step, last_log_time = {}, start_step, time.time()
@@ -590,7 +663,13 @@ def run_training(args, accelerator, unet, optimizer, lr_scheduler, ema, noise_sc
         for k in range(accum):
             micro = step * accum + k
             clean, noise, levels = draw_batch(
-                images, order, micro, args.seed, noise_scheduler, args, accelerator.process_index,
+                images,
+                order,
+                micro,
+                args.seed,
+                noise_scheduler,
+                args,
+                accelerator.process_index,
                 accelerator.num_processes,
             )
             with accelerator.accumulate(unet):
@@ -627,7 +706,10 @@ def run_training(args, accelerator, unet, optimizer, lr_scheduler, ema, noise_sc
                 f"loss_{args.objective}": loss_value,
                 "loss_epsilon" if args.objective == "dsm" else "loss_dsm": other_value,
                 "lr": lr_scheduler.get_last_lr()[0],
-                "images_per_s": (done - last_log_step) * order.global_batch_size * accum / max(now - last_log_time, 1e-9),
+                "images_per_s": (done - last_log_step)
+                * order.global_batch_size
+                * accum
+                / max(now - last_log_time, 1e-9),
             }
             accelerator.log({k: v for k, v in last.items() if k != "step"}, step=done)
             if json_log is not None:
@@ -636,14 +718,20 @@ def run_training(args, accelerator, unet, optimizer, lr_scheduler, ema, noise_sc
             sums.zero_()
             last_log_step, last_log_time = done, now
         if is_checkpoint:
-            save_checkpoint(accelerator, args.output_dir, done, {"epoch": last.get("epoch", 0)},
-                            args.checkpoints_total_limit)
+            save_checkpoint(
+                accelerator, args.output_dir, done, {"epoch": last.get("epoch", 0)}, args.checkpoints_total_limit
+            )
         if args.save_images_steps and done % args.save_images_steps == 0 and done < max_train_steps:
             if accelerator.is_main_process:
                 with ema_weights(accelerator.unwrap_model(unet), ema):
                     pipeline = make_pipeline(accelerator.unwrap_model(unet), noise_scheduler)
-                    save_sample_grid(pipeline, Path(args.output_dir) / "samples" / f"step_{done:06d}.png",
-                                     args.num_sample_images, args.seed, device)
+                    save_sample_grid(
+                        pipeline,
+                        Path(args.output_dir) / "samples" / f"step_{done:06d}.png",
+                        args.num_sample_images,
+                        args.seed,
+                        device,
+                    )
             unet.train()
             accelerator.wait_for_everyone()
     progress.close()
@@ -674,42 +762,52 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
         ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model
     unet.eval()
     pipeline = make_pipeline(unet, noise_scheduler)
-    pipeline.save_pretrained(args.output_dir)
     grid = Path(args.output_dir) / "samples" / f"step_{max_train_steps:06d}.png"
     sample_start = time.time()
     save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)
     sample_time = time.time() - sample_start
-    logger.info(f"Saved the pipeline to {args.output_dir} and samples to {grid} ({sample_time:.0f} s to sample)")
 
-    training = {
-        "objective": args.objective,
-        "dataset": args.dataset_name or args.train_data_dir or "scikit-learn digits (train split)",
-        "num_images": len(images),
-        "resolution": args.resolution,
-        "channels": args.channels,
-        "model_preset": args.model_preset,
-        "max_train_steps": max_train_steps,
-        "train_batch_size": args.train_batch_size,
-        "num_processes": accelerator.num_processes,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "learning_rate": args.learning_rate,
-        "lr_scheduler": args.lr_scheduler,
-        "lr_warmup_steps": args.lr_warmup_steps,
-        "use_ema": args.use_ema,
-        "mixed_precision": accelerator.mixed_precision,
-        "seed": args.seed,
-        "noise_ladder": args.noise_ladder if args.objective == "dsm" else "ddpm",
+    pipeline.model_card_kwargs = {
+        "training": {
+            "objective": args.objective,
+            "dataset": args.dataset_name or args.train_data_dir or "scikit-learn digits (train split)",
+            "num_images": len(images),
+            "resolution": args.resolution,
+            "channels": args.channels,
+            "model_preset": args.model_preset,
+            "max_train_steps": max_train_steps,
+            "train_batch_size": args.train_batch_size,
+            "num_processes": accelerator.num_processes,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "learning_rate": args.learning_rate,
+            "lr_scheduler": args.lr_scheduler,
+            "lr_warmup_steps": args.lr_warmup_steps,
+            "max_grad_norm": args.max_grad_norm,
+            "use_ema": args.use_ema,
+            "ema_max_decay": args.ema_max_decay if args.use_ema else None,
+            "mixed_precision": accelerator.mixed_precision,
+            "dequantize": args.dequantize,
+            "random_flip": args.random_flip,
+            "noise_ladder": args.noise_ladder if args.objective == "dsm" else "ddpm",
+            "seed": args.seed,
+        },
+        "results": {
+            f"final training loss ({args.objective}, mean over pixels)": last.get(f"loss_{args.objective}"),
+            "training time (s)": round(train_time, 1),
+            "training images/s (last interval)": last.get("images_per_s"),
+            f"sampling time for {args.num_sample_images} images (s)": round(sample_time, 1),
+            "sample grid": str(grid.relative_to(args.output_dir)),
+            "device": str(accelerator.device),
+        },
+        "datasets": [args.dataset_name]
+        if args.dataset_name
+        else (None if args.train_data_dir else ["sklearn-digits"]),
     }
-    results = {
-        "final_loss": last.get(f"loss_{args.objective}"),
-        "training_time_s": round(train_time, 1),
-        "sampling_time_s": round(sample_time, 1),
-        "sample_grid": str(grid.relative_to(args.output_dir)),
-        "device": str(accelerator.device),
-    }
-    write_card(args, unet, noise_scheduler, training, results)
+    repo_id = args.hub_model_id or (Path(args.output_dir).resolve().name if args.push_to_hub else None)
+    pipeline.save_pretrained(args.output_dir, repo_id=repo_id)
+    logger.info(f"Saved the pipeline and model card to {args.output_dir}, samples to {grid} ({sample_time:.0f} s)")
     if args.push_to_hub:
-        repo_id = push_to_hub(args)
+        repo_id = push_to_hub(args, repo_id)
         logger.info(f"Pushed {args.output_dir} to {repo_id}")
 
 

@@ -1,7 +1,30 @@
-"""Noise Conditional Score Networks (Song & Ermon, 2019) for Hugging Face diffusers."""
+"""Noise Conditional Score Networks (Song & Ermon, 2019) for Hugging Face diffusers.
 
+Importing the package makes its classes resolvable by diffusers' loaders, which find the `ncsn_diffusers` entries
+of a saved `model_index.json` among the modules already imported.
+"""
+
+from .losses import dsm_loss, epsilon_loss
+from .ncsnv2_techniques import ncsnv2_hyperparameters, ncsnv2_scheduler_config
+from .parameterization import epsilon_from_score, sample_from_score, score_from_epsilon, score_from_sample
+from .pipeline_ncsn import NCSNPipeline, resolve_pipeline_folder
 from .scheduling_annealed_langevin import AnnealedLangevinScheduler, AnnealedLangevinSchedulerOutput
+from .unet_ncsn import NCSNUNet2DModel
 
 __version__ = "0.1.0"
 
-__all__ = ["AnnealedLangevinScheduler", "AnnealedLangevinSchedulerOutput"]
+__all__ = [
+    "AnnealedLangevinScheduler",
+    "AnnealedLangevinSchedulerOutput",
+    "NCSNPipeline",
+    "NCSNUNet2DModel",
+    "dsm_loss",
+    "epsilon_from_score",
+    "epsilon_loss",
+    "ncsnv2_hyperparameters",
+    "ncsnv2_scheduler_config",
+    "resolve_pipeline_folder",
+    "sample_from_score",
+    "score_from_epsilon",
+    "score_from_sample",
+]

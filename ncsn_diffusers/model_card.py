@@ -35,6 +35,11 @@ SCHEDULER_KEYS = {
     "beta_schedule": ("", "DDPM beta schedule (VP)"),
     "trained_betas": ("", "explicit DDPM betas (VP)"),
 }
+PREDICTION_TEXT = {
+    "score": "The network outputs the score s_θ(x, σ) itself.",
+    "epsilon": "The network outputs ε_θ(x, σ) = −σ s_θ(x, σ), which the scheduler turns into the score.",
+    "sample": "The network outputs the denoised x̂_0 = x + σ² s_θ(x, σ), which the scheduler turns into the score.",
+}
 _BLOCK = re.compile(r"^<!-- if (\w+) -->\n(.*?)^<!-- endif -->\n", re.DOTALL | re.MULTILINE)
 _TEMPLATE_NOTE = re.compile(r"<!--\nTemplate of .*?-->\n\n", re.DOTALL)
 
@@ -91,8 +96,16 @@ def _data_range(scheduler_config: dict) -> tuple[float, float]:
 
 def _scheduler_table(scheduler_config: dict) -> str:
     config = _public(scheduler_config)
-    rows = [(f"`{key}`", symbol, _format(config[key]), meaning) for key, (symbol, meaning) in SCHEDULER_KEYS.items()]
-    rows = [row for row, key in zip(rows, SCHEDULER_KEYS) if key in config]
+    rows = [
+        (f"`{k}`", symbol, _format(config[k]), meaning)
+        for k, (symbol, meaning) in SCHEDULER_KEYS.items()
+        if k in config
+    ]
+    if "data_range" in config and config["data_range"] is None:
+        low, high = _data_range(config)
+        rows = [
+            row[:2] + (f"— (so [{low:g}, {high:g}])",) + row[3:] if row[0] == "`data_range`" else row for row in rows
+        ]
     rows += [(f"`{key}`", "", _format(value), "") for key, value in config.items() if key not in SCHEDULER_KEYS]
     if config.get("noise_space", "ve") == "ve" and {"sigma_max", "sigma_min", "num_noise_levels", "epsilon"} <= set(
         config
@@ -201,7 +214,7 @@ def render_model_card(
         "sample_shape_text": f"{channels}×{height}×{width}",
         "data_range": f"[{low:g}, {high:g}]",
         "num_train_timesteps": scheduler_config.get("num_train_timesteps", 1000),
-        "prediction_type": scheduler_config.get("prediction_type", "score"),
+        "prediction_text": PREDICTION_TEXT.get(scheduler_config.get("prediction_type", "score"), ""),
         "num_model_calls": _num_model_calls(scheduler_config),
         "dataset_text": _dataset_text(list(datasets or [])),
         "training_table": _training_table(training),

@@ -66,6 +66,20 @@ PRESETS = {
 }
 
 
+class Float32GaussianFourierProjection(GaussianFourierProjection):
+    """diffusers' Gaussian Fourier features whose frequencies w stay float32 under `model.to(dtype)`.
+
+    With `fourier_scale=16` the phases 2 * pi * w * log(sigma) reach hundreds of radians, so bfloat16's relative rounding
+    of w (2**-9) would shift them by up to radians and scramble the embedding a float32-trained model relies on.
+    """
+
+    def _apply(self, fn, recurse=True):
+        frequencies = self.weight.data
+        super()._apply(fn, recurse)
+        self.weight.data = frequencies.to(self.weight.device)  # follow the device, keep the dtype
+        return self
+
+
 class NCSNUNet2DModel(ModelMixin, ConfigMixin):
     r"""
     A U-Net that estimates the score s_theta(x, sigma) = grad_x log q_sigma(x) of data perturbed by N(0, sigma**2 I).
@@ -110,7 +124,8 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
-    # The sigma embedding stays float32 under `from_pretrained(..., torch_dtype=...)`.
+    # The Fourier frequencies stay float32 under `from_pretrained(..., torch_dtype=...)` (and under `.to(dtype)`, see
+    # `Float32GaussianFourierProjection`).
     _keep_in_fp32_modules = ["sigma_proj"]
     _skip_layerwise_casting_patterns = ["sigma_proj", "norm"]
 
@@ -152,7 +167,7 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
         }
 
         if sigma_embedding_type == "fourier":
-            self.sigma_proj = GaussianFourierProjection(channels[0], scale=fourier_scale, log=False)
+            self.sigma_proj = Float32GaussianFourierProjection(channels[0], scale=fourier_scale, log=False)
             proj_channels = 2 * channels[0]
         else:
             self.sigma_proj = Timesteps(channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)

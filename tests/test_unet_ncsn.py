@@ -97,14 +97,17 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
             assert torch.equal(loaded.eval()(sample, sigma).sample, expected)
 
 
-def test_bfloat16_forward_matches_float32(tmp_path):
+def test_bfloat16_forward_matches_float32():
     model = tiny()
-    sample, sigma = images(), torch.tensor([0.05, 0.5, 1.0, 3.0])
+    frequencies = model.sigma_proj.weight.clone()
+    sample, sigma = images(), torch.tensor([0.01, 0.5, 1.0, 50.0])
     with torch.no_grad():
         expected = model(sample, sigma).sample
         output = model.to(torch.bfloat16)(sample.to(torch.bfloat16), sigma).sample
     assert output.dtype == torch.bfloat16
     assert (output.float() - expected).norm() < 0.05 * expected.norm()
+    # Rounding the frequencies w to bfloat16 would move the phases 2 pi w log(sigma) by up to radians.
+    assert model.sigma_proj.weight.dtype == torch.float32 and torch.equal(model.sigma_proj.weight, frequencies)
 
 
 def test_from_pretrained_in_bfloat16_keeps_the_sigma_embedding_in_float32(tmp_path):

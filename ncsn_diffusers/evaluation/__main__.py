@@ -15,7 +15,7 @@ import numpy as np
 from .digits_metrics import evaluate_samples, reference_floor
 from .fid import FeatureFunction, compute_fid_metrics
 from .image_io import images_from_array, load_images, rgb_to_luma
-from .sampling import sample_pipeline
+from .sampling import distributed_state, sample_pipeline
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,14 +68,12 @@ def run(args: argparse.Namespace, fid_feature_function: FeatureFunction | None =
         args (`argparse.Namespace`): from `parse_args`.
         fid_feature_function (`Callable`, *optional*): replaces torch-fidelity's Inception for `--metric fid`.
     """
-    from accelerate import PartialState
-
     _check(args)
     images = None
     if args.pipeline is not None:
         array = sample_pipeline(args.pipeline, args.num_samples, args.batch_size, args.num_inference_steps, args.seed)
         images = images_from_array(array)
-    state = PartialState()
+    state = distributed_state()
     if not state.is_main_process:
         return None
     if args.pipeline is not None and args.save_samples:
@@ -120,7 +118,7 @@ def format_results(results: dict) -> str:
     rows = [["metric: " + results["metric"], *columns]]
     rows += [[key, *(cell(results[c].get(key, "")) for c in columns)] for key in keys]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(text.ljust(width) for text, width in zip(row, widths)) for row in rows)
+    return "\n".join("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip() for row in rows)
 
 
 def main(argv: list[str] | None = None) -> None:

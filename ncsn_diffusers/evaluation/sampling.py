@@ -1,7 +1,10 @@
 """Sampling a saved pipeline for evaluation, data-parallel under `accelerate launch`.
 
 Each process draws its share of the images with its own generator, seeded `seed + rank`, and every process receives
-all of them in rank order. The images are therefore a function of (seed, number of processes), not of the devices.
+all of them in rank order. The images are therefore a function of (seed, number of processes, batch size).
+
+On GPUs: `accelerate launch --num_processes N -m ncsn_diffusers.evaluation ...`. On CPUs, `accelerate launch --cpu`
+starts one process; several CPU processes come from `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ...`.
 """
 
 import json
@@ -25,6 +28,14 @@ def load_pipeline(pipeline_dir: str):
         class_name = json.load(f).get("_class_name", "")
     pipeline_class = getattr(ncsn_diffusers, class_name, None) or diffusers.DiffusionPipeline
     return pipeline_class.from_pretrained(pipeline_dir)
+
+
+def distributed_state():
+    """accelerate's `PartialState`; with `ACCELERATE_USE_CPU` set, CPU processes form a (gloo) group as well."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def process_share(num_samples: int, num_processes: int, rank: int) -> int:
@@ -51,12 +62,11 @@ def sample_pipeline(
     Returns:
         `np.ndarray` of shape `(num_samples, H, W, C)` in [0, 1], on every process.
     """
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"`num_samples` and `batch_size` must be positive, got {num_samples} and {batch_size}.")
-    state = PartialState()
+    state = distributed_state()
     pipeline = load_pipeline(pipeline_dir).to(state.device)
     pipeline.set_progress_bar_config(disable=not state.is_main_process)
     generator = torch.Generator("cpu").manual_seed(seed + state.process_index)

@@ -1,0 +1,260 @@
+"""NCSNPipeline: unconditional image generation by annealed Langevin dynamics (Song & Ermon, 2019)."""
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from huggingface_hub import create_repo, snapshot_download
+
+from .model_card import write_model_card
+from .scheduling_annealed_langevin import AnnealedLangevinScheduler
+from .unet_ncsn import NCSNUNet2DModel
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+class NCSNPipeline(DiffusionPipeline):
+    r"""
+    Pipeline for unconditional image generation with a noise conditional score network and annealed Langevin dynamics.
+
+    It samples two kinds of model: a score network conditioned on sigma ([`NCSNUNet2DModel`], the scheduler in VE
+    coordinates), and a DDPM epsilon-prediction [`~diffusers.UNet2DModel`] (the scheduler in VP coordinates, where
+    score = -epsilon / sqrt(1 - alphabar_t)).
+
+    This model inherits from [`~diffusers.DiffusionPipeline`]. Check the superclass documentation for the generic methods
+    implemented for all pipelines (downloading, saving, running on a particular device, etc.).
+
+    Parameters:
+        unet ([`NCSNUNet2DModel`] or [`~diffusers.UNet2DModel`]):
+            The network: s_theta(x, sigma) for a score model, epsilon_theta(x_t, t) for a DDPM model.
+        scheduler ([`AnnealedLangevinScheduler`]):
+            The annealed Langevin sampler, in the coordinates of the network.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["sample"]
+
+    def __init__(self, unet: NCSNUNet2DModel | UNet2DModel, scheduler: AnnealedLangevinScheduler):
+        super().__init__()
+        check_components(unet, scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.model_card_kwargs = {}
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        r"""
+        Loads a pipeline from a local folder or a Hub repo id, as [`~diffusers.DiffusionPipeline.from_pretrained`].
+
+        A repo is fetched whole with `huggingface_hub.snapshot_download` first: diffusers' own download reads the
+        `ncsn_diffusers` entries of `model_index.json` as remote code files (`scheduler/ncsn_diffusers.py`) and fails.
+        Hub arguments (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`) apply to that download.
+        """
+        local_dir = resolve_pipeline_folder(
+            pretrained_model_name_or_path,
+            **{k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs},
+        )
+        return super().from_pretrained(local_dir, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, repo_id: str | None = None, **kwargs):
+        r"""
+        Saves the pipeline as [`~diffusers.DiffusionPipeline.save_pretrained`] does (`model_index.json`, `unet/` with
+        safetensors weights, `scheduler/`) and writes the filled-in model card `README.md` from `model_card.md`, with
+        what `pipe.model_card_kwargs` holds (`training`, `results`, `datasets`, `license`).
+        """
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self.write_model_card(save_directory, repo_id=repo_id)
+
+    def write_model_card(self, save_directory: str | os.PathLike, repo_id: str | None = None) -> Path:
+        """Writes `README.md` with Hub metadata for this pipeline into `save_directory`."""
+        return write_model_card(
+            save_directory,
+            unet_config=json.loads(self.unet.to_json_string()),
+            scheduler_config=json.loads(self.scheduler.to_json_string()),
+            repo_id=repo_id,
+            **self.model_card_kwargs,
+        )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+    ) -> str:
+        r"""
+        Uploads the pipeline and its filled-in model card to the Hub repo `repo_id` (created if needed).
+
+        diffusers' own `push_to_hub` replaces the card that `save_pretrained` writes with an empty one; this keeps it.
+        """
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as tmpdir:
+            self.save_pretrained(tmpdir, safe_serialization=safe_serialization, variant=variant, repo_id=repo_id)
+            return self._upload_folder(
+                tmpdir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr
+            )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int | None = None,
+        steps_per_level: int | None = None,
+        epsilon: float | None = None,
+        final_denoise: bool | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[["NCSNPipeline", int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        The call function to the pipeline for generation.
+
+        Args:
+            batch_size (`int`, *optional*, defaults to 1):
+                The number of images to generate.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                A [`torch.Generator`](https://pytorch.org/docs/stable/generated/torch.Generator.html), or one per
+                image, to make generation deterministic.
+            num_inference_steps (`int`, *optional*):
+                The number of U-Net calls, spread over the noise levels (see
+                [`AnnealedLangevinScheduler.set_timesteps`]). Defaults to the scheduler's L x T (+1 for denoising).
+            steps_per_level (`int`, *optional*):
+                T, the Langevin steps per noise level, for this call only.
+            epsilon (`float`, *optional*):
+                The step size epsilon of Algorithm 1, for this call only.
+            final_denoise (`bool`, *optional*):
+                Whether to end with the denoising step x + sigma_L**2 * s(x, sigma_L), for this call only.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"` (`PIL.Image.Image`), `"np"` (`np.ndarray` of shape `(B, H, W, C)`) or `"pt"` (`torch.Tensor` of
+                shape `(B, C, H, W)`), in [0, 1].
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return an [`~pipelines.ImagePipelineOutput`] instead of a plain tuple.
+            callback_on_step_end (`Callable`, *optional*):
+                Called after each step as `callback_on_step_end(self, i, t, callback_kwargs)`; it may return a dict
+                with a replacement `"sample"`.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
+                The tensors passed in `callback_kwargs`; only `"sample"` is available.
+
+        Examples:
+
+        ```py
+        >>> import ncsn_diffusers
+        >>> from ncsn_diffusers import NCSNPipeline
+
+        >>> pipe = NCSNPipeline.from_pretrained("ncsn-digits")
+        >>> image = pipe(batch_size=16).images[0]
+        ```
+
+        Returns:
+            [`~pipelines.ImagePipelineOutput`] or `tuple`: the images, in a tuple when `return_dict` is `False`.
+        """
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["sample"]
+        self.check_inputs(batch_size, generator, output_type, callback_on_step_end_tensor_inputs)
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        shape = (batch_size, self.unet.config.in_channels, *size)
+        device = self._execution_device
+
+        # The chain lives in float32; only the U-Net sees its own dtype.
+        sample = self.scheduler.initial_sample(shape, generator=generator, device=device, dtype=torch.float32)
+        self.scheduler.set_timesteps(
+            num_inference_steps,
+            device=device,
+            steps_per_level=steps_per_level,
+            epsilon=epsilon,
+            final_denoise=final_denoise,
+        )
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            model_output = self.unet(sample.to(self.unet.dtype), t).sample
+            sample = self.scheduler.step(model_output, t, sample, generator=generator).prev_sample
+            if callback_on_step_end is not None:
+                callback_kwargs = {"sample": sample}
+                sample = callback_on_step_end(self, i, t, callback_kwargs).pop("sample", sample)
+
+        low, high = self.scheduler.data_range
+        image = ((sample - low) / (high - low)).clamp(0, 1)  # clamped at the output only, never inside the chain
+        if output_type != "pt":
+            image = image.cpu().permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                image = self.numpy_to_pil(image)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (image,)
+        return ImagePipelineOutput(images=image)
+
+    def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"generator is a list of {len(generator)} generators but batch_size={batch_size}; pass one generator, "
+                "or one per image."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r} is not supported; choose one of {list(OUTPUT_TYPES)}.")
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not available; use ['sample']."
+            )
+
+
+_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies")
+
+
+def check_components(unet, scheduler):
+    """Raises a ValueError for a U-Net and scheduler that cannot sample together, saying how to pair them."""
+    if not isinstance(scheduler, AnnealedLangevinScheduler):
+        raise ValueError(
+            f"NCSNPipeline needs an AnnealedLangevinScheduler, got {type(scheduler).__name__}; convert it with "
+            f"AnnealedLangevinScheduler.from_config(scheduler.config)."
+        )
+    noise_space, prediction_type = scheduler.config.noise_space, scheduler.config.prediction_type
+    if isinstance(unet, NCSNUNet2DModel):
+        if noise_space != "ve" or prediction_type != "score":
+            raise ValueError(
+                f"NCSNUNet2DModel returns the score s(x, sigma) but the scheduler has noise_space={noise_space!r}, "
+                f"prediction_type={prediction_type!r}; use AnnealedLangevinScheduler(noise_space='ve', "
+                "prediction_type='score', ...)."
+            )
+    elif isinstance(unet, UNet2DModel) and unet.config.time_embedding_type == "positional" and noise_space != "vp":
+        raise ValueError(
+            f"This UNet2DModel takes integer DDPM timesteps (an epsilon model) but the scheduler is in "
+            f"noise_space={noise_space!r} with prediction_type={prediction_type!r}, which conditions on sigma; use "
+            "AnnealedLangevinScheduler.from_config(DDPMScheduler(...).config) for DDPM (VP) coordinates."
+        )
+
+
+def resolve_pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, **hub_kwargs) -> str:
+    """
+    Returns a local folder holding a saved pipeline: the folder itself, or a snapshot of a Hub repo id. Pass the
+    result to any pipeline's `from_pretrained`, e.g. `DDPMPipeline.from_pretrained(resolve_pipeline_folder(repo_id))`
+    for a DDPM pipeline whose scheduler is an `AnnealedLangevinScheduler`.
+    """
+    path = Path(pretrained_model_name_or_path)
+    if not path.is_dir():
+        if path.exists() or str(pretrained_model_name_or_path).count("/") > 1:
+            raise ValueError(f"{pretrained_model_name_or_path} is neither a pipeline folder nor a Hub repo id.")
+        path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ValueError(
+            f"{pretrained_model_name_or_path} is not a saved pipeline: model_index.json is missing. Save one with "
+            "pipe.save_pretrained(folder), or load a lone U-Net with NCSNUNet2DModel.from_pretrained(folder)."
+        )
+    components = json.loads(index.read_text())
+    missing = [name for name in ("unet", "scheduler") if name not in components or not (path / name).is_dir()]
+    if missing:
+        raise ValueError(
+            f"{pretrained_model_name_or_path} is not an NCSN pipeline: it lacks {', '.join(missing)} "
+            "(model_index.json entry and folder). An NCSN pipeline holds unet/ and scheduler/."
+        )
+    return str(path)

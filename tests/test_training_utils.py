@@ -1,0 +1,204 @@
+"""Checkpoint bookkeeping, image decoding and the deterministic batch order of ncsn_diffusers.training_utils."""
+
+import json
+import logging
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ncsn_diffusers.training_utils import (
+    STATE_FILE,
+    BatchOrder,
+    complete_checkpoints,
+    decode_images,
+    derived_seed,
+    hub_dataset_sources,
+    image_folder_sources,
+    latest_checkpoint,
+    preprocess_image,
+    read_training_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+
+
+def make_checkpoint(root, name, complete=True):
+    path = root / name
+    path.mkdir()
+    if complete:
+        (path / STATE_FILE).write_text(json.dumps({"step": 0}))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_latest_checkpoint_ignores_partial_and_foreign_folders(tmp_path):
+    make_checkpoint(tmp_path, "checkpoint-9")
+    make_checkpoint(tmp_path, "checkpoint-10")  # numeric, not lexicographic order: 10 > 9
+    make_checkpoint(tmp_path, "checkpoint-20.tmp")  # killed while saving
+    make_checkpoint(tmp_path, "checkpoint-30", complete=False)  # no state file: not written by save_checkpoint
+    make_checkpoint(tmp_path, "checkpoint-40.tmp-delete")  # killed while pruning
+    make_checkpoint(tmp_path, "checkpoint-x")
+    (tmp_path / "checkpoint-50").write_text("a file, not a folder")
+
+    assert [step for step, _ in complete_checkpoints(tmp_path)] == [9, 10]
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == ["checkpoint-20.tmp", "checkpoint-40.tmp-delete"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-10",
+        "checkpoint-30",
+        "checkpoint-50",
+        "checkpoint-9",
+        "checkpoint-x",
+    ]
+
+
+def test_read_training_state_rejects_incomplete_folder(tmp_path):
+    path = make_checkpoint(tmp_path, "checkpoint-3", complete=False)
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        read_training_state(path)
+
+
+def test_save_checkpoint_is_atomic_and_prunes(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model = accelerator.prepare(torch.nn.Linear(2, 2))
+    (tmp_path / "checkpoint-2.tmp").mkdir()  # a stale temporary of the same step is replaced
+    for step in (1, 2, 3):
+        final = save_checkpoint(accelerator, tmp_path, step, {"epoch": 0}, total_limit=2)
+        assert final == tmp_path / f"checkpoint-{step}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3"]
+    assert read_training_state(tmp_path / "checkpoint-3") == {"epoch": 0, "step": 3}
+    assert (tmp_path / "checkpoint-3" / "model.safetensors").is_file()
+
+    # Saving a step that exists (a re-run from an older checkpoint) replaces it whole.
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    save_checkpoint(accelerator, tmp_path, 3, {"epoch": 1}, total_limit=None)
+    from safetensors.torch import load_file
+
+    assert torch.all(load_file(tmp_path / "checkpoint-3" / "model.safetensors")["weight"] == 7.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_preprocess_converts_modes_to_the_requested_channels():
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(np.full((6, 6, 3), (200, 100, 50), dtype=np.uint8))
+    gray = preprocess_image(rgb, 6, 1, True, rng)
+    assert gray.shape == (1, 6, 6) and gray.dtype == np.uint8
+    # ITU-R 601-2 luma, PIL's L conversion: (299 R + 587 G + 114 B) / 1000
+    assert np.all(gray == round((299 * 200 + 587 * 100 + 114 * 50) / 1000))
+
+    l_image = Image.fromarray(np.full((6, 6), 77, dtype=np.uint8))
+    assert np.all(preprocess_image(l_image, 6, 3, True, rng) == 77)  # L -> RGB repeats the channel
+
+    rgba = Image.fromarray(np.dstack([np.full((6, 6, 3), 10, np.uint8), np.zeros((6, 6), np.uint8)]), mode="RGBA")
+    assert np.all(preprocess_image(rgba, 6, 3, True, rng) == 10)
+
+    palette = rgb.convert("P")
+    assert preprocess_image(palette, 6, 3, True, rng).shape == (3, 6, 6)
+
+    sixteen = Image.fromarray(np.arange(36, dtype=np.uint16).reshape(6, 6) * 1000)  # mode I;16
+    out = preprocess_image(sixteen, 6, 1, True, rng)
+    assert out[0, 0, 0] == 0 and out[0, -1, -1] == 255  # rescaled to 8 bits over its own range
+
+
+def test_preprocess_resizes_the_short_side_and_crops():
+    # A 4x8 (h x w) image whose columns are 0..7: the short side is already 4, so only the crop acts.
+    columns = np.tile(np.arange(8, dtype=np.uint8) * 30, (4, 1))
+    image = Image.fromarray(columns)
+    centre = preprocess_image(image, 4, 1, True, np.random.default_rng(0))
+    assert np.array_equal(centre[0], columns[:, 2:6])  # centre: columns 2..5
+    lefts = {int(preprocess_image(image, 4, 1, False, np.random.default_rng(s))[0, 0, 0]) // 30 for s in range(40)}
+    assert lefts == {0, 1, 2, 3, 4}  # random crops: every left edge 0..4 occurs
+
+    small = preprocess_image(Image.fromarray(np.zeros((3, 5), np.uint8)), 12, 1, True, np.random.default_rng(0))
+    assert small.shape == (1, 12, 12)
+
+
+def test_decode_images_skips_a_corrupt_file_and_names_it(tmp_path, caplog):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    sources = [(str(p), (lambda p=p: Image.open(p))) for p in (good, bad)]
+    with caplog.at_level(logging.WARNING):
+        images, skipped = decode_images(sources, 4, 1, True)
+    assert images.shape == (1, 1, 4, 4) and images.dtype == torch.uint8
+    assert skipped == [str(bad)]
+    assert str(bad) in caplog.text
+
+    with pytest.raises(ValueError, match="None of the 1 images"):
+        decode_images(sources[1:], 4, 1, True)
+
+
+def test_image_folder_mixed_modes_and_sizes(tmp_path):
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(np.zeros((10, 14, 3), np.uint8)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "sub" / "gray.jpg")
+    Image.fromarray(np.zeros((20, 12, 4), np.uint8), mode="RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).convert("P").save(tmp_path / "palette.gif")
+    images, skipped = decode_images(image_folder_sources(tmp_path), 8, 3, False)
+    assert images.shape == (4, 3, 8, 8) and skipped == []
+
+
+def test_image_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        list(image_folder_sources(tmp_path / "nope"))
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="contains no image files"):
+        list(image_folder_sources(tmp_path))
+
+
+def test_hub_dataset_offline_fails_at_once(monkeypatch):
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="--dataset_name 'someone/not-cached-anywhere'"):
+        list(hub_dataset_sources("someone/not-cached-anywhere"))
+    assert time.monotonic() - start < 10  # no network retries (conftest sets HF_HUB_OFFLINE=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Deterministic randomness
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_derived_seed_is_a_pure_function_of_its_arguments():
+    assert derived_seed(0, 1, 5) == derived_seed(0, 1, 5)
+    seeds = {derived_seed(s, stream, step) for s in range(3) for stream in range(2) for step in range(100)}
+    assert len(seeds) == 600
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_batch_order_shards_concatenate_to_the_global_batch():
+    one = BatchOrder(num_images=50, global_batch_size=8, seed=3)
+    two = BatchOrder(num_images=50, global_batch_size=8, seed=3)
+    assert one.batches_per_epoch == 6  # 50 // 8, the last 2 images of each epoch are dropped
+    for micro_step in range(20):
+        whole = one.indices(micro_step)
+        shards = [two.indices(micro_step, rank, 2) for rank in range(2)]
+        assert [len(s) for s in shards] == [4, 4]
+        assert torch.equal(torch.cat(shards), whole)
+
+    epoch0 = torch.cat([one.indices(k) for k in range(6)])
+    assert len(set(epoch0.tolist())) == 48  # a permutation: no image twice within an epoch
+    epoch1 = torch.cat([one.indices(k) for k in range(6, 12)])
+    assert not torch.equal(epoch0, epoch1)  # a fresh order each epoch
+    assert one.epoch_of(11) == 1 and one.epoch_of(12) == 2
+
+    with pytest.raises(ValueError, match="larger than the 5 training images"):
+        BatchOrder(num_images=5, global_batch_size=8, seed=0)
