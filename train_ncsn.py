@@ -215,17 +215,17 @@ def check_args(args: argparse.Namespace):
         raise ValueError(f"--resolution must be a positive integer, got {args.resolution}.")
     if args.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be positive, got {args.learning_rate}.")
-    explicit = [f"--{n}" for n in ("sigma_max", "num_noise_levels") if getattr(args, n) is not None]
-    if args.objective == "epsilon" and (explicit or args.sigma_min is not None or args.noise_ladder == "ncsnv2"):
+    ve_flags = [f"--{n}" for n in ("sigma_max", "sigma_min") if getattr(args, n) is not None]
+    if args.objective == "epsilon" and (ve_flags or args.noise_ladder == "ncsnv2"):
         raise ValueError(
-            f"{explicit + (['--sigma_min'] if args.sigma_min is not None else []) or ['--noise_ladder ncsnv2']} set "
-            "the VE ladder of --objective dsm; --objective epsilon uses the DDPM schedule (--num_train_timesteps, "
-            "--ddpm_beta_schedule)."
+            f"{' and '.join(ve_flags) or '--noise_ladder ncsnv2'} set(s) the VE ladder of --objective dsm; "
+            "--objective epsilon uses the DDPM schedule (--num_train_timesteps, --ddpm_beta_schedule)."
         )
-    if args.noise_ladder == "ncsnv2" and explicit:
+    computed = [f"--{n}" for n in ("sigma_max", "num_noise_levels") if getattr(args, n) is not None]
+    if args.noise_ladder == "ncsnv2" and computed:
         raise ValueError(
-            f"{' and '.join(explicit)} contradict --noise_ladder ncsnv2, which computes sigma_1 and L from the data; "
-            "drop them or use --noise_ladder explicit (--sigma_min is allowed: it is sigma_L)."
+            f"{' and '.join(computed)} contradict(s) --noise_ladder ncsnv2, which computes sigma_1 and L from the "
+            "data; drop them or use --noise_ladder explicit (--sigma_min is allowed: it is sigma_L)."
         )
     args.sigma_max = 1.0 if args.sigma_max is None else args.sigma_max
     args.sigma_min = 0.02 if args.sigma_min is None else args.sigma_min

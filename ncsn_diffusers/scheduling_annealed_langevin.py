@@ -188,7 +188,8 @@ class AnnealedLangevinScheduler(SchedulerMixin, ConfigMixin):
                 config_dict.setdefault("prediction_type", "epsilon")
                 # The VP ladder spans sigma 0.01 -> ~157 (VE-equivalent): 10 levels leave neighbours too far apart
                 # to overlap (NCSNv2, Technique 2) and mixing across modes fails; 100 x 10 keeps DDPM's 1000 calls.
-                config_dict.setdefault("num_noise_levels", VP_DEFAULT_NUM_NOISE_LEVELS)
+                num_train_timesteps = config_dict.get("num_train_timesteps") or 1000
+                config_dict.setdefault("num_noise_levels", min(VP_DEFAULT_NUM_NOISE_LEVELS, num_train_timesteps))
                 config_dict.setdefault("steps_per_level", VP_DEFAULT_STEPS_PER_LEVEL)
         return super().extract_init_dict(config_dict, **kwargs)
 

@@ -161,6 +161,58 @@ def ddpm_pipeline_push_and_load(ctx: Context) -> None:
     assert np.array_equal(_ddpm_samples(pipe), _ddpm_samples(loaded))
 
 
+@check
+def ncsn_pipeline_push_and_load(ctx: Context) -> None:
+    """NCSNPipeline.push_to_hub, then NCSNPipeline.from_pretrained(repo_id): identical samples and our model card."""
+    import torch
+    from huggingface_hub import ModelCard, hf_hub_download
+
+    from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel
+
+    torch.manual_seed(0)
+    unet = NCSNUNet2DModel.from_preset("tiny", sample_size=8)
+    scheduler = AnnealedLangevinScheduler(sigma_max=2.0, sigma_min=0.02, epsilon=8e-5, data_range=(-1.0, 1.0))
+    pipe = NCSNPipeline(unet=unet, scheduler=scheduler)
+    pipe.model_card_kwargs = {"results": {"frechet_distance": 3.5}}
+    pipe.push_to_hub("tiny-ncsn")
+    repo_id = ctx.repo_id("tiny-ncsn")
+
+    card = ModelCard.load(hf_hub_download(repo_id, "README.md"))
+    assert card.data.library_name == "diffusers" and "diffusers:NCSNPipeline" in card.data.tags, card.data
+    assert repo_id in card.text and "3.5" in card.text
+
+    loaded = NCSNPipeline.from_pretrained(repo_id)
+    for pipeline in (pipe, loaded):
+        pipeline.set_progress_bar_config(disable=True)
+    kwargs = {"batch_size": 2, "num_inference_steps": 8, "output_type": "pt"}
+    a = pipe(generator=torch.Generator().manual_seed(0), **kwargs).images
+    b = loaded(generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert torch.equal(a, b)
+
+
+@check
+def swapped_ddpm_pipeline_push_and_load(ctx: Context) -> None:
+    """A DDPMPipeline whose scheduler was swapped to AnnealedLangevinScheduler survives push and load."""
+    import numpy as np
+    from diffusers import DDPMPipeline, UNet2DModel
+
+    from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, resolve_pipeline_folder
+
+    pipe = _tiny_ddpm_pipeline()
+    pipe.unet.save_pretrained(ctx.workdir / "unet")  # a reloaded U-Net, so that both sides run the same kernels
+    pipe.unet = UNet2DModel.from_pretrained(ctx.workdir / "unet")
+    pipe.scheduler = AnnealedLangevinScheduler.from_config(pipe.scheduler.config)
+    pipe.push_to_hub("tiny-ddpm-swapped")
+    repo_id = ctx.repo_id("tiny-ddpm-swapped")
+
+    # Stock DDPMPipeline.from_pretrained(repo_id) reads the ncsn_diffusers entry as remote code; the snapshot does not.
+    loaded = DDPMPipeline.from_pretrained(resolve_pipeline_folder(repo_id))
+    assert isinstance(loaded.scheduler, AnnealedLangevinScheduler) and loaded.scheduler.config.noise_space == "vp"
+    assert np.array_equal(_ddpm_samples(pipe), _ddpm_samples(loaded))
+    as_ncsn = NCSNPipeline.from_pretrained(repo_id)
+    assert as_ncsn.scheduler.config.prediction_type == "epsilon"
+
+
 def main(argv: list[str]) -> int:
     if "huggingface_hub" in sys.modules:
         raise RuntimeError("huggingface_hub was imported before HF_ENDPOINT was set; it would talk to the real Hub")

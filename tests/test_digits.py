@@ -22,7 +22,9 @@ def test_resized_shape_and_range(resolution):
     assert images.min() >= 0.0 and images.max() <= 1.0
     # Bilinear resizing keeps each image's mean brightness (exactly when enlarging: the kernel weights sum to 1).
     native, _ = load_digits_images(resolution=8, split="test")
-    assert torch.allclose(images.mean(dim=(1, 2, 3)), native.mean(dim=(1, 2, 3)), atol=0.03 if resolution < 8 else 1e-6)
+    assert torch.allclose(
+        images.mean(dim=(1, 2, 3)), native.mean(dim=(1, 2, 3)), atol=0.03 if resolution < 8 else 1e-6
+    )
 
 
 def test_split_is_deterministic_disjoint_and_complete():

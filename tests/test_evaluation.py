@@ -1,5 +1,7 @@
 import json
 import math
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -277,7 +279,14 @@ def test_cli_fid_metric_with_injected_features(tmp_path, trained):
     np.save(tmp_path / "samples.npy", test[:, 0].numpy())  # (N, H, W)
     write_pngs(train, tmp_path / "reference")
     out = tmp_path / "fid.json"
-    argv = ["--metric", "fid", "--samples", str(tmp_path / "samples.npy"), "--reference_dir", str(tmp_path / "reference")]
+    argv = [
+        "--metric",
+        "fid",
+        "--samples",
+        str(tmp_path / "samples.npy"),
+        "--reference_dir",
+        str(tmp_path / "reference"),
+    ]
     run(parse_args([*argv, "--json", str(out)]), fid_feature_function=digits_feature_function(classifier))
     results = json.loads(out.read_text())["samples"]
     assert set(results) == {"fid", "inception_score_mean", "inception_score_std", "num_samples", "num_reference"}
@@ -329,3 +338,22 @@ def test_cli_samples_a_saved_pipeline(tmp_path, ddpm_dir, cache_dir):
     np.testing.assert_array_equal(images, again)
     other_seed = sample_pipeline(ddpm_dir, 5, batch_size=2, num_inference_steps=2, seed=4)
     assert not np.array_equal(images, other_seed)
+
+
+@pytest.mark.slow
+def test_data_parallel_sampling_gathers_every_rank_in_order(tmp_path, ddpm_dir, cache_dir, trained):
+    # Two CPU processes: rank r draws its share with seed + r; rank 0 gathers the shares in rank order and scores them.
+    saved, out = tmp_path / "samples.npy", tmp_path / "scores.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "ncsn_diffusers.evaluation", "--pipeline", ddpm_dir, "--num_samples", "5", "--batch_size", "2"]
+    command += ["--num_inference_steps", "2", "--seed", "3", "--save_samples", str(saved), "--json", str(out)]
+    command += ["--cache_dir", cache_dir]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+    completed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    rank_0 = sample_pipeline(ddpm_dir, 3, batch_size=2, num_inference_steps=2, seed=3)  # 5 // 2 + 1 images
+    rank_1 = sample_pipeline(ddpm_dir, 2, batch_size=2, num_inference_steps=2, seed=4)
+    np.testing.assert_allclose(np.load(saved), np.concatenate([rank_0, rank_1]), atol=1e-6)
+    assert json.loads(out.read_text())["samples"]["num_samples"] == 5
