@@ -26,10 +26,14 @@ def score_from_sample(
 
 
 def sample_from_score(
-    score: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor, alpha: torch.Tensor | float = 1.0
+    score: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor | float, alpha: torch.Tensor | float = 1.0
 ) -> torch.Tensor:
     """x0_hat = (x + sigma**2 * score) / alpha, Tweedie's denoiser (the NCSNv2 final denoising step when alpha = 1)."""
-    return (sample + sigma**2 * score) / alpha
+    if isinstance(sigma, torch.Tensor):
+        denoised = sample + sigma**2 * score
+    else:
+        denoised = torch.add(sample, score, alpha=sigma**2)  # one fused kernel: this runs at every sampling step
+    return denoised if isinstance(alpha, (int, float)) and alpha == 1.0 else denoised / alpha
 
 
 def append_dims(values: torch.Tensor, ndim: int) -> torch.Tensor:

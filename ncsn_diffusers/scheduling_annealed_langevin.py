@@ -442,9 +442,11 @@ class AnnealedLangevinScheduler(SchedulerMixin, ConfigMixin):
         if isinstance(timestep, torch.Tensor):
             if timestep.device.type != "cpu":
                 return i  # reading it back would synchronise the device at every step
-            if timestep.numel() > 1 and not (timestep == timestep.flatten()[0]).all():
-                raise ValueError("All samples of a batch must share one timestep in annealed Langevin dynamics.")
-            timestep = timestep.flatten()[0].item()
+            if timestep.ndim > 0:
+                if not (timestep == timestep.flatten()[0]).all():
+                    raise ValueError("All samples of a batch must share one timestep in annealed Langevin dynamics.")
+                timestep = timestep.flatten()[0]
+            timestep = timestep.item()
         expected = self._timestep_values[i]
         if not math.isclose(float(timestep), expected, rel_tol=1e-5, abs_tol=1e-7):
             where = "is not in the schedule" if not self._in_schedule(timestep) else "is out of order"
