@@ -4,7 +4,9 @@ Importing the package makes its classes resolvable by diffusers' loaders, which 
 of a saved `model_index.json` among the modules already imported.
 """
 
+from .digits import load_digits_images
 from .losses import dsm_loss, epsilon_loss
+from .model_card import render_model_card, write_model_card
 from .ncsnv2_techniques import ncsnv2_hyperparameters, ncsnv2_scheduler_config
 from .parameterization import epsilon_from_score, sample_from_score, score_from_epsilon, score_from_sample
 from .pipeline_ncsn import NCSNPipeline, resolve_pipeline_folder
@@ -21,10 +23,13 @@ __all__ = [
     "dsm_loss",
     "epsilon_from_score",
     "epsilon_loss",
+    "load_digits_images",
     "ncsnv2_hyperparameters",
     "ncsnv2_scheduler_config",
+    "render_model_card",
     "resolve_pipeline_folder",
     "sample_from_score",
     "score_from_epsilon",
     "score_from_sample",
+    "write_model_card",
 ]

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from analytic_models import MixtureScoreModel
+from analytic_models import ImageMixtureScoreModel
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from huggingface_hub import ModelCard
 from PIL import Image
@@ -44,7 +44,7 @@ def count_calls(module):
 def test_pipeline_samples_a_gaussian_mixture_of_images():
     # An exact score in place of the U-Net: two 1x2x2 "images" with weights 0.2 / 0.8 and pixel std 0.05.
     templates = [[-0.5, 0.5, 0.5, -0.5], [0.5, -0.5, -0.5, 0.5]]
-    model = MixtureScoreModel(templates, [0.2, 0.8], std=0.05, sample_size=2, in_channels=1)
+    model = ImageMixtureScoreModel(templates, [0.2, 0.8], std=0.05, sample_size=2, in_channels=1)
     scheduler = AnnealedLangevinScheduler(
         sigma_max=2.0, sigma_min=0.05, num_noise_levels=10, steps_per_level=100, epsilon=2e-4, data_range=(-1.0, 1.0)
     )

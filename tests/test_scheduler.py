@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from analytic_models import MixtureEpsilonModel, MixtureScoreModel
+from analytic_models import ImageMixtureEpsilonModel, ImageMixtureScoreModel
 from diffusers import DDPMPipeline, DDPMScheduler
 
 from ncsn_diffusers import AnnealedLangevinScheduler
@@ -144,7 +144,7 @@ def test_annealed_langevin_recovers_mixture_weights_at_the_papers_toy_settings()
     scheduler = AnnealedLangevinScheduler(
         sigma_max=20.0, sigma_min=1.0, epsilon=0.1, initial_distribution="uniform", data_range=(-8.0, 8.0)
     )
-    model = MixtureScoreModel(MIXTURE_MEANS, MIXTURE_WEIGHTS)
+    model = ImageMixtureScoreModel(MIXTURE_MEANS, MIXTURE_WEIGHTS)
     weight, var_left, var_right = mode_statistics(run_chain(scheduler, model, 4096))
     assert weight == pytest.approx(0.2, abs=0.03)
     # the chain samples the mixture perturbed at sigma_L = 1: per-mode variance 1 + sigma_L^2 = 2
@@ -158,7 +158,7 @@ def test_annealed_langevin_recovers_unit_variance_modes_at_small_sigma_L():
         sigma_max=20.0, sigma_min=0.1, epsilon=1e-3, initial_distribution="uniform", data_range=(-8.0, 8.0)
     )
     weight, var_left, var_right = mode_statistics(
-        run_chain(scheduler, MixtureScoreModel(MIXTURE_MEANS, MIXTURE_WEIGHTS), 4096)
+        run_chain(scheduler, ImageMixtureScoreModel(MIXTURE_MEANS, MIXTURE_WEIGHTS), 4096)
     )
     assert weight == pytest.approx(0.2, abs=0.03)
     torch.testing.assert_close(var_left, torch.ones(2), rtol=0.15, atol=0)
@@ -176,7 +176,7 @@ def test_single_level_langevin_with_the_data_score_misses_the_weights():
         initial_distribution="uniform",
         data_range=(-8.0, 8.0),
     )
-    weight, _, _ = mode_statistics(run_chain(scheduler, MixtureScoreModel(MIXTURE_MEANS, MIXTURE_WEIGHTS), 4096))
+    weight, _, _ = mode_statistics(run_chain(scheduler, ImageMixtureScoreModel(MIXTURE_MEANS, MIXTURE_WEIGHTS), 4096))
     assert abs(weight - 0.2) > 0.2
 
 
@@ -188,7 +188,7 @@ def template_mixture_model(scheduler_config):
     templates[0, :, :2], templates[0, :, 2:] = 0.5, -0.5
     templates[1] = -templates[0]
     alphas_cumprod = DDPMScheduler.from_config(scheduler_config).alphas_cumprod.double().tolist()
-    model = MixtureEpsilonModel(templates.tolist(), MIXTURE_WEIGHTS, 0.1, 4, 1, alphas_cumprod)
+    model = ImageMixtureEpsilonModel(templates.tolist(), MIXTURE_WEIGHTS, 0.1, 4, 1, alphas_cumprod)
     return model, templates.flatten(1)
 
 
@@ -281,7 +281,7 @@ def test_save_load_round_trip_gives_identical_steps(tmp_path):
     public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
     assert public(loaded.config) == public(scheduler.config)
     assert (tmp_path / "scheduler" / "scheduler_config.json").is_file()
-    model = MixtureScoreModel([[0.0] * 4], [1.0])
+    model = ImageMixtureScoreModel([[0.0] * 4], [1.0])
     a = run_chain(scheduler, model, 8, shape=(4,), num_inference_steps=20)
     b = run_chain(loaded, model, 8, shape=(4,), num_inference_steps=20)
     assert torch.equal(a, b)
@@ -289,7 +289,7 @@ def test_save_load_round_trip_gives_identical_steps(tmp_path):
 
 def test_same_generator_same_samples_and_return_dict():
     scheduler = AnnealedLangevinScheduler()
-    model = MixtureScoreModel([[0.0] * 4], [1.0])
+    model = ImageMixtureScoreModel([[0.0] * 4], [1.0])
     a = run_chain(scheduler, model, 8, shape=(4,), num_inference_steps=30)
     b = run_chain(scheduler, model, 8, shape=(4,), num_inference_steps=30)
     c = run_chain(scheduler, model, 8, shape=(4,), seed=1, num_inference_steps=30)
