@@ -3,7 +3,7 @@
 python -m ncsn_diffusers.evaluation --floor --resolution 16            # what real held-out digits score
 python -m ncsn_diffusers.evaluation --samples samples.npy --floor --json scores.json
 accelerate launch -m ncsn_diffusers.evaluation --pipeline ./ncsn-digits --num_samples 360 --floor
-python -m ncsn_diffusers.evaluation --metric fid --samples ./generated --reference_dir ./cifar10-test  # needs torch-fidelity
+python -m ncsn_diffusers.evaluation --metric fid --samples ./generated --reference_dir ./real  # torch-fidelity
 """
 
 import argparse

@@ -23,7 +23,7 @@ NUM_CLASSES = 10
 
 
 class DigitsClassifier(nn.Module):
-    """conv 3x3 -> ReLU -> max-pool to 8x8 -> conv 3x3 -> ReLU -> max-pool to 4x4 -> linear -> ReLU (features) -> linear.
+    """conv 3x3, ReLU, max-pool to 8x8, conv 3x3, ReLU, max-pool to 4x4, linear, ReLU (the features), linear.
 
     Args:
         width (`int`, defaults to 16): channels of the first convolution; the second has twice as many.
@@ -64,7 +64,7 @@ def classifier_outputs(
 
 @contextlib.contextmanager
 def _deterministic(seed: int):
-    """One thread, deterministic kernels and a private RNG seeded with `seed`; the caller's settings come back after."""
+    """One thread, deterministic kernels, a private RNG seeded with `seed`; the caller's settings come back after."""
     num_threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()

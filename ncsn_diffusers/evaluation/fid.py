@@ -22,14 +22,14 @@ FeatureFunction = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def inception_feature_function(device: str | torch.device = "cpu", batch_size: int = 64) -> FeatureFunction:
-    """torch-fidelity's Inception-v3: 2048-d pool features for FID and unbiased logits for IS, as torch-fidelity uses."""
+    """torch-fidelity's Inception-v3: the 2048-d pool features for FID and the unbiased logits for IS, as it uses."""
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as error:
         raise ImportError(
-            "`--metric fid` computes FID and IS with torch-fidelity's Inception-v3, which is not installed. Install it "
-            "with `pip install torch-fidelity` (the weights download on first use), or use `--metric digits`, which "
-            "works offline."
+            "`--metric fid` computes FID and IS with torch-fidelity's Inception-v3, which is not installed. Install "
+            "it with `pip install torch-fidelity` (the weights download on first use), or use `--metric digits`, "
+            "which works offline."
         ) from error
 
     extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"]).to(device)

@@ -9,7 +9,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def load_image_folder(path: str, mode: str = "L") -> torch.Tensor:
-    """Every image file in `path` (sorted by name) as `(N, C, H, W)` float32 in [0, 1]; `mode` is PIL's "L" or "RGB"."""
+    """Every image file in `path`, sorted by name, as `(N, C, H, W)` float32 in [0, 1]; `mode` is PIL's "L"/"RGB"."""
     from PIL import Image
 
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))

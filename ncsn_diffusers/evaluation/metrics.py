@@ -34,9 +34,10 @@ def frechet_distance_from_statistics(mu_a, sigma_a, mu_b, sigma_b) -> float:
 
     d^2 = ||mu_a - mu_b||^2 + tr(Sigma_a + Sigma_b - 2 (Sigma_a Sigma_b)^(1/2)).
 
-    tr (Sigma_a Sigma_b)^(1/2) is taken as tr (Sigma_a^(1/2) Sigma_b Sigma_a^(1/2))^(1/2): the two matrices are similar,
-    and the second is symmetric positive semi-definite, so its square root comes from `eigh` with real eigenvalues
-    instead of `scipy.linalg.sqrtm`'s complex Schur form that needs an epsilon added to singular covariances.
+    tr (Sigma_a Sigma_b)^(1/2) is taken as tr (Sigma_a^(1/2) Sigma_b Sigma_a^(1/2))^(1/2): the two matrices are
+    similar, and the second is symmetric positive semi-definite, so its square root comes from `eigh` with real
+    eigenvalues instead of `scipy.linalg.sqrtm`'s complex Schur form, which needs an epsilon added to singular
+    covariances.
     """
     mu_a, sigma_a, mu_b, sigma_b = (_as_float64(x) for x in (mu_a, sigma_a, mu_b, sigma_b))
     if mu_a.shape != mu_b.shape or sigma_a.shape != sigma_b.shape or sigma_a.shape != mu_a.shape * 2:
