@@ -48,19 +48,10 @@ def check(fn: Callable[[Context], None]) -> Callable[[Context], None]:
 
 def _tiny_ddpm_pipeline():
     import torch
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from diffusers import DDPMPipeline, DDPMScheduler
+    from tiny_models import tiny_ddpm_unet
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_ddpm_unet()
     with torch.no_grad():  # move off the default init, so loading the wrong weights cannot go unnoticed
         for parameter in unet.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))

@@ -305,19 +305,10 @@ def test_process_share_splits_the_remainder_over_the_first_ranks():
 
 @pytest.fixture(scope="module")
 def ddpm_dir(tmp_path_factory):
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from diffusers import DDPMPipeline, DDPMScheduler
+    from tiny_models import tiny_ddpm_unet
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_ddpm_unet()
     path = tmp_path_factory.mktemp("ddpm")
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10)).save_pretrained(path)
     return str(path)

@@ -7,19 +7,13 @@ from analytic_models import ImageMixtureScoreModel
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from huggingface_hub import ModelCard
 from PIL import Image
+from tiny_models import tiny_ddpm_unet
 
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel
 
 
 def ve_scheduler(**kwargs):
     return AnnealedLangevinScheduler(sigma_max=2.0, sigma_min=0.02, epsilon=8e-5, data_range=(-1.0, 1.0), **kwargs)
-
-
-def tiny_ddpm_unet():
-    return UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=8,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), layers_per_block=1,
-    )  # fmt: skip
 
 
 @pytest.fixture
