@@ -83,7 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Data
     add("--dataset_name", default=None, help="A `datasets` dataset (Hub id or local path) with an image column.")
     add("--dataset_config_name", default=None, help="The config of --dataset_name.")
-    add("--train_data_dir", default=None, help="A folder of images (read with datasets' imagefolder).")
+    add(
+        "--train_data_dir",
+        default=None,
+        help="A folder of images (read with datasets' imagefolder, recursively); any mode and size is converted, and "
+        "an unreadable file is skipped with a warning naming it.",
+    )
     add("--cache_dir", default=None, help="Where `datasets` caches downloads.")
     add("--resolution", type=int, default=16, help="Side of the square training images.")
     add(
@@ -426,10 +431,10 @@ def training_losses(unet, noise_scheduler, clean, noise, levels, sigmas_or_alpha
     if noise_scheduler.config.noise_space == "ve":
         sigma = sigmas_or_alphas[levels]  # (B,)
         noisy = noise_scheduler.add_noise(clean, noise, sigma)  # x + sigma z
-        return objective_losses(unet(noisy, sigma).sample, noise, sigma, "score")
+        return objective_losses(unet(noisy, sigma).sample.float(), noise, sigma, "score")  # fp32 under autocast
     sigma = (1.0 - sigmas_or_alphas[levels]).sqrt()  # sqrt(1 - abar_t), the VE-equivalent noise scale of z
     noisy = noise_scheduler.add_noise(clean, noise, levels)  # sqrt(abar_t) x + sqrt(1 - abar_t) z
-    return objective_losses(unet(noisy, levels).sample, noise, sigma, "epsilon")
+    return objective_losses(unet(noisy, levels).sample.float(), noise, sigma, "epsilon")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -458,7 +463,7 @@ def save_sample_grid(pipeline, path: Path, num_images: int, seed: int, device) -
         r, col = divmod(i, cols)
         grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = image
     grid = (grid.clip(0, 1) * 255).round().astype(np.uint8)
-    scale = max(1, 256 // grid.shape[0])  # small images are hard to judge: enlarge (nearest) to about 256 px
+    scale = max(1, 512 // max(grid.shape[:2]))  # small images are hard to judge: enlarge (nearest) to ~512 px
     picture = Image.fromarray(grid[..., 0] if c == 1 else grid).resize(
         (grid.shape[1] * scale, grid.shape[0] * scale), resample=Image.Resampling.NEAREST
     )
