@@ -36,10 +36,17 @@ from diffusers.training_utils import EMAModel
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from ncsn_diffusers.digits import load_digits_images
-from ncsn_diffusers.losses import dsm_loss, epsilon_loss
-from ncsn_diffusers.parameterization import append_dims, epsilon_from_score, score_from_epsilon
-from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
+from ncsn_diffusers import (
+    AnnealedLangevinScheduler,
+    NCSNPipeline,
+    NCSNUNet2DModel,
+    dsm_loss,
+    epsilon_from_score,
+    epsilon_loss,
+    load_digits_images,
+    score_from_epsilon,
+)
+from ncsn_diffusers.parameterization import append_dims
 from ncsn_diffusers.training_utils import (
     BatchOrder,
     decode_images,
@@ -52,7 +59,7 @@ from ncsn_diffusers.training_utils import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from ncsn_diffusers.unet_ncsn import PRESETS, NCSNUNet2DModel
+from ncsn_diffusers.unet_ncsn import PRESETS
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -443,8 +450,6 @@ def training_losses(unet, noise_scheduler, clean, noise, levels, sigmas_or_alpha
 
 
 def make_pipeline(unet, noise_scheduler):
-    from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
-
     return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
 
 

@@ -7,6 +7,7 @@ Subprocesses are few (each `accelerate launch` pays seconds of imports); everyth
 import copy
 import importlib.util
 import json
+import math
 import os
 import signal
 import socket
@@ -408,7 +409,7 @@ def test_bad_data_and_folders_name_the_problem(tmp_path):
         run_main(*TINY, "--output_dir", earlier)
 
 
-def test_image_folder_with_mixed_modes_and_a_corrupt_file_trains_in_rgb(tmp_path, caplog):
+def test_image_folder_with_mixed_modes_and_a_corrupt_file_trains_in_rgb_under_bf16(tmp_path, caplog):
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
@@ -417,7 +418,9 @@ def test_image_folder_with_mixed_modes_and_a_corrupt_file_trains_in_rgb(tmp_path
         image.save(data / f"{i}.png")
     (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
     out = tmp_path / "out"
-    run_main(*TINY, "--train_data_dir", data, "--max_train_steps", "1", "--channels", "3", "--output_dir", out)
+    run_main(*TINY, "--train_data_dir", data, "--max_train_steps", "1", "--channels", "3", "--output_dir", out,
+             "--mixed_precision", "bf16")  # fmt: skip
     assert "broken.png" in caplog.text
+    assert math.isfinite(log_records(out)[-1]["loss_dsm"])
     assert json.loads((out / "unet" / "config.json").read_text())["in_channels"] == 3
     assert Image.open(out / "samples" / "step_000001.png").mode == "RGB"
