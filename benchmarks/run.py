@@ -8,12 +8,14 @@ import argparse
 
 import torch
 
-from . import bench_pipeline, bench_scheduler, bench_training_step
+from . import bench_peers, bench_pipeline, bench_scheduler, bench_training_script, bench_training_step
 
 BENCHMARKS = {
     "scheduler": bench_scheduler.run,
     "pipeline": bench_pipeline.run,
     "training_step": bench_training_step.run,
+    "peers": bench_peers.run,
+    "training_script": bench_training_script.run,
 }
 
 

@@ -172,8 +172,9 @@ class NCSNPipeline(DiffusionPipeline):
             epsilon=epsilon,
             final_denoise=final_denoise,
         )
+        unet_dtype = self.unet.dtype  # a walk over every module: read once, not at each of the N calls
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            model_output = self.unet(sample.to(self.unet.dtype), t).sample
+            model_output = self.unet(sample.to(unet_dtype), t).sample
             sample = self.scheduler.step(model_output, t, sample, generator=generator).prev_sample
             if callback_on_step_end is not None:
                 callback_kwargs = {"sample": sample}
