@@ -122,7 +122,15 @@ def format_results(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run(parse_args(argv))
+    args = parse_args(argv)
+    try:
+        run(args)
+    finally:
+        # A process that exits with its gloo group alive can abort in the group's threads ("terminate called without
+        # an active exception"), so every rank waits for the scoring on rank 0 and then closes the group.
+        state = distributed_state()
+        state.wait_for_everyone()
+        state.destroy_process_group()
 
 
 if __name__ == "__main__":
