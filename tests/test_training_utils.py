@@ -165,6 +165,27 @@ def test_image_folder_errors_name_the_problem(tmp_path):
         list(image_folder_sources(tmp_path))
 
 
+def test_dataset_name_reads_a_local_datasets_folder(tmp_path):
+    # The `--dataset_name` path on a local folder of parquet files, the layout of a Hub dataset repo.
+    import datasets
+
+    pixels = [np.full((6, 5, 3), 40 * k, np.uint8) for k in range(3)]
+    table = datasets.Dataset.from_dict({"img": [Image.fromarray(p) for p in pixels], "label": [0, 1, 2]})
+    table.cast_column("img", datasets.Image()).to_parquet(str(tmp_path / "train.parquet"))
+    images, skipped = decode_images(hub_dataset_sources(str(tmp_path)), 4, 1, False)
+    assert images.shape == (3, 1, 4, 4) and images.dtype == torch.uint8 and skipped == []
+    for k in range(3):  # a constant grey image stays that grey through resizing and conversion to one channel
+        assert torch.all(images[k] == 40 * k)
+
+
+def test_dataset_without_image_column_names_its_columns(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["a", "b"]}).to_parquet(str(tmp_path / "train.parquet"))
+    with pytest.raises(ValueError, match=r"has no image column \(columns: \['text'\]\)"):
+        list(hub_dataset_sources(str(tmp_path)))
+
+
 def test_hub_dataset_offline_fails_at_once(monkeypatch):
     start = time.monotonic()
     with pytest.raises(ValueError, match="--dataset_name 'someone/not-cached-anywhere'"):
