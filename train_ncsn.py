@@ -180,6 +180,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Defaults to accelerate's config (`accelerate config`).",
     )
+    add(
+        "--allow_tf32",
+        action="store_true",
+        help="Lets Ampere and newer GPUs run fp32 matmuls in TF32: faster, with a 10-bit mantissa in the products.",
+    )
     add("--seed", type=int, default=0)
     # Logging, sampling, checkpoints
     add(
@@ -539,6 +544,8 @@ def main(argv: list[str] | None = None):
             project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
         ),
     )
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     if accelerator.is_main_process:
         check_output_dir(args)
