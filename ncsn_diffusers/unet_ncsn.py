@@ -11,7 +11,14 @@ The blocks, embeddings and their wiring are diffusers' own (`get_down_block`, `U
 timestep into a `long` tensor (sigma=0.5 becomes 0 and log(0) = -inf), its positional embedding takes the raw
 timestep rather than log sigma, its division cannot be switched off, and its config would carry DDPM-only keys
 (`num_train_timesteps`, class embeddings, ...) that mean nothing for a score network.
+
+This file imports nothing but torch and diffusers: `save_pretrained` puts a copy of it next to the weights, and
+`auto_map` in config.json names it, so that a user without ncsn-diffusers can load a saved or pushed model with
+`diffusers.AutoModel.from_pretrained(..., trust_remote_code=True)`.
 """
+
+import os
+import shutil
 
 import torch
 import torch.nn as nn
@@ -20,8 +27,6 @@ from diffusers.models.embeddings import GaussianFourierProjection, TimestepEmbed
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
-
-from .parameterization import append_dims
 
 # Blocks whose forward is (hidden_states, temb) -> (hidden_states, res_samples) going down and
 # (hidden_states, res_hidden_states_tuple, temb) -> hidden_states going up.
@@ -128,6 +133,8 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
     # `Float32GaussianFourierProjection`).
     _keep_in_fp32_modules = ["sigma_proj"]
     _skip_layerwise_casting_patterns = ["sigma_proj", "norm"]
+    # Saved configs get `auto_map: {"AutoModel": "unet_ncsn.NCSNUNet2DModel"}`, pointing at the copy of this file.
+    _auto_class = "AutoModel"
 
     @register_to_config
     def __init__(
@@ -224,6 +231,25 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
         self.conv_out = nn.Conv2d(channels[0], in_channels, kernel_size=3, padding=1)
 
     @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        # `auto_map` is for `diffusers.AutoModel`, not an argument of `__init__`.
+        config_dict = {key: value for key, value in config_dict.items() if key != "auto_map"}
+        return super().extract_init_dict(config_dict, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs):
+        r"""
+        Saves the model as [`~diffusers.ModelMixin.save_pretrained`] does (config.json and safetensors weights), plus a
+        copy of this module, `unet_ncsn.py`, which the config's `auto_map` names: with it the folder (or a Hub repo
+        pushed from it) loads without ncsn-diffusers through
+        `diffusers.AutoModel.from_pretrained(folder, trust_remote_code=True)`.
+        """
+        if is_main_process and not os.path.isfile(save_directory):
+            # Copied before the weights are written, so that `push_to_hub=True` uploads it as well.
+            os.makedirs(save_directory, exist_ok=True)
+            shutil.copyfile(__file__, os.path.join(save_directory, os.path.basename(__file__)))
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+
+    @classmethod
     def from_preset(cls, name: str, **overrides) -> "NCSNUNet2DModel":
         r"""
         Builds a freshly initialised model from a named size preset.
@@ -281,7 +307,7 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
         output = self.conv_out(self.conv_act(self.conv_norm_out(hidden)))
         if self.config.scale_output_by_sigma:
             # NCSNv2 Technique 3: s_theta(x, sigma) = F_theta(x, log sigma) / sigma
-            output = output / append_dims(sigma, output.ndim).to(output.dtype)
+            output = output / sigma.reshape(-1, 1, 1, 1).to(output.dtype)
 
         if not return_dict:
             return (output,)

@@ -182,6 +182,55 @@ def ncsn_pipeline_push_and_load(ctx: Context) -> None:
 
 
 @check
+def score_model_with_diffusers_only(ctx: Context) -> None:
+    """The card's diffusers-only code, run against the pushed repo with ncsn_diffusers unimportable, samples what
+    NCSNPipeline samples: AutoModel loads unet/unet_ncsn.py as remote code, the card's loop runs Algorithm 1."""
+    import re
+
+    import torch
+    from huggingface_hub import hf_hub_download
+
+    from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel
+
+    torch.manual_seed(0)
+    unet = NCSNUNet2DModel.from_preset("tiny", sample_size=8)
+    scheduler = AnnealedLangevinScheduler(
+        sigma_max=2.0, sigma_min=0.1, num_noise_levels=3, steps_per_level=2, epsilon=1e-3, final_denoise=True,
+        data_range=(-1.0, 1.0),
+    )  # fmt: skip
+    pipe = NCSNPipeline(unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.push_to_hub("tiny-ncsn-diffusers-only")
+    repo_id = ctx.repo_id("tiny-ncsn-diffusers-only")
+    expected = pipe(batch_size=4, generator=torch.Generator().manual_seed(0), output_type="pt").images
+
+    card = open(hf_hub_download(repo_id, "README.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", card, re.DOTALL)
+    code = [b for b in blocks if "def annealed_langevin" in b] + [
+        b for b in blocks if "AutoModel.from_pretrained" in b
+    ]
+    assert len(code) == 2 and not any("ncsn_diffusers" in block for block in code), code
+
+    hidden = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "ncsn_diffusers"}
+    sys.modules.update(dict.fromkeys(hidden))  # `import ncsn_diffusers` fails from here on, as without the package
+    try:
+        namespace = {}
+        for block in code:
+            exec(compile(block, "model_card_snippet", "exec"), namespace)
+    finally:
+        sys.modules.update(hidden)
+
+    assert type(namespace["unet"]).__module__.startswith("diffusers_modules."), type(namespace["unet"])
+    downloaded = {path.split("/resolve/", 1)[1].split("/", 1)[1] for method, path in ctx.hub.requests if
+                  method == "GET" and f"/{repo_id}/resolve/" in path}  # fmt: skip
+    assert "unet/unet_ncsn.py" in downloaded, downloaded
+    images = (namespace["x"] + 1) / 2  # data_range (-1, 1) -> [0, 1], as the pipeline maps its output
+    assert images.shape == expected.shape == (4, 1, 8, 8)
+    # The same draws from the same generator; only float rounding differs (python floats vs float32 tensors).
+    torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)
+
+
+@check
 def swapped_ddpm_pipeline_push_and_load(ctx: Context) -> None:
     """A DDPMPipeline whose scheduler was swapped to AnnealedLangevinScheduler survives push and load."""
     import numpy as np

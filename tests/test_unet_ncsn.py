@@ -1,4 +1,6 @@
 import json
+import logging
+import sys
 
 import pytest
 import torch
@@ -82,9 +84,10 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
     model = tiny(sigma_embedding_type="positional", scale_output_by_sigma=False, resnet_time_scale_shift="scale_shift")
     model.save_pretrained(tmp_path / "unet")
     files = sorted(path.name for path in (tmp_path / "unet").iterdir())
-    assert files == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert files == ["config.json", "diffusion_pytorch_model.safetensors", "unet_ncsn.py"]
     config = json.loads((tmp_path / "unet" / "config.json").read_text())
     assert config["sigma_embedding_type"] == "positional" and config["scale_output_by_sigma"] is False
+    assert config["auto_map"] == {"AutoModel": "unet_ncsn.NCSNUNet2DModel"}
 
     sample, sigma = images(), torch.tensor([0.05, 0.5, 1.0, 3.0])
     with torch.no_grad():
@@ -95,6 +98,32 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
         ):
             assert public_config(loaded) == public_config(model)
             assert torch.equal(loaded.eval()(sample, sigma).sample, expected)
+
+
+def test_saved_folder_loads_without_this_package_through_automodel(tmp_path, monkeypatch):
+    model = tiny(resnet_time_scale_shift="scale_shift")
+    model.save_pretrained(tmp_path / "unet")
+    warnings = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    diffusers_logger = logging.getLogger("diffusers")  # diffusers does not propagate to the root logger
+    diffusers_logger.addHandler(handler)
+    try:
+        NCSNUNet2DModel.from_pretrained(tmp_path / "unet")
+    finally:
+        diffusers_logger.removeHandler(handler)
+    assert not [w for w in warnings if "auto_map" in w]  # auto_map is not an argument of __init__
+
+    from diffusers import AutoModel
+
+    for name in [name for name in sys.modules if name.split(".")[0] == "ncsn_diffusers"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import ncsn_diffusers` now fails, as without the package
+    loaded = AutoModel.from_pretrained(str(tmp_path / "unet"), trust_remote_code=True).eval()
+    assert type(loaded).__name__ == "NCSNUNet2DModel" and type(loaded) is not NCSNUNet2DModel
+    assert public_config(loaded) == public_config(model)
+    sample, sigma = images(), torch.tensor([0.05, 0.5, 1.0, 3.0])
+    with torch.no_grad():
+        assert torch.equal(loaded(sample, sigma).sample, model(sample, sigma).sample)
 
 
 def test_bfloat16_forward_matches_float32():
