@@ -11,7 +11,7 @@ import torch
 from . import bench_peers, bench_pipeline, bench_scheduler, bench_training_script, bench_training_step
 
 BENCHMARKS = {
-    "scheduler": bench_scheduler.run,
+    "scheduler": bench_scheduler.run_both,
     "pipeline": bench_pipeline.run,
     "training_step": bench_training_step.run,
     "peers": bench_peers.run,

@@ -301,6 +301,10 @@ def test_same_generator_same_samples_and_return_dict():
     scheduler.set_timesteps(2)
     as_output = scheduler.step(x, t, x, generator=torch.Generator().manual_seed(0))
     assert torch.equal(as_tuple[0], as_output.prev_sample) and torch.equal(as_tuple[1], as_output.pred_original_sample)
+    # The output behaves as every diffusers BaseOutput: keys in field order, integer and string indexing, to_tuple.
+    assert list(as_output.keys()) == ["prev_sample", "pred_original_sample"]
+    assert as_output[1] is as_output["pred_original_sample"] is as_output.pred_original_sample
+    assert all(a is b for a, b in zip(as_output.to_tuple(), (as_output.prev_sample, as_output.pred_original_sample)))
 
 
 def test_half_precision_samples_are_stepped_in_float32():
