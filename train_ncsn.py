@@ -18,16 +18,18 @@ is a function of (seed, step), and `--resume_from_checkpoint latest` continues a
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import UNet2DModel
@@ -48,12 +50,19 @@ from ncsn_diffusers import (
 )
 from ncsn_diffusers.parameterization import append_dims
 from ncsn_diffusers.training_utils import (
+    ABANDONED_PREFIX,
+    LOCK_FILE,
     BatchOrder,
+    OutputDirLock,
+    abandon_later_checkpoints,
+    compare_run_settings,
+    complete_checkpoints,
     decode_images,
     derived_seed,
     hub_dataset_sources,
     image_folder_sources,
     latest_checkpoint,
+    load_checkpoint,
     num_update_steps,
     read_training_state,
     remove_stale_temporaries,
@@ -68,7 +77,15 @@ DATA_RANGE = (-1.0, 1.0)
 DEFAULT_LEARNING_RATES = {"tiny": 2e-3, "digits": 2e-3, "cifar10": 2e-4}
 # Entries a previous run of this script may leave in --output_dir; anything else means the folder is someone else's.
 OWN_ENTRIES = {"unet", "scheduler", "samples", "logs", "model_index.json", "README.md", "training_args.json"}
-OWN_ENTRIES |= {".gitattributes", ".gitignore", ".git", ".cache", ".huggingface"}
+OWN_ENTRIES |= {".gitattributes", ".gitignore", ".git", ".cache", ".huggingface", LOCK_FILE}
+# A saved pipeline: never replaced unless --overwrite_output_dir or the run resumes a checkpoint of this folder.
+PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler", "README.md")
+# Never written anywhere: not to training_args.json, the trackers, the model card or the log.
+SECRET_ARGS = ("hub_token",)
+# Settings recorded in each checkpoint. A resumed run must match the first group (the saved state would not fit);
+# any other difference is warned about.
+RESUME_MUST_MATCH = ("objective", "model_preset", "model_type", "use_ema", "resolution", "channels")
+RESUME_SHOULD_MATCH = ("seed", "train_batch_size", "num_processes", "gradient_accumulation_steps", "max_train_steps")
 # Streams of derived_seed(seed, stream, micro_step); stream 0 is the batch order (BatchOrder).
 NOISE_STREAM = 1
 
@@ -143,7 +160,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--ddpm_beta_schedule", default="linear", help="DDPM beta schedule (--objective epsilon).")
     # Optimisation
     add("--output_dir", default="ncsn-digits", help="Where the pipeline, checkpoints, samples and logs go.")
-    add("--overwrite_output_dir", action="store_true", help="Start afresh even if --output_dir holds checkpoints.")
+    add(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Start afresh even if --output_dir holds checkpoints or a saved pipeline (both are replaced).",
+    )
     add("--train_batch_size", type=int, default=128, help="Batch size per process.")
     add("--num_epochs", type=int, default=100, help="Epochs, unless --max_train_steps is given.")
     add("--max_train_steps", type=int, default=None, help="Optimizer steps; overrides --num_epochs.")
@@ -200,11 +221,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--num_sample_images", type=int, default=64, help="Images in each sample grid.")
     add("--checkpointing_steps", type=int, default=500)
     add("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
-    add("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint-<step> folder.')
+    add(
+        "--resume_from_checkpoint",
+        default=None,
+        help='"latest" or a checkpoint-<step> folder (a bare name is looked up in --output_dir). Checkpoints past the '
+        "resumed one are moved aside to abandoned-checkpoint-<step>-<time>.",
+    )
     # Hub
     add("--push_to_hub", action="store_true")
     add("--hub_model_id", default=None, help="Repository id (defaults to the name of --output_dir).")
-    add("--hub_token", default=None)
+    add(
+        "--hub_token",
+        default=None,
+        help="Hub token; better leave it out and log in once with `hf auth login` (or set HF_TOKEN). It is used for "
+        "the upload only and never written to a file, a tracker or the log.",
+    )
     add("--hub_private_repo", action="store_true")
     add("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -277,31 +308,94 @@ def check_args(args: argparse.Namespace):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def check_output_dir(args: argparse.Namespace):
-    """Refuses an --output_dir that holds someone else's files, or an earlier run's checkpoints without a resume."""
+def check_output_dir(args: argparse.Namespace) -> bool:
+    """Refuses an --output_dir that holds someone else's files, an earlier run's checkpoints without a resume, or a
+    saved pipeline this run would replace. Changes nothing; returns whether an earlier run's files are to be cleared
+    (--overwrite_output_dir)."""
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output_dir {output_dir} is a file; pass a folder.")
     if not output_dir.is_dir():
-        return
+        return False
     foreign = sorted(
-        p.name for p in output_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith("checkpoint-")
+        p.name
+        for p in output_dir.iterdir()
+        if p.name not in OWN_ENTRIES and not p.name.startswith(("checkpoint-", ABANDONED_PREFIX + "checkpoint-"))
     )
     if foreign:
         raise ValueError(
             f"--output_dir {output_dir} holds files this script did not write ({', '.join(foreign[:5])}); "
             "pass an empty or new folder."
         )
+    if args.overwrite_output_dir:
+        return True
     has_checkpoints = any(p.name.startswith("checkpoint-") for p in output_dir.iterdir())
     if has_checkpoints and args.resume_from_checkpoint is None:
-        if not args.overwrite_output_dir:
-            raise ValueError(
-                f"--output_dir {output_dir} holds checkpoints of an earlier run; pass --resume_from_checkpoint latest "
-                "to continue it, or --overwrite_output_dir to start afresh."
-            )
-        for path in output_dir.iterdir():
-            if path.name.startswith("checkpoint-") or path.name in ("samples", "logs"):
-                shutil.rmtree(path)
+        raise ValueError(
+            f"--output_dir {output_dir} holds checkpoints of an earlier run; pass --resume_from_checkpoint latest "
+            "to continue it, or --overwrite_output_dir to start afresh."
+        )
+    pipeline = [name for name in PIPELINE_ENTRIES if (output_dir / name).exists()]
+    target = resume_path(args) if args.resume_from_checkpoint is not None else None
+    resumes_here = target is not None and any(
+        path.resolve() == target.resolve() for _, path in complete_checkpoints(output_dir)
+    )
+    if pipeline and not resumes_here:
+        raise ValueError(
+            f"--output_dir {output_dir} holds a saved pipeline ({', '.join(pipeline)}) that this run would overwrite; "
+            "pass a new folder, --resume_from_checkpoint to continue the run that saved it, or --overwrite_output_dir "
+            "to replace it."
+        )
+    return False
+
+
+def clear_earlier_run(output_dir: Path):
+    """--overwrite_output_dir: deletes an earlier run's checkpoints, samples and logs (the pipeline is replaced at the
+    end)."""
+    for path in output_dir.iterdir():
+        if path.name.startswith("checkpoint-") or path.name in ("samples", "logs"):
+            shutil.rmtree(path)
+
+
+def resume_path(args: argparse.Namespace) -> Path | None:
+    """The checkpoint --resume_from_checkpoint names: `latest` of --output_dir, a folder, or a name in --output_dir."""
+    if args.resume_from_checkpoint == "latest":
+        return latest_checkpoint(args.output_dir)
+    path = Path(args.resume_from_checkpoint)
+    if not path.is_dir() and (Path(args.output_dir) / path.name).is_dir():
+        path = Path(args.output_dir) / path.name
+    return path
+
+
+@contextlib.contextmanager
+def claimed_output_dir(args: argparse.Namespace):
+    """Checks, creates and locks --output_dir for the whole run (main process only).
+
+    A refused folder is left untouched: the checks read only, and the lock file is created after them. When the run
+    fails, the folders it created and left empty are removed; nothing else is.
+    """
+    if not PartialState().is_main_process:
+        yield
+        return
+    output_dir = Path(args.output_dir)
+    lock = OutputDirLock(output_dir)
+    lock.check_free()  # a live run first: its checkpoints are not "an earlier run's"
+    clear = check_output_dir(args)
+    before = {output_dir, *output_dir.parents}
+    existing = {p for p in before if p.exists()} | {p for p in output_dir.rglob("*") if p.is_dir()}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with lock:
+            if clear:
+                clear_earlier_run(output_dir)
+            remove_stale_temporaries(output_dir)
+            yield
+    except BaseException:
+        created = [p for p in (*output_dir.rglob("*"), *before) if p.is_dir() and p not in existing]
+        for path in sorted(created, key=lambda p: len(p.parts), reverse=True):  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if empty
+        raise
 
 
 def load_training_images(args: argparse.Namespace) -> torch.Tensor:
@@ -493,8 +587,23 @@ def save_sample_grid(pipeline, path: Path, num_images: int, seed: int, device) -
     return images
 
 
+def dataset_label(args: argparse.Namespace) -> str:
+    """The training data as the model card names it: a Hub dataset's id, or only the name of a local folder (its
+    absolute path would publish the trainer's file system)."""
+    if args.dataset_name is not None:
+        local = Path(args.dataset_name)
+        return f"local dataset `{local.resolve().name}`" if local.exists() else args.dataset_name
+    if args.train_data_dir is not None:
+        return f"image folder `{Path(args.train_data_dir).resolve().name}`"
+    return "scikit-learn digits (train split)"
+
+
 def push_to_hub(args, repo_id: str) -> str:
-    """Uploads --output_dir (pipeline, model card, sample grids; no checkpoints) to the Hub repo `repo_id`."""
+    """Uploads --output_dir (pipeline, model card, sample grids) to the Hub repo `repo_id`.
+
+    Checkpoints, logs and training_args.json (local paths) stay local. `--hub_token` is passed to the client only;
+    without it, huggingface_hub uses the cached login (`hf auth login`) or HF_TOKEN.
+    """
     from huggingface_hub import create_repo, upload_folder
 
     repo_id = create_repo(
@@ -507,7 +616,14 @@ def push_to_hub(args, repo_id: str) -> str:
         repo_id=repo_id,
         folder_path=args.output_dir,
         commit_message="Training run of train_ncsn.py",
-        ignore_patterns=["checkpoint-*", "*.tmp*", "logs/**"],
+        ignore_patterns=[
+            "checkpoint-*",
+            f"{ABANDONED_PREFIX}*",
+            "*.tmp*",
+            "logs/**",
+            "training_args.json",
+            LOCK_FILE,
+        ],
         token=args.hub_token,
     )
     return repo_id
@@ -519,14 +635,36 @@ def push_to_hub(args, repo_id: str) -> str:
 
 
 class JsonLog:
-    """The plain training log, output_dir/logs/train_log.jsonl: one JSON object per logging step."""
+    """The plain training log, output_dir/logs/train_log.jsonl: one JSON object per logging step.
+
+    On resume the entries past the checkpoint (written by the killed run) are dropped, and so is a torn last line (a
+    power loss or a full disk mid-write), with a warning; the file is rewritten atomically, so no earlier line is ever
+    lost.
+    """
 
     def __init__(self, path: Path, resume_step: int):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():  # entries past the checkpoint we resume from were written by the killed run: drop them
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+        if path.exists():
+            lines = path.read_bytes().decode(errors="replace").splitlines()
+            kept = []
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    step = json.loads(line)["step"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    if number < len(lines):
+                        raise ValueError(
+                            f"{path} line {number} is not a log record ({line[:80]!r}); repair or delete that line."
+                        ) from None
+                    logger.warning(f"{path} ends in a partial line ({line[:80]!r}), left by a crash; dropped it.")
+                    continue
+                if step <= resume_step:
+                    kept.append(line)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
 
     def write(self, record: dict):
         with self.path.open("a") as f:
@@ -535,6 +673,22 @@ class JsonLog:
 
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
+    with claimed_output_dir(args):
+        train(args)
+
+
+def public_args(args: argparse.Namespace) -> dict:
+    """The arguments as written to training_args.json and the trackers: every one but the secrets."""
+    return {k: v for k, v in vars(args).items() if k not in SECRET_ARGS}
+
+
+def run_settings(args: argparse.Namespace, num_processes: int, max_train_steps: int) -> dict:
+    """What a checkpoint records of its run, for [`compare_run_settings`] on resume."""
+    settings = {k: getattr(args, k) for k in RESUME_MUST_MATCH + RESUME_SHOULD_MATCH if hasattr(args, k)}
+    return {**settings, "num_processes": num_processes, "max_train_steps": max_train_steps}
+
+
+def train(args: argparse.Namespace):
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -547,11 +701,7 @@ def main(argv: list[str] | None = None):
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    if accelerator.is_main_process:
-        check_output_dir(args)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(output_dir)
-    accelerator.wait_for_everyone()
+    accelerator.wait_for_everyone()  # the main process has checked, created and locked --output_dir
     set_seed(args.seed)  # model initialisation; training draws use their own (seed, step) generators
 
     images = load_training_images(args)
@@ -597,12 +747,11 @@ def main(argv: list[str] | None = None):
             power=args.ema_power,
             foreach=True,
         )
-        accelerator.register_for_checkpointing(ema)
 
-    start_step = resume(args, accelerator, ema)
+    start_step = resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps)
     if accelerator.is_main_process:
-        (output_dir / "training_args.json").write_text(json.dumps(vars(args), indent=2))
-        accelerator.init_trackers("train_ncsn", config={k: v for k, v in vars(args).items() if v is not None})
+        (output_dir / "training_args.json").write_text(json.dumps(public_args(args), indent=2))
+        accelerator.init_trackers("train_ncsn", config={k: v for k, v in public_args(args).items() if v is not None})
     json_log = (
         JsonLog(output_dir / args.logging_dir / "train_log.jsonl", start_step) if accelerator.is_main_process else None
     )
@@ -636,23 +785,41 @@ def main(argv: list[str] | None = None):
     accelerator.end_training()
 
 
-def resume(args, accelerator, ema) -> int:
-    """Restores the state of `--resume_from_checkpoint` and returns its step (0 for a fresh run)."""
+def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int) -> int:
+    """Restores the state of `--resume_from_checkpoint` and returns its step (0 for a fresh run).
+
+    The checkpoints past the resumed one belong to the run being abandoned: they are moved aside (see
+    `abandon_later_checkpoints`), so that neither `latest` nor this run's pruning ever picks them.
+    """
     if args.resume_from_checkpoint is None:
         return 0
-    if args.resume_from_checkpoint == "latest":
-        path = latest_checkpoint(args.output_dir)
-        if path is None:
-            logger.info(f"No complete checkpoint in {args.output_dir}; starting a new training run.")
-            return 0
-    else:
-        path = Path(args.resume_from_checkpoint)
-    state = read_training_state(path)
-    accelerator.load_state(str(path))
+    path = resume_path(args)
+    if path is None:
+        logger.info(f"No complete checkpoint in {args.output_dir}; starting a new training run.")
+        return 0
+    saved = read_training_state(path)
+    current = run_settings(args, accelerator.num_processes, max_train_steps)
+    warnings = compare_run_settings(path, saved.get("settings", {}), current, RESUME_MUST_MATCH)
+    if saved["step"] > max_train_steps:
+        raise ValueError(
+            f"{path} is at step {saved['step']}, past --max_train_steps {max_train_steps}; pass --max_train_steps "
+            f">= {saved['step']}, or resume from an earlier checkpoint."
+        )
+    load_checkpoint(path, accelerator, model=unet, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema)
+    accelerator.step = saved["step"] * args.gradient_accumulation_steps  # where gradient accumulation stands
     if ema is not None:
         ema.to(accelerator.device)
-    logger.info(f"Resumed from {path} at step {state['step']}")
-    return state["step"]
+    for warning in warnings:
+        logger.warning(warning)
+    if accelerator.is_main_process:
+        for old, new in abandon_later_checkpoints(args.output_dir, saved["step"]):
+            logger.warning(
+                f"{old.name} is past the resumed step {saved['step']}: it belongs to the abandoned continuation of "
+                f"this run and was moved to {new.name} (never resumed or pruned; delete it when you no longer need it)"
+            )
+    accelerator.wait_for_everyone()
+    logger.info(f"Resumed from {path} at step {saved['step']}")
+    return saved["step"]
 
 
 def run_training(
@@ -721,10 +888,16 @@ def run_training(
             bad = accelerator.gather(first_bad[None])
             if (bad >= 0).any():
                 bad = int(bad[bad >= 0].min())
+                good = latest_checkpoint(args.output_dir)
                 raise FloatingPointError(
-                    f"The loss became NaN or infinite at step {bad}; the run stopped. The last good checkpoint in "
-                    f"{args.output_dir} is {latest_checkpoint(args.output_dir)}: resume from it with a lower "
-                    "--learning_rate or --max_grad_norm."
+                    f"The loss became NaN or infinite at step {bad}; the run stopped. "
+                    + (
+                        f"The last good checkpoint in {args.output_dir} is {good}: resume from it "
+                        f"(--resume_from_checkpoint {good}) with a lower --learning_rate or --max_grad_norm."
+                        if good is not None
+                        else f"No checkpoint was written yet (the first is due at step {args.checkpointing_steps}): "
+                        "start again with --overwrite_output_dir and a lower --learning_rate or --max_grad_norm."
+                    )
                 )
             loss_value, other_value = mean.tolist()
             now = time.time()
@@ -747,7 +920,18 @@ def run_training(
             last_log_step, last_log_time = done, now
         if is_checkpoint:
             save_checkpoint(
-                accelerator, args.output_dir, done, {"epoch": last.get("epoch", 0)}, args.checkpoints_total_limit
+                accelerator,
+                args.output_dir,
+                done,
+                {
+                    "epoch": last.get("epoch", 0),
+                    "settings": run_settings(args, accelerator.num_processes, max_train_steps),
+                },
+                args.checkpoints_total_limit,
+                model=unet,
+                optimizer=optimizer,
+                lr_scheduler=lr_scheduler,
+                ema=ema,
             )
         if args.save_images_steps and done % args.save_images_steps == 0 and done < max_train_steps:
             if accelerator.is_main_process:
@@ -798,7 +982,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
     pipeline.model_card_kwargs = {
         "training": {
             "objective": args.objective,
-            "dataset": args.dataset_name or args.train_data_dir or "scikit-learn digits (train split)",
+            "dataset": dataset_label(args),
             "num_images": len(images),
             "resolution": args.resolution,
             "channels": args.channels,
@@ -827,9 +1011,9 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "sample grid": str(grid.relative_to(args.output_dir)),
             "device": str(accelerator.device),
         },
-        "datasets": [args.dataset_name]
-        if args.dataset_name
-        else (None if args.train_data_dir else ["sklearn-digits"]),
+        "datasets": ["sklearn-digits"]
+        if args.dataset_name is None and args.train_data_dir is None
+        else ([args.dataset_name] if args.dataset_name and not Path(args.dataset_name).exists() else None),
     }
     repo_id = args.hub_model_id or (Path(args.output_dir).resolve().name if args.push_to_hub else None)
     pipeline.save_pretrained(args.output_dir, repo_id=repo_id)

@@ -1,29 +1,39 @@
-"""What `train_ncsn.py` needs beyond the model and the scheduler: crash-safe checkpoints, the training images, and a
-deterministic, resumable order of batches and noise.
+"""What `train_ncsn.py` needs beyond the model and the scheduler: crash-safe checkpoints, an exclusive lock on the
+output folder, the training images, and a deterministic, resumable order of batches and noise.
 
 Checkpoints are written as `checkpoint-<step>.tmp` and renamed to `checkpoint-<step>` once complete, so a folder with
 the final name is always whole: a run killed at any moment leaves at worst a `*.tmp` folder, which is ignored and
-removed. Random draws of the training loop (batch order, noise, levels, flips, dequantisation) are pure functions of
+removed. A checkpoint holds safetensors files and one JSON file only (no pickle is ever written or read), with the
+SHA-256 of each file, so a damaged one is named instead of half-loaded. Random draws of the training loop (batch order, noise, levels, flips, dequantisation) are pure functions of
 (seed, step), so a resumed run repeats exactly what the uninterrupted one would have done, on any number of
 processes.
 """
 
+import errno
+import fcntl
+import hashlib
 import json
 import logging
 import math
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TMP_SUFFIX = ".tmp"
 STATE_FILE = "training_state.json"
+# 1: accelerate's `save_state` (pickles, never loaded: a pickle can run code); 2: safetensors + training_state.json.
+CHECKPOINT_FORMAT = 2
+ABANDONED_PREFIX = "abandoned-"
+LOCK_FILE = ".train_ncsn.lock"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -73,16 +83,55 @@ def read_training_state(checkpoint: str | os.PathLike) -> dict:
             f"{checkpoint} is not a complete checkpoint (no {STATE_FILE}); pass a `checkpoint-<step>` folder written "
             "by train_ncsn.py, or `latest`."
         )
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointDamagedError(checkpoint, f"{STATE_FILE} is not valid JSON ({err})") from err
 
 
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state: dict, total_limit: int | None):
-    """Atomically writes `output_dir/checkpoint-<step>` with `accelerator.save_state`, then prunes old ones.
+class CheckpointDamagedError(ValueError):
+    """A complete-looking checkpoint whose files are missing or do not match their recorded SHA-256.
 
-    Every process must call it (each saves its own RNG state). The state goes to `checkpoint-<step>.tmp`; the main
-    process adds `STATE_FILE` and renames the folder, so a kill at any moment leaves either the previous checkpoints
-    untouched or the new one complete. Pruning keeps the `total_limit` newest complete checkpoints, renaming each
-    victim to a `.tmp` name before deleting it so that a half-deleted folder is never taken for a checkpoint.
+    The message names the file and offers the previous complete checkpoint of the same folder.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, problem: str):
+        checkpoint = Path(checkpoint)
+        earlier = [path for step, path in complete_checkpoints(checkpoint.parent) if path.name != checkpoint.name]
+        match = CHECKPOINT_PATTERN.match(checkpoint.name)
+        if match:
+            earlier = [path for path in earlier if int(path.name.split("-")[1]) < int(match.group(1))]
+        offer = (
+            f"resume from the previous complete checkpoint with --resume_from_checkpoint {earlier[-1]}"
+            if earlier
+            else "there is no earlier complete checkpoint: start afresh with --overwrite_output_dir"
+        )
+        super().__init__(f"Checkpoint {checkpoint} is damaged: {problem}. Delete it and {offer}.")
+
+
+def save_checkpoint(
+    accelerator,
+    output_dir: str | os.PathLike,
+    step: int,
+    state: dict,
+    total_limit: int | None,
+    *,
+    model,
+    optimizer=None,
+    lr_scheduler=None,
+    ema=None,
+):
+    """Atomically writes `output_dir/checkpoint-<step>` as safetensors + JSON, then prunes old ones.
+
+    Every process must call it (each saves its own torch RNG state, which dropout draws from). The files go to
+    `checkpoint-<step>.tmp`; the main process adds `STATE_FILE` (the JSON parts and every file's SHA-256) last and
+    renames the folder, so a kill at any moment leaves either the previous checkpoints untouched or the new one
+    complete. Pruning keeps the `total_limit` newest complete checkpoints, renaming each victim to a `.tmp` name
+    before deleting it so that a half-deleted folder is never taken for a checkpoint; abandoned checkpoints (see
+    [`abandon_later_checkpoints`]) are never pruned.
+
+    Args:
+        model, optimizer, lr_scheduler, ema: what to save (prepared or not); `ema` is a diffusers `EMAModel`.
 
     Returns:
         `Path`: the final checkpoint folder.
@@ -90,13 +139,27 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f"checkpoint-{step}{TMP_SUFFIX}"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    save_file(rng_state(), tmp / f"rng_state_{accelerator.process_index}.safetensors")
+    if accelerator.is_main_process:
+        parts = {}
+        save_file(_contiguous(accelerator.unwrap_model(model).state_dict()), tmp / "model.safetensors")
+        for name, obj in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler), ("ema", ema)):
+            if obj is not None:
+                parts[name], tensors = encode_state(obj.state_dict())
+                if tensors:
+                    save_file(tensors, tmp / f"{name}.safetensors")
+        if accelerator.scaler is not None:  # fp16's loss scale
+            parts["grad_scaler"], _ = encode_state(accelerator.scaler.state_dict())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))
+        files = {path.name: _sha256(path, sync=True) for path in sorted(tmp.iterdir())}
+        record = {**state, "step": step, "checkpoint_format": CHECKPOINT_FORMAT, **parts, "files": files}
+        _write_durably(tmp / STATE_FILE, json.dumps(record, indent=1))
         if final.exists():  # a re-run from an older checkpoint overwrites the later one it reaches again
             _discard(final)
         os.replace(tmp, final)
@@ -105,6 +168,246 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
                 _discard(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_checkpoint(checkpoint: str | os.PathLike, accelerator, *, model, optimizer=None, lr_scheduler=None, ema=None):
+    """Restores what [`save_checkpoint`] wrote, reading only its safetensors files and `STATE_FILE`.
+
+    Every file is checked against the SHA-256 recorded in `STATE_FILE` before anything is loaded; files the
+    checkpoint does not list (a `*.pkl` or `*.bin` placed there, say) are never opened, only named in a warning.
+    A checkpoint of format 1 (accelerate's pickles, written by older versions of train_ncsn.py) is refused.
+
+    Returns:
+        `dict`: the JSON state (`step`, `epoch`, the run's settings, ...).
+    """
+    checkpoint = Path(checkpoint)
+    state = read_training_state(checkpoint)
+    if state.get("checkpoint_format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{checkpoint} was written by an older train_ncsn.py in accelerate's pickle format, which is not loaded "
+            "because unpickling can run arbitrary code. Start a new run (--overwrite_output_dir or another "
+            "--output_dir), or resume it with the version of train_ncsn.py that wrote it."
+        )
+    files = state.get("files", {})
+    for name, digest in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            raise CheckpointDamagedError(checkpoint, f"{name} is missing")
+        if _sha256(path) != digest:
+            raise CheckpointDamagedError(checkpoint, f"{name} does not match its SHA-256 in {STATE_FILE}")
+    unknown = sorted(p.name for p in checkpoint.iterdir() if p.name not in files and p.name != STATE_FILE)
+    if unknown:
+        logger.warning(f"Ignoring files that {checkpoint} does not list (never opened): {', '.join(unknown)}")
+
+    def tensors(name: str) -> dict:
+        return load_file(checkpoint / name) if name in files else {}
+
+    accelerator.unwrap_model(model).load_state_dict(tensors("model.safetensors"))
+    for name, obj in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler), ("ema", ema)):
+        if obj is not None:
+            if name not in state:
+                raise ValueError(f"{checkpoint} holds no {name} state; resume it with the settings that wrote it.")
+            obj.load_state_dict(decode_state(state[name], tensors(f"{name}.safetensors")))
+    if accelerator.scaler is not None and "grad_scaler" in state:
+        accelerator.scaler.load_state_dict(decode_state(state["grad_scaler"], {}))
+    rng_name = f"rng_state_{accelerator.process_index}.safetensors"
+    if rng_name in files:
+        set_rng_state(tensors(rng_name))
+    return state
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """The global torch generators (CPU and every CUDA device) that dropout draws from, as uint8 tensors."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]):
+    torch.set_rng_state(state["cpu"])
+    cuda = [state[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in state]
+    if cuda and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def encode_state(obj, prefix: str = "") -> tuple:
+    """Splits a state dict into a JSON-able structure and a flat dict of tensors for safetensors.
+
+    Tensors become `{"tensor": key}`; tuples `{"tuple": [...]}`; dicts whose keys are not all strings (an
+    optimizer's parameter ids) `{"items": [[key, value], ...]}`. [`decode_state`] inverts it exactly (floats
+    round-trip through JSON bit for bit).
+
+    Returns:
+        `tuple[object, dict[str, torch.Tensor]]`
+    """
+    tensors = {}
+
+    def encode(value, key):
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value.detach().cpu().contiguous()
+            return {"tensor": key}
+        if isinstance(value, dict):
+            if all(isinstance(k, str) for k in value):
+                return {"dict": {k: encode(v, f"{key}.{k}") for k, v in value.items()}}
+            return {"items": [[k, encode(v, f"{key}.{k}")] for k, v in value.items()]}
+        if isinstance(value, (list, tuple)):
+            encoded = [encode(v, f"{key}.{i}") for i, v in enumerate(value)]
+            return {"tuple": encoded} if isinstance(value, tuple) else encoded
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"Cannot store {type(value).__name__} at {key!r} as JSON or safetensors.")
+
+    return encode(obj, prefix or "state"), tensors
+
+
+def decode_state(encoded, tensors: dict[str, torch.Tensor]):
+    """Inverts [`encode_state`]: rebuilds the state dict from its JSON structure and tensors."""
+    if isinstance(encoded, list):
+        return [decode_state(v, tensors) for v in encoded]
+    if isinstance(encoded, dict):
+        if "tensor" in encoded:
+            return tensors[encoded["tensor"]]
+        if "tuple" in encoded:
+            return tuple(decode_state(v, tensors) for v in encoded["tuple"])
+        if "items" in encoded:
+            return {k: decode_state(v, tensors) for k, v in encoded["items"]}
+        return {k: decode_state(v, tensors) for k, v in encoded["dict"].items()}
+    return encoded
+
+
+def abandon_later_checkpoints(output_dir: str | os.PathLike, step: int) -> list[tuple[Path, Path]]:
+    """Moves the checkpoints past `step` aside, to `abandoned-checkpoint-<step>-<UTC time>`, when a run resumes from
+    an earlier checkpoint: they belong to the abandoned continuation, so `latest` must not find them and the new run's
+    pruning must not delete them. Returns the (old, new) paths.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = []
+    for later_step, path in complete_checkpoints(output_dir):
+        if later_step > step:
+            target = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}")
+            suffix = 1
+            while target.exists():
+                target, suffix = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}-{suffix}"), suffix + 1
+            os.replace(path, target)
+            moved.append((path, target))
+    return moved
+
+
+def compare_run_settings(checkpoint: str | os.PathLike, saved: dict, current: dict, must_match) -> list[str]:
+    """Checks a resumed run's settings against those its checkpoint was trained with.
+
+    Raises a `ValueError` naming the flag for a setting in `must_match` (the model or the objective would not fit
+    the saved weights); returns a warning for every other differing setting (the run goes on, but it is no longer
+    the continuation of the original one). Settings a checkpoint does not record are not compared.
+    """
+    for name in must_match:
+        if name in saved and name in current and saved[name] != current[name]:
+            raise ValueError(
+                f"{checkpoint} was trained with {_flag(name, saved[name])}, this run has {_flag(name, current[name])}. "
+                f"Pass {_flag(name, saved[name])} to resume it, or start a new run in another --output_dir."
+            )
+    return [
+        f"{checkpoint} was trained with {_flag(name, saved[name])}, this run has {_flag(name, current[name])}: the "
+        "resumed run is not the continuation the original settings would give."
+        for name in current
+        if name not in must_match and name in saved and saved[name] != current[name]
+    ]
+
+
+def _flag(name: str, value) -> str:
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {value}"
+
+
+class OutputDirLock:
+    """An exclusive `fcntl.flock` on `<folder>/.train_ncsn.lock`, held for the whole run.
+
+    The kernel drops the lock when its holder dies (even by kill -9), so a lock file left behind never blocks; the
+    file holds the holder's pid for the message. `release` unlinks the file while still holding the lock, and
+    `acquire` re-checks that the file it locked is still the one at the path, so two runs never both hold it.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.path = Path(folder) / LOCK_FILE
+        self.fd = None
+
+    def check_free(self):
+        """Raises the holder's error if a running process holds the lock; creates nothing."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            self._lock_or_raise(fd)
+        finally:
+            os.close(fd)  # closing drops the probe's lock
+
+    def acquire(self):
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._lock_or_raise(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous holder unlinked the file we opened: lock the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def _lock_or_raise(self, fd: int):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RuntimeError(
+                f"{self.path.parent} is in use by another training run (pid {holder}, holding {self.path}). Wait "
+                "for it to finish or stop it, or pass another --output_dir."
+            ) from None
+
+
+def _contiguous(state_dict: dict) -> dict:
+    return {k: v.detach().contiguous() for k, v in state_dict.items()}
+
+
+def _sha256(path: Path, sync: bool = False) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+        if sync:
+            os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def _write_durably(path: Path, text: str):
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _discard(path: Path):
@@ -167,7 +470,7 @@ def decode_images(
         `tuple[torch.Tensor, list[str]]`: uint8 images of shape (N, channels, resolution, resolution) and the names
         of the skipped files.
     """
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     rng = np.random.default_rng(seed)
     arrays, skipped = [], []
@@ -176,7 +479,7 @@ def decode_images(
             image = opener()
             image.load()
             arrays.append(preprocess_image(image, resolution, channels, center_crop, rng))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
             logger.warning(f"Skipping corrupt or unreadable image {name}: {err}")
             skipped.append(str(name))
     if not arrays:

@@ -245,9 +245,10 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
         for record in records:  # both forms of the loss are logged, and they are the same number
             assert record["loss_dsm"] == pytest.approx(record["loss_epsilon"], rel=1e-6)
     # One process wrote one of everything: two random states (one per rank) but one model and one optimizer.
+    # safetensors and JSON only (no pickle): one torch RNG state per rank (dropout), one model, optimizer and EMA.
     assert sorted(p.name for p in (two / "checkpoint-4").iterdir()) == [
-        "custom_checkpoint_0.pkl", "model.safetensors", "optimizer.bin", "random_states_0.pkl",
-        "random_states_1.pkl", "scheduler.bin", "training_state.json",
+        "ema.safetensors", "model.safetensors", "optimizer.safetensors", "rng_state_0.safetensors",
+        "rng_state_1.safetensors", "training_state.json",
     ]  # fmt: skip
     assert max_difference(unet_weights(one), unet_weights(two)) <= 1e-5
     assert max_difference(unet_weights(one), load_file(one / "checkpoint-4" / "model.safetensors")) > 0  # EMA saved

@@ -75,16 +75,17 @@ def test_save_checkpoint_is_atomic_and_prunes(tmp_path):
     model = accelerator.prepare(torch.nn.Linear(2, 2))
     (tmp_path / "checkpoint-2.tmp").mkdir()  # a stale temporary of the same step is replaced
     for step in (1, 2, 3):
-        final = save_checkpoint(accelerator, tmp_path, step, {"epoch": 0}, total_limit=2)
+        final = save_checkpoint(accelerator, tmp_path, step, {"epoch": 0}, total_limit=2, model=model)
         assert final == tmp_path / f"checkpoint-{step}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3"]
-    assert read_training_state(tmp_path / "checkpoint-3") == {"epoch": 0, "step": 3}
+    state = read_training_state(tmp_path / "checkpoint-3")
+    assert (state["epoch"], state["step"]) == (0, 3)
     assert (tmp_path / "checkpoint-3" / "model.safetensors").is_file()
 
     # Saving a step that exists (a re-run from an older checkpoint) replaces it whole.
     with torch.no_grad():
         model.weight.fill_(7.0)
-    save_checkpoint(accelerator, tmp_path, 3, {"epoch": 1}, total_limit=None)
+    save_checkpoint(accelerator, tmp_path, 3, {"epoch": 1}, total_limit=None, model=model)
     from safetensors.torch import load_file
 
     assert torch.all(load_file(tmp_path / "checkpoint-3" / "model.safetensors")["weight"] == 7.0)
