@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import UNet2DModel
@@ -367,35 +367,40 @@ def resume_path(args: argparse.Namespace) -> Path | None:
     return path
 
 
-@contextlib.contextmanager
-def claimed_output_dir(args: argparse.Namespace):
-    """Checks, creates and locks --output_dir for the whole run (main process only).
+class OutputDirClaim:
+    """--output_dir for the whole run: checked, created and locked by `take` (main process), released at the end.
 
-    A refused folder is left untouched: the checks read only, and the lock file is created after them. When the run
-    fails, the folders it created and left empty are removed; nothing else is.
+    A refused folder is left untouched: the checks only read, and the lock file is created after them. When the run
+    fails, `failed` removes the folders this run created and left empty; nothing else.
     """
-    if not PartialState().is_main_process:
-        yield
-        return
-    output_dir = Path(args.output_dir)
-    lock = OutputDirLock(output_dir)
-    lock.check_free()  # a live run first: its checkpoints are not "an earlier run's"
-    clear = check_output_dir(args)
-    before = {output_dir, *output_dir.parents}
-    existing = {p for p in before if p.exists()} | {p for p in output_dir.rglob("*") if p.is_dir()}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with lock:
-            if clear:
-                clear_earlier_run(output_dir)
-            remove_stale_temporaries(output_dir)
-            yield
-    except BaseException:
-        created = [p for p in (*output_dir.rglob("*"), *before) if p.is_dir() and p not in existing]
+
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.output_dir = args, Path(args.output_dir)
+        self.lock, self.before, self.existing = OutputDirLock(self.output_dir), [], set()
+
+    def take(self):
+        self.lock.check_free()  # a live run first: its checkpoints are not "an earlier run's"
+        clear = check_output_dir(self.args)
+        self.before = [self.output_dir, *self.output_dir.parents]
+        self.existing = {p for p in self.before if p.exists()}
+        self.existing |= {p for p in self.output_dir.rglob("*") if p.is_dir()}
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        if clear:
+            clear_earlier_run(self.output_dir)
+        remove_stale_temporaries(self.output_dir)
+
+    def failed(self):
+        if not self.before:  # not taken: nothing was created
+            return
+        self.release()
+        created = [p for p in (*self.output_dir.rglob("*"), *self.before) if p.is_dir() and p not in self.existing]
         for path in sorted(created, key=lambda p: len(p.parts), reverse=True):  # deepest first
             with contextlib.suppress(OSError):
                 path.rmdir()  # only if empty
-        raise
+
+    def release(self):
+        self.lock.release()
 
 
 def load_training_images(args: argparse.Namespace) -> torch.Tensor:
@@ -673,8 +678,14 @@ class JsonLog:
 
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
-    with claimed_output_dir(args):
-        train(args)
+    claim = OutputDirClaim(args)
+    try:
+        train(args, claim)
+    except BaseException:
+        claim.failed()
+        raise
+    finally:
+        claim.release()
 
 
 def public_args(args: argparse.Namespace) -> dict:
@@ -688,7 +699,7 @@ def run_settings(args: argparse.Namespace, num_processes: int, max_train_steps: 
     return {**settings, "num_processes": num_processes, "max_train_steps": max_train_steps}
 
 
-def train(args: argparse.Namespace):
+def train(args: argparse.Namespace, claim: OutputDirClaim):
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -701,7 +712,9 @@ def train(args: argparse.Namespace):
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    accelerator.wait_for_everyone()  # the main process has checked, created and locked --output_dir
+    if accelerator.is_main_process:
+        claim.take()
+    accelerator.wait_for_everyone()
     set_seed(args.seed)  # model initialisation; training draws use their own (seed, step) generators
 
     images = load_training_images(args)

@@ -425,3 +425,168 @@ def test_image_folder_with_mixed_modes_and_a_corrupt_file_trains_in_rgb_under_bf
     assert math.isfinite(log_records(out)[-1]["loss_dsm"])
     assert json.loads((out / "unet" / "config.json").read_text())["in_channels"] == 3
     assert Image.open(out / "samples" / "step_000001.png").mode == "RGB"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Security and reliability (issue 8)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def all_files(root):
+    return sorted(p for p in Path(root).rglob("*") if p.is_file())
+
+
+def test_hub_token_and_local_paths_are_never_written_or_uploaded(tmp_path):
+    """One real run pushes to the loopback Hub with --hub_token (no cached login, no HF_TOKEN) and TensorBoard on.
+    The token is in no byte of any local file (training_args.json, hparams.yml, event files, card), of anything the
+    Hub stored, or of the log; the card names the data folder, never its absolute path."""
+    from hub_stand_in import LocalHub
+
+    token = "hf_SeCrEt4Trust8Regression15Token"
+    data = tmp_path / "private-home" / "my-pictures"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(data / f"{i}.png")
+    out = tmp_path / "out"
+    with LocalHub(tmp_path / "hub", token=token) as hub:
+        env = {**subprocess_env(), "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(tmp_path / "hf-home")}  # fmt: skip
+        env.pop("HF_TOKEN", None)
+        argv = [*TINY, "--report_to", "tensorboard", "--max_train_steps", "2", "--checkpointing_steps", "1",
+                "--train_data_dir", data, "--output_dir", out, "--push_to_hub", "--hub_model_id", "test-user/x",
+                "--hub_token", token]  # fmt: skip
+        result = subprocess.run([sys.executable, str(REPO / "train_ncsn.py"), *map(str, argv)], env=env, cwd=REPO,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-5000:]
+        record = hub.store.record("model", "test-user/x")
+    pushed = set(record["commits"][record["head"]]["files"])
+    assert {"README.md", "model_index.json", "unet/diffusion_pytorch_model.safetensors"} <= pushed
+    assert not pushed & {"training_args.json", ".train_ncsn.lock"}
+    assert json.loads((out / "training_args.json").read_text())["train_data_dir"] == str(data)  # stays local
+
+    local = all_files(out)
+    assert any("events.out.tfevents" in p.name for p in local) and any(p.name == "hparams.yml" for p in local)
+    stored = all_files(tmp_path / "hub")  # every blob the Hub stored, and its records
+    assert len(stored) > len(pushed)
+    for path in local + stored:
+        assert token.encode() not in path.read_bytes(), path
+    for path in stored:  # local paths stay local (training_args.json and the TensorBoard logs keep them)
+        assert str(data.parent).encode() not in path.read_bytes(), path
+    assert token not in result.stdout + result.stderr
+    card = (out / "README.md").read_text()
+    assert "`my-pictures`" in card and str(tmp_path) not in card
+
+
+def test_resume_ignores_planted_pickles_tolerates_a_torn_log_and_names_bad_settings(tmp_path, caplog):
+    """Payloads planted under every name accelerate's save_state uses never run; a torn last log line is dropped
+    with a warning; a damaged latest checkpoint, another --model_preset / --objective / --use_ema, or a
+    --max_train_steps below the checkpoint are refused naming the fix; another seed or batch size is warned about."""
+    from pickle_payload import plant_payloads
+
+    out, marker = tmp_path / "out", tmp_path / "payload-ran"
+    common = [*TINY, "--logging_steps", "1", "--checkpointing_steps", "1", "--output_dir", out]
+    run_main(*common, "--max_train_steps", "2")
+    planted = ["custom_checkpoint_0.pkl", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "pytorch_model.bin"]
+    plant_payloads(out / "checkpoint-2", marker, planted)
+    with (out / "logs" / "train_log.jsonl").open("a") as f:
+        f.write('{"step": 3, "loss_d')  # torn by a power loss
+    caplog.clear()
+    run_main(*common, "--max_train_steps", "3", "--resume_from_checkpoint", "latest")
+    assert not marker.exists()
+    assert "partial line" in caplog.text and all(name in caplog.text for name in planted)
+    assert [r["step"] for r in log_records(out)] == [1, 2, 3]
+
+    resume = [*common, "--resume_from_checkpoint", "latest"]
+    for flags, message in [
+        (["--model_preset", "digits"], "trained with --model_preset tiny, this run has --model_preset digits"),
+        (["--objective", "epsilon"], "trained with --objective dsm, this run has --objective epsilon"),
+        (["--no-use_ema"], "trained with --use_ema, this run has --no-use_ema"),
+        (["--max_train_steps", "2"], "at step 3, past --max_train_steps 2; pass --max_train_steps >= 3"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run_main(*resume, "--max_train_steps", "4", *flags)
+    caplog.clear()
+    run_main(*resume, "--max_train_steps", "4", "--seed", "1", "--train_batch_size", "4")
+    assert "--seed 0, this run has --seed 1" in caplog.text and "--train_batch_size 8" in caplog.text
+
+    weights = out / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    with pytest.raises(
+        ValueError, match=r"checkpoint-4 is damaged: model.safetensors.*resume_from_checkpoint .*checkpoint-3"
+    ):
+        run_main(*resume, "--max_train_steps", "5")
+    assert not marker.exists()
+
+
+def test_resuming_an_earlier_checkpoint_moves_the_later_ones_out_of_reach(tmp_path, caplog):
+    """The issue's scenario: checkpoints 5..40, then `--resume_from_checkpoint checkpoint-10
+    --checkpoints_total_limit 1 --max_train_steps 25`. The later checkpoints are moved aside (and say so) instead of
+    being resumed by `latest` or deleted; the new lineage keeps its own checkpoint-25 and a card saying 25 steps."""
+    out = tmp_path / "out"
+    common = [*TINY, "--logging_steps", "5", "--checkpointing_steps", "5", "--output_dir", out]
+    run_main(*common, "--max_train_steps", "40")
+    run_main(*common, "--max_train_steps", "25", "--checkpoints_total_limit", "1", "--resume_from_checkpoint",
+             "checkpoint-10")  # fmt: skip
+    names = sorted(p.name for p in out.iterdir() if "checkpoint" in p.name)
+    assert names[-1] == "checkpoint-25" and latest_checkpoint(out) == out / "checkpoint-25"
+    abandoned = sorted(int(name.split("-")[2]) for name in names if name.startswith("abandoned-checkpoint-"))
+    assert abandoned == [15, 20, 25, 30, 35, 40]
+    assert "checkpoint-40 is past the resumed step 10" in caplog.text and "abandoned-checkpoint-40-" in caplog.text
+    assert "max_train_steps | 25" in (out / "README.md").read_text().replace("`", "")
+    assert [r["step"] for r in log_records(out)] == [5, 10, 15, 20, 25]
+    run_main(*common, "--max_train_steps", "25", "--resume_from_checkpoint", "latest")  # the new lineage's end
+
+
+def tree_state(root):
+    """Every entry under root with its bytes' hash and mtime: what must not change."""
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
+                                   p.stat().st_mtime_ns)
+        for p in sorted(Path(root).rglob("*"))
+    }  # fmt: skip
+
+
+def test_a_saved_pipeline_or_a_live_run_in_output_dir_is_never_touched(tmp_path):
+    import fcntl
+
+    from ncsn_diffusers.training_utils import LOCK_FILE
+
+    mine = tmp_path / "mine"
+    (mine / "unet").mkdir(parents=True)
+    (mine / "model_index.json").write_text('{"_class_name": "NCSNPipeline"}')
+    (mine / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(os.urandom(64))
+    (mine / "README.md").write_text("my model")
+    before = tree_state(mine), mine.stat().st_mtime_ns
+    for flags in ([], ["--resume_from_checkpoint", "latest"]):
+        with pytest.raises(ValueError, match="holds a saved pipeline.*--overwrite_output_dir"):
+            run_main(*TINY, "--max_train_steps", "1", "--output_dir", mine, *flags)
+        assert (tree_state(mine), mine.stat().st_mtime_ns) == before
+
+    live = tmp_path / "live"
+    live.mkdir()
+    fd = os.open(live / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242")
+    before = tree_state(live)
+    with pytest.raises(RuntimeError, match=r"in use by another training run \(pid 4242"):
+        run_main(*TINY, "--max_train_steps", "1", "--output_dir", live)
+    assert tree_state(live) == before
+    os.close(fd)  # as if the holder were killed: the file stays, the lock is gone
+    run_main(*TINY, "--max_train_steps", "1", "--output_dir", live)
+    assert (live / "model_index.json").is_file() and not (live / LOCK_FILE).exists()
+
+
+def test_failed_runs_name_the_fix_and_leave_no_empty_folders(tmp_path):
+    out = tmp_path / "new" / "run"
+    with pytest.raises(ValueError, match="does not exist"):
+        run_main(*TINY, "--train_data_dir", tmp_path / "missing", "--output_dir", out)
+    assert not (tmp_path / "new").exists()  # the folders this run created are gone
+
+    with pytest.raises(FloatingPointError, match="No checkpoint was written yet .*--overwrite_output_dir") as info:
+        run_main(*TINY, "--max_train_steps", "6", "--checkpointing_steps", "100", "--learning_rate", "1e30",
+                 "--lr_warmup_steps", "0", "--lr_scheduler", "constant", "--max_grad_norm", "0", "--output_dir", out)  # fmt: skip
+    assert "None" not in str(info.value)
+    assert sorted(p.name for p in out.iterdir()) == ["training_args.json"]  # the empty logs/ went, the record stays

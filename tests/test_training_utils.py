@@ -2,22 +2,31 @@
 
 import json
 import logging
+import os
 import time
 
 import numpy as np
 import pytest
 import torch
+from pickle_payload import plant_payloads
 from PIL import Image
 
 from ncsn_diffusers.training_utils import (
+    LOCK_FILE,
     STATE_FILE,
     BatchOrder,
+    OutputDirLock,
+    abandon_later_checkpoints,
+    compare_run_settings,
     complete_checkpoints,
     decode_images,
+    decode_state,
     derived_seed,
+    encode_state,
     hub_dataset_sources,
     image_folder_sources,
     latest_checkpoint,
+    load_checkpoint,
     preprocess_image,
     read_training_state,
     remove_stale_temporaries,
@@ -224,3 +233,209 @@ def test_batch_order_shards_concatenate_to_the_global_batch():
 
     with pytest.raises(ValueError, match="larger than the 5 training images"):
         BatchOrder(num_images=5, global_batch_size=8, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Safety: no pickle on load, damage named, lineage, settings, lock, decompression bombs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def tiny_training_objects(accelerator):
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=2, num_training_steps=20)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    ema = EMAModel(model.parameters(), decay=0.9, use_ema_warmup=True)
+    return model, optimizer, lr_scheduler, ema
+
+
+def train_steps(objects, steps):
+    model, optimizer, lr_scheduler, ema = objects
+    losses = []
+    for _ in range(steps):
+        loss = model(torch.ones(5, 3)).pow(2).mean()  # dropout draws from the global torch generator
+        loss.backward()
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad()
+        ema.step(model.parameters())
+        losses.append(loss.item())
+    return losses
+
+
+def test_checkpoint_round_trip_continues_bit_identically_without_pickle(tmp_path):
+    """Model, AdamW, lr schedule, EMA and the dropout generator come back exactly from safetensors + JSON: training
+    on from the loaded checkpoint repeats the original's losses and weights bit for bit."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    objects = tiny_training_objects(accelerator)
+    train_steps(objects, 3)
+    names = dict(zip(("model", "optimizer", "lr_scheduler", "ema"), objects))
+    path = save_checkpoint(accelerator, tmp_path, 3, {"epoch": 0}, None, **names)
+    assert sorted(p.name for p in path.iterdir()) == [
+        "ema.safetensors", "model.safetensors", "optimizer.safetensors", "rng_state_0.safetensors", STATE_FILE,
+    ]  # fmt: skip
+    reference = train_steps(objects, 4)
+
+    fresh = tiny_training_objects(accelerator)
+    train_steps(fresh, 1)  # different weights, moments, schedule position and generator state
+    state = load_checkpoint(path, accelerator, **dict(zip(("model", "optimizer", "lr_scheduler", "ema"), fresh)))
+    assert state["step"] == 3
+    assert train_steps(fresh, 4) == reference
+    for a, b in zip(objects[0].state_dict().values(), fresh[0].state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(objects[3].shadow_params, fresh[3].shadow_params):
+        assert torch.equal(a, b)
+    assert objects[2].get_last_lr() == fresh[2].get_last_lr()
+
+
+def test_encode_state_round_trips_tuples_int_keys_and_floats():
+    state = {"state": {0: {"step": torch.tensor(3.0)}}, "groups": [{"betas": (0.9, 0.999), "lr": 0.1 + 0.2}]}
+    encoded, tensors = encode_state(state)
+    assert decode_state(json.loads(json.dumps(encoded)), tensors) == state
+    with pytest.raises(TypeError, match="Cannot store function"):
+        encode_state({"fn": lambda: 0})
+
+
+def test_load_checkpoint_never_unpickles(tmp_path, caplog):
+    """Pickles planted in a checkpoint (under the names accelerate's save_state uses, and others) are never opened;
+    a checkpoint in the old pickle format is refused with a message saying why."""
+    from accelerate import Accelerator
+
+    marker = tmp_path / "payload-ran"
+    plant_payloads(tmp_path, tmp_path / "control", ["control.pkl"])
+    torch.load(tmp_path / "control.pkl", weights_only=False)
+    assert (tmp_path / "control").exists()  # the payload is live: unpickling it runs code
+
+    accelerator = Accelerator(cpu=True)
+    objects = dict(zip(("model", "optimizer", "lr_scheduler", "ema"), tiny_training_objects(accelerator)))
+    path = save_checkpoint(accelerator, tmp_path / "out", 1, {}, None, **objects)
+    planted = ["custom_checkpoint_0.pkl", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "model.bin"]
+    plant_payloads(path, marker, planted)
+    with caplog.at_level(logging.WARNING):
+        load_checkpoint(path, accelerator, **objects)
+    assert all(name in caplog.text for name in planted)
+
+    old = tmp_path / "old" / "checkpoint-1"
+    old.mkdir(parents=True)
+    (old / STATE_FILE).write_text(json.dumps({"step": 1, "epoch": 0}))
+    plant_payloads(old, marker, planted)
+    with pytest.raises(ValueError, match="older train_ncsn.py in accelerate's pickle format"):
+        load_checkpoint(old, accelerator, **objects)
+    assert not marker.exists()
+
+
+def test_damaged_checkpoint_names_the_file_and_offers_the_previous_one(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    objects = tiny_training_objects(accelerator)
+    train_steps(objects, 1)  # the optimizer has moments to save
+    objects = dict(zip(("model", "optimizer", "lr_scheduler", "ema"), objects))
+    for step in (4, 8):
+        save_checkpoint(accelerator, tmp_path, step, {}, None, **objects)
+    latest = tmp_path / "checkpoint-8"
+    data = (latest / "optimizer.safetensors").read_bytes()
+    (latest / "optimizer.safetensors").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one flipped bit
+    with pytest.raises(
+        ValueError, match=r"checkpoint-8 is damaged: optimizer.safetensors does not match.*checkpoint-4"
+    ):
+        load_checkpoint(latest, accelerator, **objects)
+    (latest / "ema.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"ema.safetensors is missing.*--resume_from_checkpoint .*checkpoint-4"):
+        load_checkpoint(latest, accelerator, **objects)
+    (tmp_path / "checkpoint-4" / STATE_FILE).write_text('{"step": 4, "fi')  # torn state file
+    with pytest.raises(ValueError, match=r"checkpoint-4 is damaged: .*not valid JSON.*no earlier complete checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint-4", accelerator, **objects)
+
+
+def test_abandon_later_checkpoints_moves_them_out_of_reach(tmp_path):
+    for step in (5, 10, 15, 40):
+        make_checkpoint(tmp_path, f"checkpoint-{step}")
+    moved = abandon_later_checkpoints(tmp_path, 10)
+    assert [old.name for old, _ in moved] == ["checkpoint-15", "checkpoint-40"]
+    for old, new in moved:
+        assert not old.exists() and (new / STATE_FILE).is_file()
+        assert new.name.startswith(f"abandoned-{old.name}-")
+    assert [step for step, _ in complete_checkpoints(tmp_path)] == [5, 10]  # neither latest nor pruning sees them
+    make_checkpoint(tmp_path, "checkpoint-15")
+    again = abandon_later_checkpoints(tmp_path, 10)  # the same step abandoned twice in one second: no clash
+    assert len(list(tmp_path.glob("abandoned-checkpoint-15-*"))) == 2 and again[0][1].is_dir()
+
+
+def test_compare_run_settings_refuses_model_changes_and_warns_about_the_rest():
+    saved = {"model_preset": "tiny", "use_ema": True, "seed": 0, "train_batch_size": 8, "max_train_steps": 40}
+    must = ("model_preset", "use_ema")
+    with pytest.raises(ValueError, match="trained with --model_preset tiny, this run has --model_preset digits.*Pass"):
+        compare_run_settings("ckpt", saved, {**saved, "model_preset": "digits"}, must)
+    with pytest.raises(ValueError, match="trained with --use_ema, this run has --no-use_ema"):
+        compare_run_settings("ckpt", saved, {**saved, "use_ema": False}, must)
+    warnings = compare_run_settings("ckpt", saved, {**saved, "seed": 1, "train_batch_size": 4}, must)
+    assert len(warnings) == 2 and "--seed 0, this run has --seed 1" in warnings[0]
+    assert compare_run_settings("ckpt", {}, saved, must) == []  # nothing recorded, nothing compared
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, str(os.getpid()).encode())
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_output_dir_lock_names_the_holder_and_survives_its_kill(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / LOCK_FILE)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=rf"in use by another training run \(pid {holder.pid},"):
+            OutputDirLock(tmp_path).acquire()
+        with pytest.raises(RuntimeError, match=str(holder.pid)):
+            OutputDirLock(tmp_path).check_free()
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its lock, the file stays behind
+        holder.wait()
+    assert (tmp_path / LOCK_FILE).exists()
+    with OutputDirLock(tmp_path) as lock:
+        assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
+        with pytest.raises(RuntimeError, match=f"pid {os.getpid()}"):  # a second open file in this process too
+            OutputDirLock(tmp_path).acquire()
+        assert lock.fd is not None
+    assert not (tmp_path / LOCK_FILE).exists()  # released and removed
+
+
+def png_header_only(width, height):
+    """A PNG that declares width x height pixels but holds none: PIL reads the size at open."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_decode_images_skips_a_decompression_bomb_and_names_it(tmp_path, caplog):
+    good, huge = tmp_path / "good.png", tmp_path / "huge.png"
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(good)
+    huge.write_bytes(png_header_only(20000, 20000))
+    sources = [(str(p), (lambda p=p: Image.open(p))) for p in (huge, good)]
+    with caplog.at_level(logging.WARNING):
+        images, skipped = decode_images(sources, 4, 1, True)
+    assert images.shape == (1, 1, 4, 4) and skipped == [str(huge)]
+    assert str(huge) in caplog.text and "decompression bomb" in caplog.text
