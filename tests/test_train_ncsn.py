@@ -461,19 +461,18 @@ def test_hub_token_and_local_paths_are_never_written_or_uploaded(tmp_path):
         assert result.returncode == 0, result.stderr[-5000:]
         record = hub.store.record("model", "test-user/x")
     pushed = set(record["commits"][record["head"]]["files"])
-    assert {"README.md", "model_index.json", "unet/diffusion_pytorch_model.safetensors"} <= pushed
-    assert not pushed & {"training_args.json", ".train_ncsn.lock"}
-    assert json.loads((out / "training_args.json").read_text())["train_data_dir"] == str(data)  # stays local
-
     local = all_files(out)
     assert any("events.out.tfevents" in p.name for p in local) and any(p.name == "hparams.yml" for p in local)
     stored = all_files(tmp_path / "hub")  # every blob the Hub stored, and its records
     assert len(stored) > len(pushed)
     for path in local + stored:
         assert token.encode() not in path.read_bytes(), path
+    assert token not in result.stdout + result.stderr
     for path in stored:  # local paths stay local (training_args.json and the TensorBoard logs keep them)
         assert str(data.parent).encode() not in path.read_bytes(), path
-    assert token not in result.stdout + result.stderr
+    assert {"README.md", "model_index.json", "unet/diffusion_pytorch_model.safetensors"} <= pushed
+    assert not pushed & {"training_args.json", ".train_ncsn.lock"}
+    assert json.loads((out / "training_args.json").read_text())["train_data_dir"] == str(data)  # stays local
     card = (out / "README.md").read_text()
     assert "`my-pictures`" in card and str(tmp_path) not in card
 
@@ -487,7 +486,8 @@ def test_resume_ignores_planted_pickles_tolerates_a_torn_log_and_names_bad_setti
     out, marker = tmp_path / "out", tmp_path / "payload-ran"
     common = [*TINY, "--logging_steps", "1", "--checkpointing_steps", "1", "--output_dir", out]
     run_main(*common, "--max_train_steps", "2")
-    planted = ["custom_checkpoint_0.pkl", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "pytorch_model.bin"]
+    # accelerate's load_state unpickled custom_checkpoint_0.pkl (the EMA) with weights_only=False
+    planted = ["custom_checkpoint_0.pkl", "pytorch_model.bin", "notes.pkl"]
     plant_payloads(out / "checkpoint-2", marker, planted)
     with (out / "logs" / "train_log.jsonl").open("a") as f:
         f.write('{"step": 3, "loss_d')  # torn by a power loss
@@ -507,8 +507,17 @@ def test_resume_ignores_planted_pickles_tolerates_a_torn_log_and_names_bad_setti
         with pytest.raises(ValueError, match=message):
             run_main(*resume, "--max_train_steps", "4", *flags)
     caplog.clear()
+    planted = [
+        "optimizer.bin",
+        "scheduler.bin",
+        "random_states_0.pkl",
+        "custom_checkpoint_0.pkl",
+        "model.safetensors.pkl",
+    ]
+    plant_payloads(out / "checkpoint-3", marker, planted)  # every other name accelerate's save_state writes
     run_main(*resume, "--max_train_steps", "4", "--seed", "1", "--train_batch_size", "4")
     assert "--seed 0, this run has --seed 1" in caplog.text and "--train_batch_size 8" in caplog.text
+    assert all(name in caplog.text for name in planted)
 
     weights = out / "checkpoint-4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])  # truncated
@@ -527,7 +536,7 @@ def test_resuming_an_earlier_checkpoint_moves_the_later_ones_out_of_reach(tmp_pa
     common = [*TINY, "--logging_steps", "5", "--checkpointing_steps", "5", "--output_dir", out]
     run_main(*common, "--max_train_steps", "40")
     run_main(*common, "--max_train_steps", "25", "--checkpoints_total_limit", "1", "--resume_from_checkpoint",
-             "checkpoint-10")  # fmt: skip
+             out / "checkpoint-10")  # fmt: skip
     names = sorted(p.name for p in out.iterdir() if "checkpoint" in p.name)
     assert names[-1] == "checkpoint-25" and latest_checkpoint(out) == out / "checkpoint-25"
     abandoned = sorted(int(name.split("-")[2]) for name in names if name.startswith("abandoned-checkpoint-"))
@@ -536,6 +545,8 @@ def test_resuming_an_earlier_checkpoint_moves_the_later_ones_out_of_reach(tmp_pa
     assert "max_train_steps | 25" in (out / "README.md").read_text().replace("`", "")
     assert [r["step"] for r in log_records(out)] == [5, 10, 15, 20, 25]
     run_main(*common, "--max_train_steps", "25", "--resume_from_checkpoint", "latest")  # the new lineage's end
+    bare = train_ncsn.parse_args([*common, "--resume_from_checkpoint", "checkpoint-25"])
+    assert train_ncsn.resume_path(bare) == out / "checkpoint-25"  # a bare name is looked up in --output_dir
 
 
 def tree_state(root):
@@ -552,8 +563,7 @@ def tree_state(root):
 def test_a_saved_pipeline_or_a_live_run_in_output_dir_is_never_touched(tmp_path):
     import fcntl
 
-    from ncsn_diffusers.training_utils import LOCK_FILE
-
+    LOCK_FILE = ".train_ncsn.lock"
     mine = tmp_path / "mine"
     (mine / "unet").mkdir(parents=True)
     (mine / "model_index.json").write_text('{"_class_name": "NCSNPipeline"}')
