@@ -14,7 +14,9 @@ the paper's 1/2 sum over the D pixels is D/2 times larger, a constant that Adam 
 both objectives makes `--max_grad_norm` mean the same thing for both.
 
 The run is crash-safe: checkpoints are written under a temporary name and renamed when complete, every random draw
-is a function of (seed, step), and `--resume_from_checkpoint latest` continues a killed run exactly.
+is a function of (seed, step), and `--resume_from_checkpoint latest` continues a killed run exactly. Checkpoints hold
+safetensors and JSON only (nothing is unpickled on resume), --output_dir is locked for the run, and no token is ever
+written (README: "Security and reliability").
 """
 
 import argparse

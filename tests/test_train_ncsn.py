@@ -389,6 +389,13 @@ def test_contradictory_or_invalid_flags_exit_with_a_message(argv, message, capsy
     assert message in capsys.readouterr().err
 
 
+def test_secrets_are_left_out_of_every_record_of_the_arguments():
+    """training_args.json and the trackers' config (TensorBoard, W&B) are both written from public_args."""
+    args = train_ncsn.parse_args(["--push_to_hub", "--hub_token", "hf_x"])
+    assert args.hub_token == "hf_x"  # usable for the upload
+    assert "hub_token" not in train_ncsn.public_args(args) and "hf_x" not in json.dumps(train_ncsn.public_args(args))
+
+
 def test_bad_data_and_folders_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="--resolution 10 cannot be taken by --model_preset digits.*multiple of 4"):
         run_main("--resolution", "10", "--output_dir", tmp_path / "a", "--report_to", "none")
