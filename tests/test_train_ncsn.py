@@ -552,7 +552,7 @@ def test_resuming_an_earlier_checkpoint_moves_the_later_ones_out_of_reach(tmp_pa
     assert "max_train_steps | 25" in (out / "README.md").read_text().replace("`", "")
     assert [r["step"] for r in log_records(out)] == [5, 10, 15, 20, 25]
     run_main(*common, "--max_train_steps", "25", "--resume_from_checkpoint", "latest")  # the new lineage's end
-    bare = train_ncsn.parse_args([*common, "--resume_from_checkpoint", "checkpoint-25"])
+    bare = train_ncsn.parse_args([*map(str, common), "--resume_from_checkpoint", "checkpoint-25"])
     assert train_ncsn.resume_path(bare) == out / "checkpoint-25"  # a bare name is looked up in --output_dir
 
 
