@@ -129,3 +129,11 @@ def test_evaluate_features_names_non_finite_rows():
     fake[[2, 5], 1] = np.nan
     with pytest.raises(ValueError, match="2 of 20 generated feature vectors are not finite"):
         evaluate_features(np.zeros((20, 3)), fake)
+
+
+def test_evaluate_features_reports_nan_neighbourhood_metrics_for_tiny_sets():
+    rng = np.random.default_rng(8)
+    with pytest.warns(UserWarning, match="more than k = 5"):
+        scores = evaluate_features(rng.standard_normal((20, 3)), rng.standard_normal((5, 3)), kid_subsets=2)
+    assert all(np.isnan(scores[key]) for key in ("precision", "recall", "density", "coverage"))
+    assert np.isfinite(scores["frechet_distance"]) and np.isfinite(scores["kid_mean"])

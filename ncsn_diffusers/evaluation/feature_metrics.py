@@ -6,6 +6,9 @@ recall and coverage whether they reach all of the data (diversity), and KID is a
 Fréchet distance, does not grow as the number of samples shrinks.
 """
 
+import math
+import warnings
+
 import torch
 
 from .kid import kernel_inception_distance
@@ -32,16 +35,26 @@ def evaluate_features(
         device (`str` or `torch.device`, defaults to `"cpu"`): where distances and kernels are computed, in float64.
 
     Returns:
-        `dict`: `frechet_distance`, `precision`, `recall`, `density`, `coverage`, `kid_mean`, `kid_std`.
+        `dict`: `frechet_distance`, `precision`, `recall`, `density`, `coverage`, `kid_mean`, `kid_std`; the four
+        k-nearest-neighbour metrics are NaN (with a warning) when either set has no more than `nearest_k` features.
     """
     check_finite(real_features, "real feature vectors")
     check_finite(fake_features, "generated feature vectors")
     kid_mean, kid_std = kernel_inception_distance(
         real_features, fake_features, subsets=kid_subsets, subset_size=kid_subset_size, device=device
     )
+    if min(len(real_features), len(fake_features)) > nearest_k:
+        neighbourhood = precision_recall_density_coverage(real_features, fake_features, k=nearest_k, device=device)
+    else:
+        warnings.warn(
+            f"Precision, recall, density and coverage need more than k = {nearest_k} real and generated images, got "
+            f"{len(real_features)} and {len(fake_features)}; they are reported as NaN.",
+            stacklevel=2,
+        )
+        neighbourhood = dict.fromkeys(("precision", "recall", "density", "coverage"), math.nan)
     return {
         "frechet_distance": frechet_distance(fake_features, real_features),
-        **precision_recall_density_coverage(real_features, fake_features, k=nearest_k, device=device),
+        **neighbourhood,
         "kid_mean": kid_mean,
         "kid_std": kid_std,
     }
