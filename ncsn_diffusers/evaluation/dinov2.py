@@ -1,10 +1,10 @@
 """FD_DINOv2: sample quality in the features of DINOv2 ViT-L/14, through `transformers`.
 
-Stein et al. (NeurIPS 2023, "Exposing flaws of generative model evaluation metrics") found that the Fréchet distance in
-the CLS embedding of DINOv2 ViT-L/14 ranks generative models the way people do, where Inception-v3's FID does not. The
-images go through the model's own image processor (resize, center crop, ImageNet normalisation), grayscale replicated
-to RGB; the features are the final layer-normalised CLS token (`pooler_output`), as in that paper. Precision, recall,
-density, coverage and KID are computed in the same space.
+Stein et al. (NeurIPS 2023, "Exposing flaws of generative model evaluation metrics") found that the Fréchet distance
+in the CLS embedding of DINOv2 ViT-L/14 ranks generative models the way people do, where Inception-v3's FID does not.
+The images go through the model's own image processor (resize, center crop, ImageNet normalisation), grayscale
+replicated to RGB; the features are the final layer-normalised CLS token (`pooler_output`), as in that paper.
+Precision, recall, density, coverage and KID are computed in the same space.
 
 `transformers` is an optional dependency (`pip install "ncsn-diffusers[eval]"`), imported here only when called; the
 weights (1.2 GB) download from the Hub on first use, or come from a local folder.
