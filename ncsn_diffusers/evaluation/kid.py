@@ -48,7 +48,8 @@ def kernel_inception_distance(
     Subset s takes `subset_size` generated and then `subset_size` real features without replacement, with
     `numpy.random.RandomState(seed).choice`; torch-fidelity's defaults (100 subsets of 1000, cubic kernel, seed 2020)
     are the defaults here. Where either set is smaller than `subset_size`, the subsets take all of the smaller set's
-    size instead of failing as torch-fidelity does.
+    size instead of failing as torch-fidelity does; when that takes both whole sets, every subset gives the same
+    MMD^2_u, computed once, with standard deviation 0 (it measures the spread over subsets, not the estimator's error).
 
     Args:
         real_features (`torch.Tensor` or `np.ndarray` of shape `(N, D)`): features of real images.
@@ -71,6 +72,8 @@ def kernel_inception_distance(
     m = min(subset_size, real.shape[0], fake.shape[0])
     if m < 2 or subsets < 1:
         raise ValueError(f"KID needs subsets >= 1 of at least 2 features per side, got {subsets} subsets of {m}.")
+    if m == real.shape[0] == fake.shape[0]:  # every subset is both whole sets, and MMD^2_u ignores their order
+        return mmd2_unbiased(fake, real, degree=degree, gamma=gamma, coef0=coef0), 0.0
     rng = np.random.RandomState(seed)
     mmds = []
     for _ in range(subsets):
