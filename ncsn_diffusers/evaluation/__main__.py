@@ -1,4 +1,4 @@
-"""`python -m ncsn_diffusers.evaluation`: score samples, or a saved pipeline, against the held-out digits.
+"""`python -m ncsn_diffusers.evaluation`: score samples, or a saved pipeline, against the held-out digits or your own.
 
 python -m ncsn_diffusers.evaluation --floor --resolution 16            # what real held-out digits score
 python -m ncsn_diffusers.evaluation --samples samples.npy --floor --json scores.json

@@ -21,13 +21,13 @@ from .metrics import check_finite
 DEFAULT_FEATURE_MODEL = "facebook/dinov2-large"
 
 
-def load_dinov2(feature_model: str = DEFAULT_FEATURE_MODEL, device: str | torch.device = "cpu"):
+def load_dinov2(feature_model: str = DEFAULT_FEATURE_MODEL, device: str | torch.device | None = None):
     """`transformers.Dinov2Model` and its `AutoImageProcessor` from a Hub id or a local folder, in float32 eval mode.
 
     Args:
         feature_model (`str`, defaults to `"facebook/dinov2-large"`): a Hub id or a folder saved with
             `save_pretrained` (config, weights and `preprocessor_config.json`).
-        device (`str` or `torch.device`, defaults to `"cpu"`): where the model runs.
+        device (`str` or `torch.device`, *optional*): where the model runs; the GPU when there is one.
 
     Returns:
         `tuple`: the model and its image processor.
@@ -50,6 +50,7 @@ def load_dinov2(feature_model: str = DEFAULT_FEATURE_MODEL, device: str | torch.
             f"(`hf download {DEFAULT_FEATURE_MODEL}`), or pass `--feature_model` a local folder saved with "
             "`save_pretrained`."
         ) from error
+    device = device if device is not None else "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device, torch.float32).eval(), processor
 
 
@@ -61,7 +62,7 @@ def dinov2_features(
 
     The images are quantised to 8 bits, as image files are, and passed to `processor` as it expects them.
     """
-    check_finite(images)
+    check_finite(images, "images")
     device = next(model.parameters()).device
     features = []
     for batch in tqdm(images.split(batch_size), desc="DINOv2 features", unit="batch", disable=not progress):
@@ -75,7 +76,7 @@ def dinov2_features(
 
 def dinov2_feature_function(
     feature_model: str = DEFAULT_FEATURE_MODEL,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     batch_size: int = 64,
     progress: bool = True,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -88,7 +89,7 @@ def compute_dinov2_metrics(
     samples: torch.Tensor,
     reference: torch.Tensor,
     feature_model: str = DEFAULT_FEATURE_MODEL,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     batch_size: int = 64,
     nearest_k: int = 5,
     kid_subset_size: int = 1000,
@@ -100,7 +101,7 @@ def compute_dinov2_metrics(
         samples (`torch.Tensor` of shape `(N, C, H, W)`): generated images in [0, 1], C of 1 or 3.
         reference (`torch.Tensor` of shape `(M, C, H', W')`): real images in [0, 1].
         feature_model (`str`, defaults to `"facebook/dinov2-large"`): the DINOv2 model, a Hub id or a local folder.
-        device (`str` or `torch.device`, defaults to `"cpu"`): where the model and the metrics run.
+        device (`str` or `torch.device`, *optional*): where the model and the metrics run; the GPU when there is one.
         batch_size (`int`, defaults to 64): images per forward pass; the results do not depend on it.
         nearest_k (`int`, defaults to 5): k of precision, recall, density and coverage.
         kid_subset_size (`int`, defaults to 1000): KID subset size, capped at the smaller set's size.
@@ -110,10 +111,11 @@ def compute_dinov2_metrics(
         `dict`: `fd_dinov2`, `precision`, `recall`, `density`, `coverage`, `kid_mean`, `kid_std`, `num_samples`,
         `num_reference`, `feature_model`.
     """
-    features = dinov2_feature_function(feature_model, device, batch_size, progress)
-    scores = evaluate_features(
-        features(reference), features(samples), nearest_k=nearest_k, kid_subset_size=kid_subset_size, device=device
-    )
+    check_finite(samples)
+    check_finite(reference, "reference images")
+    model, processor = load_dinov2(feature_model, device)
+    real, fake = (dinov2_features(x, model, processor, batch_size, progress) for x in (reference, samples))
+    scores = evaluate_features(real, fake, nearest_k=nearest_k, kid_subset_size=kid_subset_size, device=model.device)
     return {
         "fd_dinov2": scores.pop("frechet_distance"),
         **scores,
