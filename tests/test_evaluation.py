@@ -221,6 +221,8 @@ def test_fid_path_with_digits_features_reproduces_the_floor(trained, floor):
     test, _ = load_digits_images(RESOLUTION, split="test")
     scores = compute_fid_metrics(test, train, feature_function=digits_feature_function(classifier))
     assert scores["fid"] == pytest.approx(floor["frechet_distance"], rel=1e-9)
+    for key in ("precision", "recall", "density", "coverage", "kid_mean", "kid_std"):
+        assert scores[key] == pytest.approx(floor[key], rel=1e-9), key
     assert scores["inception_score_mean"] > 8.0  # confident and near-uniform over 10 digits
     # RGB input is converted to luma: the same numbers for gray images stored as RGB.
     rgb = compute_fid_metrics(test.expand(-1, 3, -1, -1), train, feature_function=digits_feature_function(classifier))
