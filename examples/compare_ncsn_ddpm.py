@@ -18,7 +18,9 @@ steps (all runs share every other flag of that script):
 
 Every sampler runs at `--num_inference_steps` model calls (1000), and at `--few_steps` (100: the NCSN samplers, and
 DDPM for reference), for 3 sampling seeds, scored by `ncsn_diffusers.evaluation.evaluate_samples` against the
-held-out digits. A Langevin chain always ends with one denoising call and the image just before it is kept too, so one
+held-out digits: the Fréchet distance, precision / recall / density / coverage (k = 5) and KID in the digits
+classifier's features, beside confidence, class coverage and memorisation (per-seed means in the tables, every value
+in results.json). A Langevin chain always ends with one denoising call and the image just before it is kept too, so one
 chain gives the "with" and the "without final denoise" rows (they differ by one call). The paper's other ablation:
 NCSNv2 without annealing (Langevin at sigma_L only, from uniform noise, as in Song & Ermon 2019, Section 3.2).
 `--sweep` adds what moves NCSNv2: its raw weights (no EMA, from the last checkpoint), ladders cut from the trained one
@@ -51,6 +53,11 @@ SIGMA_MIN = 0.02  # NCSN's sigma_L = 0.01 for [0, 1] data, rescaled to [-1, 1]
 V2_TRAIN_STEPS_PER_LEVEL = 5  # Technique 4's T in the paper; only the saved default, the budget sets T when sampling
 METRIC_KEYS = (
     "frechet_distance",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "kid_mean",
     "classifier_confidence",
     "class_entropy",
     "classes_missing",
@@ -529,9 +536,9 @@ GROUP_TITLES = {
     "sweep": "What moves NCSNv2: EMA, the ladder's top and density, the step size",
 }
 ROW_HEADER = [
-    "| row | model | sampler | calls | FD ↓ | FD pooled ↓ | confidence ↑ | class entropy ↑ | missing classes "
-    "| memorised | s / seed |",
-    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| row | model | sampler | calls | FD ↓ | FD pooled ↓ | precision ↑ | recall ↑ | density ↑ | coverage ↑ "
+    "| KID ↓ | confidence ↑ | class entropy ↑ | missing classes | memorised | s / seed |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 
 
@@ -541,6 +548,8 @@ def markdown_row(row: dict) -> str:
         f"| `{row['id']}` | {MODEL_LABELS[row['model']]} | {row['description']}{denoise} | {row['calls']} "
         f"| {row['frechet_distance_mean']:.2f} ± {row['frechet_distance_std']:.2f} "
         f"| {row['frechet_distance_pooled']:.2f} "
+        f"| {row['precision_mean']:.3f} | {row['recall_mean']:.3f} | {row['density_mean']:.3f} "
+        f"| {row['coverage_mean']:.3f} | {row['kid_mean_mean']:.1f} "
         f"| {row['classifier_confidence_mean']:.3f} ± {row['classifier_confidence_std']:.3f} "
         f"| {row['class_entropy_mean']:.3f} ± {row['class_entropy_std']:.3f} | {row['classes_missing_mean']:.1f} "
         f"| {row['memorisation_fraction_mean']:.2f} | {row['wall_time_s_mean']:.1f} ± {row['wall_time_s_std']:.1f} |"
@@ -574,7 +583,9 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         f"Reference floor (the {floor['num_samples']} held-out digits against the training split): FD "
-        f"{floor['frechet_distance']:.3f}, confidence {floor['classifier_confidence']:.3f}, class entropy "
+        f"{floor['frechet_distance']:.3f}, precision {floor['precision']:.3f}, recall {floor['recall']:.3f}, "
+        f"density {floor['density']:.3f}, coverage {floor['coverage']:.3f}, KID {floor['kid_mean']:.1f} ± "
+        f"{floor['kid_std']:.1f}, confidence {floor['classifier_confidence']:.3f}, class entropy "
         f"{floor['class_entropy']:.3f}; feature classifier held-out accuracy {floor['classifier_test_accuracy']:.3f}.",
     ]
     return "\n".join(lines) + "\n"

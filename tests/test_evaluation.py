@@ -15,6 +15,7 @@ from ncsn_diffusers.evaluation.__main__ import parse_args, run
 from ncsn_diffusers.evaluation.classifier import classifier_outputs, load_digits_classifier, train_digits_classifier
 from ncsn_diffusers.evaluation.digits_metrics import evaluate_samples, reference_floor
 from ncsn_diffusers.evaluation.fid import compute_fid_metrics, digits_feature_function, inception_feature_function
+from ncsn_diffusers.evaluation.image_io import load_images
 from ncsn_diffusers.evaluation.metrics import (
     class_coverage,
     classifier_confidence,
@@ -220,6 +221,8 @@ def test_fid_path_with_digits_features_reproduces_the_floor(trained, floor):
     test, _ = load_digits_images(RESOLUTION, split="test")
     scores = compute_fid_metrics(test, train, feature_function=digits_feature_function(classifier))
     assert scores["fid"] == pytest.approx(floor["frechet_distance"], rel=1e-9)
+    for key in ("precision", "recall", "density", "coverage", "kid_mean", "kid_std"):
+        assert scores[key] == pytest.approx(floor[key], rel=1e-9), key
     assert scores["inception_score_mean"] > 8.0  # confident and near-uniform over 10 digits
     # RGB input is converted to luma: the same numbers for gray images stored as RGB.
     rgb = compute_fid_metrics(test.expand(-1, 3, -1, -1), train, feature_function=digits_feature_function(classifier))
@@ -255,6 +258,12 @@ def test_cli_on_a_png_folder_writes_every_key(tmp_path, cache_dir, floor, capsys
         "num_samples",
         "num_reference",
         "frechet_distance",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "kid_mean",
+        "kid_std",
         "classifier_confidence",
         "class_entropy",
         "class_counts",
@@ -266,10 +275,43 @@ def test_cli_on_a_png_folder_writes_every_key(tmp_path, cache_dir, floor, capsys
     }
     assert results["metric"] == "digits"
     assert set(results["samples"]) == expected_keys and set(results["floor"]) == expected_keys
-    assert results["floor"] == pytest.approx(floor)
+    for key, value in floor.items():  # pytest.approx takes no nested lists (class_counts)
+        assert results["floor"][key] == (pytest.approx(value) if isinstance(value, float) else value), key
     # The held-out images themselves, up to 8-bit rounding: near zero, and below the floor.
     assert results["samples"]["frechet_distance"] < 0.1 * floor["frechet_distance"]
     assert "frechet_distance" in capsys.readouterr().out
+
+
+def test_digits_metrics_separate_fidelity_from_diversity(floor, cache_dir):
+    # Fresh real digits: precision and recall near 1, KID consistent with 0 (the unbiased estimate can be negative).
+    # One digit only: the samples look real (precision 1), but the rest of the data is unreached (recall, coverage).
+    test, labels = load_digits_images(RESOLUTION, split="test")
+    real = evaluate_samples(test, cache_dir=cache_dir)
+    assert real["precision"] == real["recall"] == real["coverage"] == 1.0
+    assert floor["precision"] > 0.9 and floor["recall"] > 0.9 and abs(floor["kid_mean"]) < 3 * floor["kid_std"]
+    threes = evaluate_samples(test[labels == 3], cache_dir=cache_dir)
+    assert threes["precision"] == 1.0 and threes["recall"] < 0.3 and threes["coverage"] < 0.3
+    assert threes["kid_mean"] > 50 * abs(floor["kid_mean"])
+
+
+def test_nan_samples_are_named_not_eigenvalues_that_did_not_converge(tmp_path, cache_dir):
+    images = np.random.default_rng(0).random((20, RESOLUTION, RESOLUTION)).astype(np.float32)
+    images[[1, 4, 7]] = np.nan  # a diverged sampler
+    np.save(tmp_path / "samples.npy", images)
+    with pytest.raises(ValueError, match=r"3 of 20 samples are not finite \(NaN or inf\).*step size"):
+        run(parse_args(["--samples", str(tmp_path / "samples.npy"), "--cache_dir", cache_dir]))
+
+
+def test_16_bit_pngs_are_scaled_by_65535(tmp_path):
+    test, _ = load_digits_images(RESOLUTION, split="test")
+    folder = tmp_path / "sixteen"
+    folder.mkdir()
+    for i, image in enumerate(test[:10]):
+        Image.fromarray((image[0].numpy() * 65535).round().astype(np.uint16)).save(folder / f"{i}.png")
+    assert Image.open(folder / "0.png").mode.startswith("I")  # read back as 16-bit, not as 8-bit "L"
+    gray = load_images(str(folder), mode="L")
+    torch.testing.assert_close(gray, test[:10], rtol=0, atol=1 / 65535)
+    torch.testing.assert_close(load_images(str(folder), mode="RGB"), gray.expand(-1, 3, -1, -1))
 
 
 def test_cli_fid_metric_with_injected_features(tmp_path, trained):
@@ -289,7 +331,10 @@ def test_cli_fid_metric_with_injected_features(tmp_path, trained):
     ]
     run(parse_args([*argv, "--json", str(out)]), fid_feature_function=digits_feature_function(classifier))
     results = json.loads(out.read_text())["samples"]
-    assert set(results) == {"fid", "inception_score_mean", "inception_score_std", "num_samples", "num_reference"}
+    assert set(results) == {
+        "fid", "inception_score_mean", "inception_score_std", "precision", "recall", "density", "coverage", "kid_mean",
+        "kid_std", "num_samples", "num_reference",
+    }  # fmt: skip
     assert results["num_samples"] == 360 and results["num_reference"] == 1437
     with pytest.raises(ValueError, match="reference_dir"):
         run(parse_args(["--metric", "fid", "--samples", str(tmp_path / "samples.npy")]))

@@ -1,12 +1,17 @@
-"""Offline sample-quality evaluation on the embedded digits, and standard FID / IS through torch-fidelity.
+"""Offline sample-quality evaluation on the embedded digits, FD_DINOv2 through transformers, and standard FID / IS
+through torch-fidelity; precision, recall, density, coverage and KID in each of these feature spaces.
 
 `python -m ncsn_diffusers.evaluation --help` for the command.
 """
 
 from .classifier import DigitsClassifier, classifier_outputs, load_digits_classifier, train_digits_classifier
 from .digits_metrics import evaluate_samples, reference_floor
+from .dinov2 import DEFAULT_FEATURE_MODEL, compute_dinov2_metrics, dinov2_feature_function, load_dinov2
+from .feature_metrics import evaluate_features
 from .fid import compute_fid_metrics, digits_feature_function, inception_feature_function
+from .kid import kernel_inception_distance
 from .metrics import (
+    check_finite,
     class_coverage,
     classifier_confidence,
     frechet_distance,
@@ -14,22 +19,31 @@ from .metrics import (
     inception_score,
     nearest_neighbour_memorisation,
 )
+from .precision_recall import precision_recall_density_coverage
 from .sampling import sample_pipeline
 
 __all__ = [
+    "DEFAULT_FEATURE_MODEL",
     "DigitsClassifier",
+    "check_finite",
     "class_coverage",
     "classifier_confidence",
     "classifier_outputs",
+    "compute_dinov2_metrics",
     "compute_fid_metrics",
     "digits_feature_function",
+    "dinov2_feature_function",
+    "evaluate_features",
     "evaluate_samples",
     "frechet_distance",
     "frechet_distance_from_statistics",
     "inception_feature_function",
     "inception_score",
+    "kernel_inception_distance",
     "load_digits_classifier",
+    "load_dinov2",
     "nearest_neighbour_memorisation",
+    "precision_recall_density_coverage",
     "reference_floor",
     "sample_pipeline",
     "train_digits_classifier",

@@ -1,9 +1,10 @@
-"""`python -m ncsn_diffusers.evaluation`: score samples, or a saved pipeline, against the held-out digits.
+"""`python -m ncsn_diffusers.evaluation`: score samples, or a saved pipeline, against the held-out digits or your own.
 
 python -m ncsn_diffusers.evaluation --floor --resolution 16            # what real held-out digits score
 python -m ncsn_diffusers.evaluation --samples samples.npy --floor --json scores.json
 accelerate launch -m ncsn_diffusers.evaluation --pipeline ./ncsn-digits --num_samples 360 --floor
 python -m ncsn_diffusers.evaluation --metric fid --samples ./generated --reference_dir ./real  # torch-fidelity
+python -m ncsn_diffusers.evaluation --metric fd_dinov2 --samples ./generated --reference_dir ./real  # transformers
 """
 
 import argparse
@@ -13,6 +14,7 @@ import math
 import numpy as np
 
 from .digits_metrics import evaluate_samples, reference_floor
+from .dinov2 import DEFAULT_FEATURE_MODEL, compute_dinov2_metrics
 from .fid import FeatureFunction, compute_fid_metrics
 from .image_io import images_from_array, load_images, rgb_to_luma
 from .sampling import distributed_state, sample_pipeline
@@ -23,8 +25,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--samples", help="A folder of images, or a .npy array (N, H, W[, C]) in [0, 1].")
     source.add_argument("--pipeline", help="A folder saved by NCSNPipeline / DDPMPipeline `save_pretrained`.")
-    parser.add_argument("--metric", choices=("digits", "fid"), default="digits")
-    parser.add_argument("--reference_dir", help="`--metric fid`: the real images (folder or .npy) to compare with.")
+    parser.add_argument(
+        "--metric",
+        choices=("digits", "fid", "fd_dinov2"),
+        default="digits",
+        help="digits: offline, in a digits classifier's features; fid: Inception FID/IS (torch-fidelity); fd_dinov2: "
+        "Fréchet distance in DINOv2 features (transformers). Each adds precision, recall, density, coverage and KID.",
+    )
+    parser.add_argument(
+        "--reference_dir", help="`--metric fid` / `fd_dinov2`: the real images (folder or .npy) to compare with."
+    )
+    parser.add_argument(
+        "--feature_model",
+        default=DEFAULT_FEATURE_MODEL,
+        help="`--metric fd_dinov2`: a DINOv2 model, Hub id or local folder (default: ViT-L/14, as Stein et al. 2023).",
+    )
+    parser.add_argument("--nearest_k", type=int, default=5, help="k of precision, recall, density and coverage.")
+    parser.add_argument(
+        "--kid_subset_size", type=int, default=1000, help="KID subset size, capped at the smaller set's size."
+    )
     parser.add_argument(
         "--floor", action="store_true", help="Also score the real held-out digits (`--metric digits`)."
     )
@@ -32,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--num_samples", type=int, default=360, help="Images to draw from `--pipeline`; 360 = held-out split size."
     )
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=64, help="Images per pipeline call and per DINOv2 batch.")
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Defaults to the pipeline's own.")
     parser.add_argument("--seed", type=int, default=0, help="Process `rank` samples with seed + rank.")
     parser.add_argument("--save_samples", help="Save the drawn images as a .npy file (N, H, W, C) to re-score later.")
@@ -53,11 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _check(args: argparse.Namespace) -> None:
     if args.samples is None and args.pipeline is None and not (args.floor and args.metric == "digits"):
         raise ValueError("Pass `--samples PATH` or `--pipeline DIR` (or `--floor` alone to score real digits only).")
-    if args.metric == "fid" and args.reference_dir is None:
-        raise ValueError("`--metric fid` needs `--reference_dir` with the real images to compare against.")
-    if args.metric == "fid" and args.floor:
+    if args.metric != "digits" and args.reference_dir is None:
+        raise ValueError(f"`--metric {args.metric}` needs `--reference_dir` with the real images to compare against.")
+    if args.metric != "digits" and args.floor:
         raise ValueError(
-            "`--floor` belongs to `--metric digits`; for FID, score a held-out real folder as `--samples`."
+            f"`--floor` belongs to `--metric digits`; for `--metric {args.metric}`, score a held-out real folder as "
+            "`--samples`."
         )
 
 
@@ -82,14 +102,23 @@ def run(args: argparse.Namespace, fid_feature_function: FeatureFunction | None =
         images = load_images(args.samples, mode="L" if args.metric == "digits" else "RGB")
 
     results = {"metric": args.metric}
+    feature_options = {"nearest_k": args.nearest_k, "kid_subset_size": args.kid_subset_size}
     if args.metric == "fid":
         reference = load_images(args.reference_dir, mode="RGB")
-        results["samples"] = compute_fid_metrics(images, reference, fid_feature_function, device=state.device)
+        results["samples"] = compute_fid_metrics(
+            images, reference, fid_feature_function, device=state.device, **feature_options
+        )
+    elif args.metric == "fd_dinov2":
+        reference = load_images(args.reference_dir, mode="RGB")
+        results["samples"] = compute_dinov2_metrics(
+            images, reference, args.feature_model, state.device, args.batch_size, **feature_options
+        )
     else:
         options = {
             "classifier_seed": args.classifier_seed,
             "cache_dir": args.cache_dir,
             "memorisation_threshold": args.memorisation_threshold,
+            **feature_options,
         }
         if images is not None:
             images = rgb_to_luma(images) if images.shape[1] == 3 else images

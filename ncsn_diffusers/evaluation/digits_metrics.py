@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from ..digits import load_digits_images
 from .classifier import DigitsClassifier, classifier_outputs, load_digits_classifier
-from .metrics import class_coverage, classifier_confidence, frechet_distance, nearest_neighbour_memorisation
+from .feature_metrics import evaluate_features
+from .metrics import check_finite, class_coverage, classifier_confidence, nearest_neighbour_memorisation
 
 
 def prepare_images(images, resolution: int | None = None) -> torch.Tensor:
@@ -21,6 +22,7 @@ def prepare_images(images, resolution: int | None = None) -> torch.Tensor:
             f"`images` must be square single-channel images of shape (N, 1, H, H), got {tuple(images.shape)}; "
             "convert colour images to grayscale first."
         )
+    check_finite(images)
     if images.shape[0] < 2:
         raise ValueError(f"`images` must hold at least 2 images for a covariance, got {images.shape[0]}.")
     if images.min() < 0.0 or images.max() > 1.0:
@@ -33,14 +35,21 @@ def prepare_images(images, resolution: int | None = None) -> torch.Tensor:
     return images
 
 
-def _metrics(images: torch.Tensor, reference: torch.Tensor, classifier: DigitsClassifier, threshold: float) -> dict:
+def _metrics(
+    images: torch.Tensor,
+    reference: torch.Tensor,
+    classifier: DigitsClassifier,
+    threshold: float,
+    nearest_k: int,
+    kid_subset_size: int,
+) -> dict:
     train_images, _ = load_digits_images(images.shape[-1], split="train")
     features, logits = classifier_outputs(classifier, images)
     reference_features, _ = classifier_outputs(classifier, reference)
     return {
         "num_samples": images.shape[0],
         "num_reference": reference.shape[0],
-        "frechet_distance": frechet_distance(features, reference_features),
+        **evaluate_features(reference_features, features, nearest_k=nearest_k, kid_subset_size=kid_subset_size),
         "classifier_confidence": classifier_confidence(logits.softmax(dim=1)),
         **class_coverage(logits.argmax(dim=1)),
         **nearest_neighbour_memorisation(images, train_images, threshold=threshold),
@@ -53,6 +62,8 @@ def evaluate_samples(
     classifier_seed: int = 0,
     cache_dir: str | None = None,
     memorisation_threshold: float = 0.1,
+    nearest_k: int = 5,
+    kid_subset_size: int = 1000,
 ) -> dict:
     """Scores generated digits against the held-out digits split.
 
@@ -63,10 +74,13 @@ def evaluate_samples(
         cache_dir (`str`, *optional*): classifier cache; defaults to `$NCSN_DIFFUSERS_CACHE` or
             `~/.cache/ncsn_diffusers`.
         memorisation_threshold (`float`, defaults to 0.1): nearest-neighbour ratio below which a sample is a copy.
+        nearest_k (`int`, defaults to 5): k of precision, recall, density and coverage.
+        kid_subset_size (`int`, defaults to 1000): KID subset size, capped at the smaller set's size (360 here).
 
     Returns:
-        `dict`: `resolution`, `classifier_test_accuracy`, `num_samples`, `num_reference`, `frechet_distance` (to the
-        held-out split, in classifier features), `classifier_confidence`, `class_entropy`, `class_counts`,
+        `dict`: `resolution`, `classifier_test_accuracy`, `num_samples`, `num_reference`; in the classifier's features,
+        against the held-out split, `frechet_distance`, `precision`, `recall`, `density`, `coverage`, `kid_mean`,
+        `kid_std` (see `evaluate_features`); `classifier_confidence`, `class_entropy`, `class_counts`,
         `classes_missing`, `memorisation_fraction`, `memorisation_median_ratio`, `memorisation_threshold`,
         `train_nn_distance`.
     """
@@ -77,7 +91,7 @@ def evaluate_samples(
     return {
         "resolution": resolution,
         "classifier_test_accuracy": info["test_accuracy"],
-        **_metrics(images, test_images, classifier, memorisation_threshold),
+        **_metrics(images, test_images, classifier, memorisation_threshold, nearest_k, kid_subset_size),
     }
 
 
@@ -86,6 +100,8 @@ def reference_floor(
     classifier_seed: int = 0,
     cache_dir: str | None = None,
     memorisation_threshold: float = 0.1,
+    nearest_k: int = 5,
+    kid_subset_size: int = 1000,
 ) -> dict:
     """The same metrics for the real held-out images, with the training split as the Fréchet reference.
 
@@ -94,7 +110,7 @@ def reference_floor(
 
     Args:
         resolution (`int`): side length to evaluate at.
-        classifier_seed, cache_dir, memorisation_threshold: as in `evaluate_samples`.
+        classifier_seed, cache_dir, memorisation_threshold, nearest_k, kid_subset_size: as in `evaluate_samples`.
 
     Returns:
         `dict`: the keys of `evaluate_samples`.
@@ -105,5 +121,5 @@ def reference_floor(
     return {
         "resolution": resolution,
         "classifier_test_accuracy": info["test_accuracy"],
-        **_metrics(test_images, train_images, classifier, memorisation_threshold),
+        **_metrics(test_images, train_images, classifier, memorisation_threshold, nearest_k, kid_subset_size),
     }

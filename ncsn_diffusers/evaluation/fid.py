@@ -14,8 +14,9 @@ from collections.abc import Callable
 import torch
 
 from .classifier import DigitsClassifier, classifier_outputs
+from .feature_metrics import evaluate_features
 from .image_io import rgb_to_luma
-from .metrics import frechet_distance, inception_score
+from .metrics import check_finite, inception_score
 
 # images (N, C, H, W) in [0, 1] -> (features (N, D), logits (N, K))
 FeatureFunction = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -62,8 +63,11 @@ def compute_fid_metrics(
     feature_function: FeatureFunction | None = None,
     device: str | torch.device = "cpu",
     isc_splits: int = 10,
+    nearest_k: int = 5,
+    kid_subset_size: int = 1000,
 ) -> dict:
-    """FID of `samples` against `reference` and the Inception Score of `samples`.
+    """FID of `samples` against `reference`, the Inception Score of `samples`, and the metrics of `evaluate_features`
+    (precision, recall, density, coverage, KID) in the same features.
 
     Args:
         samples (`torch.Tensor` of shape `(N, C, H, W)`): generated images in [0, 1], C of 1 or 3.
@@ -72,19 +76,28 @@ def compute_fid_metrics(
             Inception-v3.
         device (`str` or `torch.device`, defaults to `"cpu"`): where the default Inception runs.
         isc_splits (`int`, defaults to 10): the chunks the Inception Score is averaged over.
+        nearest_k (`int`, defaults to 5): k of precision, recall, density and coverage.
+        kid_subset_size (`int`, defaults to 1000): KID subset size, capped at the smaller set's size.
 
     Returns:
-        `dict`: `fid`, `inception_score_mean`, `inception_score_std`, `num_samples`, `num_reference`.
+        `dict`: `fid`, `inception_score_mean`, `inception_score_std`, `precision`, `recall`, `density`, `coverage`,
+        `kid_mean`, `kid_std`, `num_samples`, `num_reference`.
     """
+    check_finite(samples)
+    check_finite(reference, "reference images")
     if feature_function is None:
         feature_function = inception_feature_function(device)
     sample_features, sample_logits = feature_function(samples)
     reference_features, _ = feature_function(reference)
     is_mean, is_std = inception_score(sample_logits, splits=isc_splits)
+    scores = evaluate_features(
+        reference_features, sample_features, nearest_k=nearest_k, kid_subset_size=kid_subset_size, device=device
+    )
     return {
-        "fid": frechet_distance(sample_features, reference_features),
+        "fid": scores.pop("frechet_distance"),
         "inception_score_mean": is_mean,
         "inception_score_std": is_std,
+        **scores,
         "num_samples": samples.shape[0],
         "num_reference": reference.shape[0],
     }

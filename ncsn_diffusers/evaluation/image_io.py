@@ -8,21 +8,34 @@ import torch
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def load_image_folder(path: str, mode: str = "L") -> torch.Tensor:
-    """Every image file in `path`, sorted by name, as `(N, C, H, W)` float32 in [0, 1]; `mode` is PIL's "L"/"RGB"."""
+def _read_image(path: str, mode: str) -> np.ndarray:
+    """One image file as float32 in [0, 1]: `(H, W)` for `mode="L"`, `(H, W, 3)` for `mode="RGB"`.
+
+    16-bit grayscale files (PIL modes "I;16*", or "I" from a PNG, which holds at most 16 bits) are scaled by 65535:
+    PIL's own conversion to "L" clips them to white instead.
+    """
     from PIL import Image
 
+    with Image.open(path) as image:
+        if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+            gray = np.asarray(image).astype(np.float32) / 65535.0
+            return gray if mode == "L" else np.repeat(gray[..., None], 3, axis=-1)
+        return np.asarray(image.convert(mode)).astype(np.float32) / 255.0
+
+
+def load_image_folder(path: str, mode: str = "L") -> torch.Tensor:
+    """Every image file in `path`, sorted by name, as `(N, C, H, W)` float32 in [0, 1]; `mode` is PIL's "L"/"RGB".
+
+    8-bit files are divided by 255, 16-bit grayscale files by 65535.
+    """
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found in {path!r}.")
-    arrays = []
-    for name in names:
-        with Image.open(os.path.join(path, name)) as image:
-            arrays.append(np.asarray(image.convert(mode)))
+    arrays = [_read_image(os.path.join(path, name), mode) for name in names]
     sizes = {a.shape for a in arrays}
     if len(sizes) > 1:
         raise ValueError(f"Images in {path!r} must share one size, found {sorted(sizes)}; resize them first.")
-    images = torch.from_numpy(np.stack(arrays)).float() / 255.0  # (N, H, W) or (N, H, W, 3)
+    images = torch.from_numpy(np.stack(arrays))  # (N, H, W) or (N, H, W, 3)
     return images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
 
 

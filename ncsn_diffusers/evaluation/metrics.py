@@ -15,11 +15,28 @@ def _as_float64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def check_finite(x, name: str = "samples") -> None:
+    """Raises a ValueError naming how many of the N items of `x` (shape `(N, ...)`) hold a NaN or an infinity.
+
+    Non-finite samples otherwise surface much later, as "Eigenvalues did not converge" inside the Fréchet distance.
+    """
+    x = torch.as_tensor(x)
+    non_finite = int((~torch.isfinite(x.reshape(x.shape[0], -1))).any(dim=1).sum()) if x.numel() else 0
+    if non_finite:
+        raise ValueError(
+            f"{non_finite} of {x.shape[0]} {name} are not finite (NaN or inf). A sampler that produces them has "
+            "diverged: lower the Langevin step size epsilon (NCSNv2's Technique 4 gives a stable one), check the "
+            "noise levels and the model, and sample again. To score the finite ones anyway, drop the others first "
+            "(`images[torch.isfinite(images).flatten(1).all(dim=1)]`) and report how many were dropped."
+        )
+
+
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """Mean mu of shape `(D,)` and unbiased covariance Sigma of shape `(D, D)` of features of shape `(N, D)`."""
     features = _as_float64(features)
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(f"`features` must have shape (N, D) with N >= 2, got {features.shape}.")
+    check_finite(features, "feature vectors")
     return features.mean(axis=0), np.cov(features, rowvar=False).reshape(features.shape[1], features.shape[1])
 
 
