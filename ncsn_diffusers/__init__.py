@@ -4,13 +4,29 @@ Importing the package makes its classes resolvable by diffusers' loaders, which 
 of a saved `model_index.json` among the modules already imported.
 """
 
+# Pipelines saved before the schedulers/ subpackage name this module in model_index.json; diffusers loads a
+# component only from a module already imported.
+from . import scheduling_annealed_langevin  # noqa: F401
 from .digits import load_digits_images
 from .losses import dsm_loss, epsilon_loss
 from .model_card import render_model_card, write_model_card
 from .ncsnv2_techniques import ncsnv2_hyperparameters, ncsnv2_scheduler_config
-from .parameterization import epsilon_from_score, sample_from_score, score_from_epsilon, score_from_sample
+from .parameterization import (
+    denoiser_model_output,
+    epsilon_from_score,
+    sample_from_score,
+    score_from_epsilon,
+    score_from_model_output,
+    score_from_sample,
+)
 from .pipeline_ncsn import NCSNPipeline, resolve_pipeline_folder
-from .scheduling_annealed_langevin import AnnealedLangevinScheduler, AnnealedLangevinSchedulerOutput
+from .schedulers import (
+    AnnealedLangevinScheduler,
+    AnnealedLangevinSchedulerOutput,
+    ConsistentAnnealedSamplingScheduler,
+    PredictorCorrectorScheduler,
+    ScoreSchedulerOutput,
+)
 from .unet_ncsn import NCSNUNet2DModel
 
 __version__ = "0.1.0"
@@ -18,8 +34,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AnnealedLangevinScheduler",
     "AnnealedLangevinSchedulerOutput",
+    "ConsistentAnnealedSamplingScheduler",
     "NCSNPipeline",
     "NCSNUNet2DModel",
+    "PredictorCorrectorScheduler",
+    "ScoreSchedulerOutput",
+    "denoiser_model_output",
     "dsm_loss",
     "epsilon_from_score",
     "epsilon_loss",
@@ -30,6 +50,7 @@ __all__ = [
     "resolve_pipeline_folder",
     "sample_from_score",
     "score_from_epsilon",
+    "score_from_model_output",
     "score_from_sample",
     "write_model_card",
 ]

@@ -1,8 +1,9 @@
-"""The one place where the score, epsilon and x0 parameterisations are converted into each other.
+"""The one place where the score, epsilon, x0 (denoiser) and v parameterisations are converted into each other.
 
 With x_noisy = a * x_0 + sigma * z (VE: a = 1; VP: a = sqrt(alphabar_t), sigma = sqrt(1 - alphabar_t)) the score of
 the perturbed marginal satisfies Tweedie's formula: score(x_noisy) = (a * E[x_0 | x_noisy] - x_noisy) / sigma**2 and
-score = -E[z | x_noisy] / sigma.
+score = -E[z | x_noisy] / sigma. In VE the denoiser is D(x, sigma) = x + sigma**2 * score, which is what diffusers'
+EDM solvers step with.
 """
 
 import torch
@@ -34,6 +35,38 @@ def sample_from_score(
     else:
         denoised = torch.add(sample, score, alpha=sigma**2)  # one fused kernel: this runs at every sampling step
     return denoised if isinstance(alpha, (int, float)) and alpha == 1.0 else denoised / alpha
+
+
+def score_from_model_output(
+    model_output: torch.Tensor, sample: torch.Tensor, sigma: float, signal_scale: float, prediction_type: str
+) -> torch.Tensor:
+    """
+    The score s(x, sigma) from a model's output of the kind `prediction_type` names: `"score"`, `"epsilon"`
+    (score = -epsilon / sigma), `"sample"` (x0_hat; score = (a * x0_hat - x) / sigma**2) or `"v_prediction"`
+    (v = a * epsilon - sigma * x_0 with a**2 + sigma**2 = 1, hence epsilon = a * v + sigma * x). `signal_scale` is a.
+    """
+    if prediction_type == "score":
+        return model_output
+    if prediction_type == "epsilon":
+        return score_from_epsilon(model_output, sigma)
+    if prediction_type == "sample":
+        return score_from_sample(model_output, sample, sigma, signal_scale)
+    if prediction_type == "v_prediction":
+        return score_from_epsilon(signal_scale * model_output + sigma * sample, sigma)
+    raise ValueError(f"prediction_type={prediction_type!r} is not supported.")
+
+
+def denoiser_model_output(scheduler, score: torch.Tensor, sample: torch.Tensor, sigma: float) -> torch.Tensor:
+    """
+    What to hand a diffusers EDM scheduler (`EDMEulerScheduler`, `EDMDPMSolverMultistepScheduler`, ...) as
+    `model_output` so that its `precondition_outputs(x, F, sigma) = c_skip x + c_out F` returns the denoiser
+    D(x, sigma) = x + sigma**2 * s(x, sigma) of a score model: F = (D - c_skip x) / c_out. c_skip and c_out are read
+    off the scheduler's own `precondition_outputs`, so its `sigma_data` and `prediction_type` are honoured as they are.
+    """
+    c_skip = scheduler.precondition_outputs(1.0, 0.0, sigma)
+    c_out = scheduler.precondition_outputs(0.0, 1.0, sigma)
+    denoised = sample_from_score(score, sample, sigma)
+    return (denoised - c_skip * sample) / c_out
 
 
 def append_dims(values: torch.Tensor, ndim: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """NCSNPipeline: unconditional image generation by annealed Langevin dynamics (Song & Ermon, 2019)."""
 
+import inspect
 import json
 import os
 import tempfile
@@ -8,22 +9,31 @@ from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo, snapshot_download
 
 from .model_card import write_model_card
-from .scheduling_annealed_langevin import AnnealedLangevinScheduler
+from .parameterization import denoiser_model_output
+from .schedulers import SCORE_SCHEDULERS
 from .unet_ncsn import NCSNUNet2DModel
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+# The range of the data when the scheduler does not record it (diffusers' EDM schedulers): diffusers' images.
+DEFAULT_DATA_RANGE = (-1.0, 1.0)
 
 
 class NCSNPipeline(DiffusionPipeline):
     r"""
-    Pipeline for unconditional image generation with a noise conditional score network and annealed Langevin dynamics.
+    Pipeline for unconditional image generation with a noise conditional score network and annealed Langevin dynamics
+    or another sampler for score models.
 
-    It samples two kinds of model: a score network conditioned on sigma ([`NCSNUNet2DModel`], the scheduler in VE
-    coordinates), and a DDPM epsilon-prediction [`~diffusers.UNet2DModel`] (the scheduler in VP coordinates, where
-    score = -epsilon / sqrt(1 - alphabar_t)).
+    It samples two kinds of model: a score network conditioned on sigma ([`NCSNUNet2DModel`]) and a DDPM
+    epsilon-prediction [`~diffusers.UNet2DModel`] ([`AnnealedLangevinScheduler`] in VP coordinates, where
+    score = -epsilon / sqrt(1 - alphabar_t)). A score network samples with any of the package's schedulers
+    ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`], [`ConsistentAnnealedSamplingScheduler`]) or with
+    diffusers' EDM solvers as they are ([`~diffusers.EDMEulerScheduler`],
+    [`~diffusers.EDMDPMSolverMultistepScheduler`]), driven through the denoiser D(x, sigma) = x + sigma**2 s(x, sigma):
+    the network sees the unscaled x and the real sigma.
 
     This model inherits from [`~diffusers.DiffusionPipeline`]. Check the superclass documentation for the generic methods
     implemented for all pipelines (downloading, saving, running on a particular device, etc.).
@@ -31,14 +41,15 @@ class NCSNPipeline(DiffusionPipeline):
     Parameters:
         unet ([`NCSNUNet2DModel`] or [`~diffusers.UNet2DModel`]):
             The network: s_theta(x, sigma) for a score model, epsilon_theta(x_t, t) for a DDPM model.
-        scheduler ([`AnnealedLangevinScheduler`]):
-            The annealed Langevin sampler, in the coordinates of the network.
+        scheduler ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`],
+            [`ConsistentAnnealedSamplingScheduler`], or a diffusers EDM scheduler):
+            The sampler, in the coordinates of the network.
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["sample"]
 
-    def __init__(self, unet: NCSNUNet2DModel | UNet2DModel, scheduler: AnnealedLangevinScheduler):
+    def __init__(self, unet: NCSNUNet2DModel | UNet2DModel, scheduler):
         super().__init__()
         check_components(unet, scheduler)
         self.register_modules(unet=unet, scheduler=scheduler)
@@ -109,6 +120,8 @@ class NCSNPipeline(DiffusionPipeline):
         steps_per_level: int | None = None,
         epsilon: float | None = None,
         final_denoise: bool | None = None,
+        corrector_steps: int | None = None,
+        snr: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNPipeline", int, torch.Tensor, dict], dict] | None = None,
@@ -124,14 +137,19 @@ class NCSNPipeline(DiffusionPipeline):
                 A [`torch.Generator`](https://pytorch.org/docs/stable/generated/torch.Generator.html), or one per
                 image, to make generation deterministic.
             num_inference_steps (`int`, *optional*):
-                The number of U-Net calls, spread over the noise levels (see
-                [`AnnealedLangevinScheduler.set_timesteps`]). Defaults to the scheduler's L x T (+1 for denoising).
+                The number of U-Net calls, spread over the noise levels (see the scheduler's `set_timesteps`).
+                Defaults to the scheduler's configured chain (annealed Langevin: L x T, +1 for denoising; diffusers'
+                schedulers: their `num_train_timesteps`).
             steps_per_level (`int`, *optional*):
-                T, the Langevin steps per noise level, for this call only.
+                T, the Langevin steps per noise level, for this call only (annealed Langevin).
             epsilon (`float`, *optional*):
-                The step size epsilon of Algorithm 1, for this call only.
+                The step size epsilon, for this call only (annealed Langevin, consistent annealed sampling).
             final_denoise (`bool`, *optional*):
                 Whether to end with the denoising step x + sigma_L**2 * s(x, sigma_L), for this call only.
+            corrector_steps (`int`, *optional*):
+                k, the Langevin corrector steps per level, for this call only (predictor-corrector).
+            snr (`float`, *optional*):
+                r, the corrector's signal-to-noise ratio, for this call only (predictor-corrector).
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"` (`PIL.Image.Image`), `"np"` (`np.ndarray` of shape `(B, H, W, C)`) or `"pt"` (`torch.Tensor` of
                 shape `(B, C, H, W)`), in [0, 1].
@@ -163,24 +181,44 @@ class NCSNPipeline(DiffusionPipeline):
         shape = (batch_size, self.unet.config.in_channels, *size)
         device = self._execution_device
 
-        # The chain lives in float32; only the U-Net sees its own dtype.
-        sample = self.scheduler.initial_sample(shape, generator=generator, device=device, dtype=torch.float32)
-        self.scheduler.set_timesteps(
-            num_inference_steps,
-            device=device,
+        scheduler = self.scheduler
+        overrides = dict(
             steps_per_level=steps_per_level,
             epsilon=epsilon,
             final_denoise=final_denoise,
+            corrector_steps=corrector_steps,
+            snr=snr,
         )
+        overrides = {name: value for name, value in overrides.items() if value is not None}
+        accepted = inspect.signature(scheduler.set_timesteps).parameters
+        unknown = [name for name in overrides if name not in accepted]
+        if unknown:
+            raise ValueError(
+                f"{type(scheduler).__name__} takes no per-call {', '.join(unknown)}; it accepts "
+                f"{[n for n in accepted if n not in ('num_inference_steps', 'device')]}."
+            )
+        uses_denoiser = is_denoiser_scheduler(scheduler)
+
+        # The chain lives in float32; only the U-Net sees its own dtype.
+        if uses_denoiser:
+            num_inference_steps = num_inference_steps or scheduler.config.num_train_timesteps
+            sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+            sample = sample * scheduler.init_noise_sigma
+        else:
+            sample = scheduler.initial_sample(shape, generator=generator, device=device, dtype=torch.float32)
+        scheduler.set_timesteps(num_inference_steps, device=device, **overrides)
         unet_dtype = self.unet.dtype  # a walk over every module: read once, not at each of the N calls
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            model_output = self.unet(sample.to(unet_dtype), t).sample
-            sample = self.scheduler.step(model_output, t, sample, generator=generator).prev_sample
+        for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
+            if uses_denoiser:
+                model_output = self._denoiser_model_output(sample, t, unet_dtype)
+            else:
+                model_output = self.unet(sample.to(unet_dtype), t).sample
+            sample = scheduler.step(model_output, t, sample, generator=generator).prev_sample
             if callback_on_step_end is not None:
                 callback_kwargs = {"sample": sample}
                 sample = callback_on_step_end(self, i, t, callback_kwargs).pop("sample", sample)
 
-        low, high = self.scheduler.data_range
+        low, high = getattr(scheduler, "data_range", DEFAULT_DATA_RANGE)
         image = ((sample - low) / (high - low)).clamp(0, 1)  # clamped at the output only, never inside the chain
         if output_type != "pt":
             image = image.cpu().permute(0, 2, 3, 1).numpy()
@@ -190,6 +228,14 @@ class NCSNPipeline(DiffusionPipeline):
         if not return_dict:
             return (image,)
         return ImagePipelineOutput(images=image)
+
+    def _denoiser_model_output(self, sample: torch.Tensor, t: torch.Tensor, unet_dtype: torch.dtype) -> torch.Tensor:
+        """A diffusers EDM scheduler's step: the score model at the unscaled x and the real sigma, handed over as
+        the model output that the scheduler's `precondition_outputs` turns into D(x, sigma) = x + sigma**2 s."""
+        self.scheduler.scale_model_input(sample, t)  # only to let the scheduler find its step index
+        sigma = self.scheduler.sigmas[self.scheduler.step_index].item()  # sigmas live on the CPU: no device sync
+        score = self.unet(sample.to(unet_dtype), sigma).sample.float()
+        return denoiser_model_output(self.scheduler, score, sample, sigma)
 
     def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -211,20 +257,42 @@ class NCSNPipeline(DiffusionPipeline):
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies")
 
 
+def is_denoiser_scheduler(scheduler) -> bool:
+    """A diffusers scheduler that steps with a denoiser D(x, sigma) through `precondition_outputs` (the EDM family)."""
+    return not isinstance(scheduler, SCORE_SCHEDULERS) and callable(getattr(scheduler, "precondition_outputs", None))
+
+
 def check_components(unet, scheduler):
     """Raises a ValueError for a U-Net and scheduler that cannot sample together, saying how to pair them."""
-    if not isinstance(scheduler, AnnealedLangevinScheduler):
+    names = ", ".join(cls.__name__ for cls in SCORE_SCHEDULERS)
+    if is_denoiser_scheduler(scheduler):
+        if isinstance(unet, UNet2DModel):
+            raise ValueError(
+                f"{type(scheduler).__name__} drives a score model through the denoiser x + sigma**2 s(x, sigma), but "
+                "this is a DDPM UNet2DModel; sample it with AnnealedLangevinScheduler.from_config(DDPMScheduler("
+                "...).config), or pair the EDM scheduler with an NCSNUNet2DModel."
+            )
+        if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"{type(scheduler).__name__} has prediction_type={scheduler.config.prediction_type!r}; keep its own "
+                "'epsilon' (the default): NCSNPipeline converts the score into what that scheduler expects. Build it "
+                "with e.g. EDMEulerScheduler(sigma_min=..., sigma_max=...) rather than from the NCSN config."
+            )
+        return
+    if not isinstance(scheduler, SCORE_SCHEDULERS):
         raise ValueError(
-            f"NCSNPipeline needs an AnnealedLangevinScheduler, got {type(scheduler).__name__}; convert it with "
+            f"NCSNPipeline needs one of {names} or a diffusers EDM scheduler (EDMEulerScheduler, "
+            f"EDMDPMSolverMultistepScheduler), got {type(scheduler).__name__}; convert it with "
             f"AnnealedLangevinScheduler.from_config(scheduler.config)."
         )
-    noise_space, prediction_type = scheduler.config.noise_space, scheduler.config.prediction_type
+    noise_space = getattr(scheduler.config, "noise_space", "ve")
+    prediction_type = scheduler.config.prediction_type
     if isinstance(unet, NCSNUNet2DModel):
         if noise_space != "ve" or prediction_type != "score":
             raise ValueError(
                 f"NCSNUNet2DModel returns the score s(x, sigma) but the scheduler has noise_space={noise_space!r}, "
-                f"prediction_type={prediction_type!r}; use AnnealedLangevinScheduler(noise_space='ve', "
-                "prediction_type='score', ...)."
+                f"prediction_type={prediction_type!r}; use {type(scheduler).__name__}(prediction_type='score', "
+                "...) in VE coordinates (noise_space='ve')."
             )
     elif isinstance(unet, UNet2DModel) and unet.config.time_embedding_type == "positional" and noise_space != "vp":
         raise ValueError(

@@ -121,10 +121,19 @@ def test_save_load_round_trip_gives_identical_images(pipe, tmp_path):
     assert not list(tmp_path.rglob("*.bin"))
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["unet"] == ["ncsn_diffusers.unet_ncsn", "NCSNUNet2DModel"]  # module paths are a file format
-    assert index["scheduler"] == ["ncsn_diffusers.scheduling_annealed_langevin", "AnnealedLangevinScheduler"]
+    assert index["scheduler"] == [
+        "ncsn_diffusers.schedulers.scheduling_annealed_langevin",
+        "AnnealedLangevinScheduler",
+    ]
     loaded = NCSNPipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
     assert torch.equal(sample(loaded, batch_size=2), sample(pipe, batch_size=2))
+    # pipelines saved before the schedulers/ subpackage name the old module path; they still load
+    index["scheduler"][0] = "ncsn_diffusers.scheduling_annealed_langevin"
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    old = NCSNPipeline.from_pretrained(tmp_path)
+    old.set_progress_bar_config(disable=True)
+    assert torch.equal(sample(old, batch_size=2), sample(pipe, batch_size=2))
 
 
 def test_save_writes_a_model_card_with_hub_metadata(pipe, tmp_path):
@@ -181,7 +190,7 @@ def test_mismatched_unet_and_scheduler():
         NCSNPipeline(NCSNUNet2DModel.from_preset("tiny"), vp)
     with pytest.raises(ValueError, match="takes integer DDPM timesteps"):
         NCSNPipeline(tiny_ddpm_unet(), ve_scheduler(prediction_type="epsilon"))
-    with pytest.raises(ValueError, match="needs an AnnealedLangevinScheduler"):
+    with pytest.raises(ValueError, match="needs one of AnnealedLangevinScheduler, PredictorCorrectorScheduler"):
         NCSNPipeline(tiny_ddpm_unet(), DDPMScheduler())
 
 

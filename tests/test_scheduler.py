@@ -21,6 +21,23 @@ def run_chain(scheduler, model, num_samples, seed=0, shape=(2,), **set_timesteps
     return x
 
 
+def drift_coefficients(scheduler, shape=(1, 1), **set_timesteps_kwargs):
+    """c * alpha_i of every model call, read off public steps: half the difference of steps taken with the scores +1
+    and -1 from the same x and the same noise."""
+    outputs = []
+    for sign in (1.0, -1.0):
+        scheduler.set_timesteps(**set_timesteps_kwargs)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.zeros(shape)
+        outputs.append(
+            [
+                scheduler.step(torch.full(shape, sign), t, x, generator=generator).prev_sample
+                for t in scheduler.timesteps
+            ]
+        )
+    return [((a - b) / 2).mean().item() for a, b in zip(*outputs)]
+
+
 def mode_statistics(x):
     in_left_mode = x[:, 0] < 0
     return in_left_mode.float().mean().item(), x[in_left_mode].var(0), x[~in_left_mode].var(0)
@@ -129,9 +146,11 @@ def test_num_inference_steps_is_the_number_of_model_calls(num_inference_steps, f
 
 def test_set_timesteps_overrides_apply_to_one_run_only():
     scheduler = AnnealedLangevinScheduler()
-    scheduler.set_timesteps(steps_per_level=3, final_denoise=True, epsilon=1e-5)
+    drift = drift_coefficients(scheduler, steps_per_level=3, final_denoise=True, epsilon=1e-5)
     assert len(scheduler.timesteps) == 31
-    assert scheduler._drift[-2] == pytest.approx(1e-5)
+    assert drift[-2] == pytest.approx(1e-5, rel=1e-4)  # alpha_L = epsilon
+    assert drift[-1] == pytest.approx(0.01**2, rel=1e-4)  # the denoising step: x + sigma_L^2 s
+    assert drift_coefficients(scheduler)[-1] == pytest.approx(2e-5, rel=1e-4)
     scheduler.set_timesteps()
     assert len(scheduler.timesteps) == 1000 and scheduler.config.steps_per_level == 100
 
@@ -223,9 +242,11 @@ def test_from_config_of_a_fresh_and_a_saved_ddpm_scheduler(tmp_path):
         assert scheduler.timesteps[0] == 999 and scheduler.timesteps[-1] == 0
         # sigma_i = sqrt(1 - alphabar_{t_i}) and alpha_i proportional to it squared
         torch.testing.assert_close(scheduler.sigmas, (1 - scheduler.alphas_cumprod[scheduler.level_timesteps]).sqrt())
-        assert scheduler._drift[0] / scheduler._drift[-1] == pytest.approx(
-            scheduler._sigma[0] ** 2 / scheduler._sigma[-1] ** 2
-        )
+        as_score = AnnealedLangevinScheduler.from_config(source, prediction_type="score")
+        drift = drift_coefficients(as_score, num_inference_steps=4, final_denoise=False)
+        sigmas = (1 - scheduler.alphas_cumprod[as_score.timesteps]).sqrt()
+        # alpha_i = epsilon sigma_i^2 / sigma_L^2, epsilon = 0.2 sigma_L^2 (relative step): alpha_i = 0.2 sigma_i^2
+        torch.testing.assert_close(torch.tensor(drift), 0.2 * sigmas**2, rtol=1e-3, atol=0)
     assert DDPMScheduler in AnnealedLangevinScheduler().compatibles
 
 
@@ -313,7 +334,8 @@ def test_half_precision_samples_are_stepped_in_float32():
     x = torch.randn(2, 8).to(torch.bfloat16)
     out = scheduler.step(torch.ones_like(x), scheduler.timesteps[0], x, generator=torch.Generator().manual_seed(0))
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
-    expected = x.float() + scheduler._drift[0] + scheduler._noise_scale[0] * z
+    alpha_1 = 2e-5 * 1.0**2 / 0.01**2
+    expected = x.float() + alpha_1 * 1.0 + math.sqrt(2 * alpha_1) * z
     assert out.prev_sample.dtype == torch.bfloat16
     torch.testing.assert_close(out.prev_sample, expected.to(torch.bfloat16))
 
@@ -332,8 +354,14 @@ def test_interface_constants():
     "kwargs, message",
     [
         (dict(sigma_min=1.0, sigma_max=0.5), "sigma_min=1.0 must be smaller than sigma_max=0.5"),
-        (dict(sigma_min=-0.1), "must both be positive"),
-        (dict(epsilon=0.0), "epsilon=0.0 must be positive"),
+        (dict(sigma_min=-0.1), "sigma_min=-0.1 must be a positive finite number"),
+        (dict(sigma_max=float("inf")), "sigma_max=inf must be a positive finite number"),
+        (dict(epsilon=0.0), "epsilon=0.0 must be a positive finite number"),
+        (dict(epsilon=float("nan")), "epsilon=nan must be a positive finite number"),
+        (dict(epsilon=-1e-5), "epsilon=-1e-05 must be a positive finite number"),
+        (dict(relative_epsilon=2.0), "past the stability bound"),
+        (dict(final_denoise="yes"), "final_denoise='yes' must be True or False"),
+        (dict(data_range=(1.0, float("nan"))), "must be (low, high) with low < high"),
         (dict(num_noise_levels=0), "num_noise_levels=0 must be a positive integer"),
         (dict(steps_per_level=-3), "steps_per_level=-3 must be a positive integer"),
         (dict(prediction_type="v_prediction"), "prediction_type='v_prediction' is not supported"),

@@ -1,0 +1,17 @@
+"""Samplers for score models, one scheduler class per algorithm, sharing `scheduling_utils`."""
+
+from .scheduling_annealed_langevin import AnnealedLangevinScheduler, AnnealedLangevinSchedulerOutput
+from .scheduling_consistent_annealed import ConsistentAnnealedSamplingScheduler
+from .scheduling_predictor_corrector import PredictorCorrectorScheduler
+from .scheduling_utils import ScoreSchedulerOutput
+
+SCORE_SCHEDULERS = (AnnealedLangevinScheduler, PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler)
+
+__all__ = [
+    "SCORE_SCHEDULERS",
+    "AnnealedLangevinScheduler",
+    "AnnealedLangevinSchedulerOutput",
+    "ConsistentAnnealedSamplingScheduler",
+    "PredictorCorrectorScheduler",
+    "ScoreSchedulerOutput",
+]
