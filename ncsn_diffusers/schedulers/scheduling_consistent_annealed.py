@@ -103,7 +103,8 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
         if not low < run["epsilon"] < high:
             raise ValueError(
                 f"epsilon={run['epsilon']:.4g} leaves no consistent noise for a ladder of {len(sigmas)} levels "
-                f"(gamma={1 / inv_gamma:.4g}); it must lie in ({low:.4g}, {high:.4g}). epsilon=None picks one for any ladder."
+                f"(gamma={1 / inv_gamma:.4g}); it must lie in ({low:.4g}, {high:.4g}). epsilon=None picks one for any "
+                "ladder."
             )
         return run
 
