@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 from analytic_models import ImageMixtureEpsilonModel, ImageMixtureScoreModel
-from diffusers import DDPMPipeline, DDPMScheduler
+from diffusers import (
+    DDPMPipeline,
+    DDPMScheduler,
+    EDMDPMSolverMultistepScheduler,
+    EDMEulerScheduler,
+    EulerDiscreteScheduler,
+)
 
 from ncsn_diffusers import AnnealedLangevinScheduler
 
@@ -211,19 +217,49 @@ def template_mixture_model(scheduler_config):
     return model, templates.flatten(1)
 
 
-@pytest.mark.parametrize("scheduler_kind", ["ddpm", "annealed_langevin"])
+SQUAREDCOS_BETAS = DDPMScheduler(beta_schedule="squaredcos_cap_v2").betas.tolist()
+DDPM_CONFIGS = {
+    "linear": DDPMScheduler().config,
+    "scaled_linear": DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).config,
+    "squaredcos_cap_v2": DDPMScheduler(beta_schedule="squaredcos_cap_v2").config,
+    "trained_betas": DDPMScheduler(trained_betas=SQUAREDCOS_BETAS).config,
+    "EulerDiscreteScheduler": EulerDiscreteScheduler(beta_schedule="scaled_linear").config,
+}
+
+
+@pytest.mark.parametrize("scheduler_kind", ["ddpm", *DDPM_CONFIGS])
 def test_swap_into_ddpm_pipeline_samples_the_mixture(scheduler_kind):
-    ddpm = DDPMScheduler()
-    model, templates = template_mixture_model(ddpm.config)
-    scheduler = ddpm if scheduler_kind == "ddpm" else AnnealedLangevinScheduler.from_config(ddpm.config)
+    # The VP step is relative (alpha_i = 0.2 sigma_i^2 whatever sigma_L the betas give): every schedule samples the
+    # mixture. With an absolute epsilon = 2e-5, scaled_linear betas (sigma_L = 0.029) took an 8.5x too small step and
+    # came out 29% too spread.
+    config = DDPM_CONFIGS.get(scheduler_kind, DDPMScheduler().config)
+    model, templates = template_mixture_model(config)
+    if scheduler_kind == "ddpm":
+        scheduler = DDPMScheduler.from_config(config)
+    else:
+        scheduler = AnnealedLangevinScheduler.from_config(config)
+        assert scheduler.config.final_denoise and scheduler.config.relative_epsilon == 0.2
     pipe = DDPMPipeline(unet=model, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2048, generator=torch.Generator().manual_seed(0), output_type="pt").images
     x = (images * 2 - 1).flatten(1)
     nearest = torch.cdist(x, templates).argmin(1)
     assert (nearest == 0).float().mean().item() == pytest.approx(0.2, abs=0.03)
-    # per-mode std: s = 0.1 (plus sigma_vp(t=0) = 0.01 of noise)
-    assert (x - templates[nearest]).std().item() == pytest.approx(0.1005, rel=0.1)
+    # per-mode std: s = 0.1 (the final denoising step leaves no noise, as DDPM's own sampler)
+    assert (x - templates[nearest]).std().item() == pytest.approx(0.1, rel=0.1)
+    assert model.calls == 1000
+
+
+@pytest.mark.parametrize("edm_scheduler", [EDMEulerScheduler, EDMDPMSolverMultistepScheduler])
+def test_from_config_of_an_edm_scheduler_samples_the_mixture(edm_scheduler):
+    # EDM's sigma 80 -> 0.002 in VE coordinates; with an absolute epsilon = 2e-5 it failed the stability check.
+    scheduler = AnnealedLangevinScheduler.from_config(edm_scheduler().config, prediction_type="score")
+    assert (scheduler.config.sigma_max, scheduler.config.sigma_min, scheduler.config.noise_space) == (80, 0.002, "ve")
+    model = ImageMixtureScoreModel(MIXTURE_MEANS, MIXTURE_WEIGHTS)
+    weight, var_left, var_right = mode_statistics(run_chain(scheduler, model, 4096))
+    assert weight == pytest.approx(0.2, abs=0.03)
+    torch.testing.assert_close(var_left, torch.ones(2), rtol=0.1, atol=0)
+    torch.testing.assert_close(var_right, torch.ones(2), rtol=0.1, atol=0)
     assert model.calls == 1000
 
 
