@@ -15,6 +15,7 @@ from ncsn_diffusers import (
     PredictorCorrectorScheduler,
     denoiser_model_output,
 )
+from ncsn_diffusers.schedulers import scheduling_utils
 
 # The paper's 0.2 / 0.8 mixture shrunk into [-1, 1]: modes at -/+0.5 per pixel, pixel std 0.1.
 WEIGHTS = [0.2, 0.8]
@@ -294,3 +295,56 @@ def test_save_load_and_step_contracts(cls, tmp_path):
         scheduler.step(x, scheduler.timesteps[-1], x)
     noise, sigma = torch.randn(2, 4), torch.tensor([0.5, 2.0])
     torch.testing.assert_close(scheduler.add_noise(x, noise, sigma), sigma[:, None] * noise)
+
+
+# The timestep check of issue 8 item 9: a device timestep is compared on its device and read back rarely
+
+DEVICES = ["cpu-as-device"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture
+def as_device(request, monkeypatch):
+    """Moves tensors to a device whose reads synchronise: CUDA where present; else the CPU, treated as such."""
+    if request.param == "cuda":
+        return lambda t: t.to("cuda")
+    monkeypatch.setattr(scheduling_utils, "reading_synchronises", lambda tensor: True)
+    return lambda t: t.clone()
+
+
+@pytest.mark.parametrize("as_device", DEVICES, indirect=True)
+@pytest.mark.parametrize(
+    "cls", [AnnealedLangevinScheduler, PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler]
+)
+def test_device_timesteps_are_checked_without_a_read_per_step(cls, as_device, monkeypatch):
+    scheduler = cls(**VE)
+    scheduler.set_timesteps(20)
+    timesteps = as_device(scheduler.timesteps)  # not the scheduler's own entries: compared by value, on the device
+    x = as_device(torch.ones(2, 4))
+    reads = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or item(self))
+    for t in timesteps:
+        x = scheduler.step(x, t, x).prev_sample
+    assert len(reads) <= 6  # steps 1, 2, 4, 8, 16 and the end, not 20
+
+    scheduler.set_timesteps(20)
+    for i, t in enumerate(timesteps[:8]):
+        scheduler.step(x, timesteps[3] if i == 5 else t, x)  # a wrong timestep at step 5 ...
+    with pytest.raises(ValueError, match="before step 8 of 20 is not the schedule's entry"):
+        scheduler.step(x, timesteps[8], x)  # ... fails at the next read, step 8
+
+
+def test_entries_of_scheduler_timesteps_need_no_comparison(monkeypatch):
+    monkeypatch.setattr(scheduling_utils, "reading_synchronises", lambda tensor: True)
+    scheduler = PredictorCorrectorScheduler(**VE)
+    scheduler.set_timesteps(6)
+    compared = []
+    original = scheduler._compare_on_device
+    monkeypatch.setattr(scheduler, "_compare_on_device", lambda *args: compared.append(1) or original(*args))
+    x = torch.zeros(1, 2)
+    for t in scheduler.timesteps:  # what every pipeline passes
+        scheduler.step(x, t, x)
+    assert not compared
+    scheduler.set_timesteps(6)
+    scheduler.step(x, scheduler.timesteps[0].clone(), x)
+    assert compared == [1]

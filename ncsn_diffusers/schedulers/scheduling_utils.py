@@ -86,6 +86,11 @@ def check_data_range(data_range) -> tuple[float, float]:
     return float(data_range[0]), float(data_range[1])
 
 
+def reading_synchronises(tensor: torch.Tensor) -> bool:
+    """Whether reading `tensor` on the host waits for its device (every device but the CPU)."""
+    return tensor.device.type != "cpu"
+
+
 def resolve(config, overrides: dict) -> dict:
     """The config's values with this call's overrides (those not `None`) in their place."""
     return {name: getattr(config, name) if value is None else value for name, value in overrides.items()}
@@ -208,7 +213,7 @@ class ScoreChainMixin:
         if isinstance(timestep, torch.Tensor):
             if self._is_entry(timestep, i):
                 pass
-            elif timestep.device.type != "cpu":
+            elif reading_synchronises(timestep):
                 self._compare_on_device(timestep, expected)
             else:
                 if timestep.ndim > 0:
