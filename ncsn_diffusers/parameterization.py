@@ -65,8 +65,8 @@ def denoiser_model_output(scheduler, score: torch.Tensor, sample: torch.Tensor, 
     """
     c_skip = scheduler.precondition_outputs(1.0, 0.0, sigma)
     c_out = scheduler.precondition_outputs(0.0, 1.0, sigma)
-    denoised = sample_from_score(score, sample, sigma)
-    return (denoised - c_skip * sample) / c_out
+    # (x + sigma**2 s - c_skip x) / c_out = (s + (1 - c_skip) / sigma**2 x) * sigma**2 / c_out: two kernels, not four
+    return torch.add(score, sample, alpha=(1 - c_skip) / sigma**2).mul_(sigma**2 / c_out)
 
 
 def append_dims(values: torch.Tensor, ndim: int) -> torch.Tensor:

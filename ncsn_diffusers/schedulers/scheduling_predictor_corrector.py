@@ -163,19 +163,20 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         x = sample.float()
         s = score_from_model_output(model_output.float(), x, sigma_i, 1.0, self.config.prediction_type)
         pred_original_sample = sample_from_score(s, x, sigma_i)
-        z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)
         if self._is_predictor[j]:
             # reverse diffusion: x + (sigma_i^2 - sigma_{i+1}^2) s + sqrt(sigma_i^2 - sigma_{i+1}^2) z
             variance = sigma_i**2 - self._next_sigma[self._levels[j]] ** 2
             prev_sample = torch.add(x, s, alpha=variance)
             if not (self._final_denoise and j == len(self._levels) - 1):
+                z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)
                 prev_sample.add_(z, alpha=math.sqrt(variance))
         else:
             # Langevin corrector: eps = 2 (r ||z|| / ||s||)^2 per sample, then x + eps s + sqrt(2 eps) z
+            z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)
             per_sample = (x.shape[0],) + (1,) * (x.ndim - 1)
             z_norm = torch.linalg.vector_norm(z.flatten(1), dim=1).reshape(per_sample)
             s_norm = torch.linalg.vector_norm(s.flatten(1), dim=1).reshape(per_sample)
             eps = 2 * (self._snr * z_norm / s_norm) ** 2
-            prev_sample = x + eps * s + (2 * eps).sqrt() * z
+            prev_sample = torch.addcmul(x, eps, s).addcmul_((2 * eps).sqrt(), z)
         self._after_step(j, prev_sample)
         return self._output(prev_sample, pred_original_sample, sample.dtype, return_dict)

@@ -104,9 +104,9 @@ class ScoreChainMixin:
 
     The timestep passed to `step` is checked against the schedule. An entry of `scheduler.timesteps` itself (what
     every pipeline loop passes) is recognised by its address, with no read of the device; a number or a CPU tensor is
-    compared by value; any other device tensor is compared on its device into a flag that is read back only at steps
-    1, 2, 4, 8, ... and the last, so that a wrong timestep fails within a factor two of the steps it spoiled and the
-    loop pays no device synchronisation per step.
+    compared by value; any other device tensor is copied, on its device, into a per-call record that is compared
+    with the schedule only at steps 1, 2, 4, 8, ... and the last: one small copy per step and no device
+    synchronisation, and a wrong timestep fails within a factor two of the steps it spoiled.
     """
 
     order = 1
@@ -191,7 +191,7 @@ class ScoreChainMixin:
         self._timesteps_address = (self.timesteps.data_ptr(), self.timesteps.element_size())
         self.num_inference_steps = len(levels)
         self._step_index = None
-        self._device_mismatch = None
+        self._seen_timesteps = None
         self._warned_not_finite = False
 
     def _step_index_for(self, timestep: float | torch.Tensor, model_output: torch.Tensor, sample: torch.Tensor) -> int:
@@ -209,20 +209,18 @@ class ScoreChainMixin:
             raise ValueError(
                 f"All {n} steps of the schedule have been taken; call set_timesteps again to start a new chain."
             )
-        expected = self._timestep_values[i]
-        if isinstance(timestep, torch.Tensor):
-            if self._is_entry(timestep, i):
-                pass
-            elif reading_synchronises(timestep):
-                self._compare_on_device(timestep, expected)
-            else:
-                if timestep.ndim > 0:
-                    if not (timestep == timestep.flatten()[0]).all():
-                        raise ValueError("All samples of a batch must share one timestep in this scheduler.")
-                    timestep = timestep.flatten()[0]
-                self._check_value(timestep.item(), i)
-        else:
+        if not isinstance(timestep, torch.Tensor):
             self._check_value(timestep, i)
+        elif self._is_entry(timestep, i):
+            pass  # scheduler.timesteps[i] itself: right by construction
+        elif reading_synchronises(timestep):
+            self._record_on_device(timestep, i)
+        else:
+            if timestep.ndim > 0:
+                if not (timestep == timestep.flatten()[0]).all():
+                    raise ValueError("All samples of a batch must share one timestep in this scheduler.")
+                timestep = timestep.flatten()[0]
+            self._check_value(timestep.item(), i)
         if i & (i - 1) == 0 and i > 0:  # steps 1, 2, 4, 8, ...: the rare reads of the device
             self._read_back_checks(sample, i)
         return i
@@ -241,10 +239,17 @@ class ScoreChainMixin:
             and all(s == 0 for s in timestep.stride())
         )
 
-    def _compare_on_device(self, timestep: torch.Tensor, expected: float):
-        tolerance = 1e-5 * abs(expected) + 1e-7
-        mismatch = ((timestep.double() - expected).abs() > tolerance).any()
-        self._device_mismatch = mismatch if self._device_mismatch is None else self._device_mismatch | mismatch
+    def _record_on_device(self, timestep: torch.Tensor, i: int):
+        """Copies the (min, max) of `timestep` into row i of a device-side record of the chain's timesteps, whose
+        rows start as the schedule's own values; `_read_back_checks` compares the whole record at once."""
+        if self._seen_timesteps is None or self._seen_timesteps.device != timestep.device:
+            expected = torch.tensor(self._timestep_values, dtype=torch.float32)  # exact for DDPM's integers too
+            self._expected_timesteps = expected[:, None].expand(-1, 2).to(timestep.device)
+            self._seen_timesteps = self._expected_timesteps.clone()
+        if timestep.numel() == 1:
+            self._seen_timesteps[i].copy_(timestep.reshape(1).expand(2))
+        else:
+            self._seen_timesteps[i].copy_(torch.stack(torch.aminmax(timestep)))
 
     def _check_value(self, timestep: float, i: int):
         expected = self._timestep_values[i]
@@ -259,13 +264,15 @@ class ScoreChainMixin:
             )
 
     def _read_back_checks(self, sample: torch.Tensor, i: int):
-        """At steps 1, 2, 4, ... and after the last: the device-side timestep flag, and whether x is finite."""
-        if self._device_mismatch is not None and self._device_mismatch.item():
-            self._device_mismatch = None
+        """At steps 1, 2, 4, ... and after the last: the device-side timestep record, and whether x is finite."""
+        seen = self._seen_timesteps
+        if seen is not None and not torch.isclose(seen, self._expected_timesteps, rtol=1e-5, atol=1e-7).all():
+            wrong = (~torch.isclose(seen, self._expected_timesteps, rtol=1e-5, atol=1e-7)).any(1).nonzero()[0].item()
+            self._seen_timesteps = None
             raise ValueError(
-                f"A timestep passed to step() before step {i} of {len(self._timestep_values)} is not the schedule's "
-                "entry for its step (checked on the device). Pass the entries of scheduler.timesteps in order, or "
-                "call set_timesteps again to restart."
+                f"The timestep passed to step {wrong} (values {seen[wrong].tolist()}, checked on the device by step "
+                f"{i}) is not the schedule's entry {self._timestep_values[wrong]}. Pass the entries of "
+                "scheduler.timesteps in order, or call set_timesteps again to restart."
             )
         if not self._warned_not_finite and not torch.isfinite(sample).all():
             self._warned_not_finite = True
