@@ -107,8 +107,11 @@ def _scheduler_table(scheduler_config: dict) -> str:
             row[:2] + (f"— (so [{low:g}, {high:g}])",) + row[3:] if row[0] == "`data_range`" else row for row in rows
         ]
     rows += [(f"`{key}`", "", _format(value), "") for key, value in config.items() if key not in SCHEDULER_KEYS]
-    if config.get("noise_space", "ve") == "ve" and {"sigma_max", "sigma_min", "num_noise_levels", "epsilon"} <= set(
-        config
+    is_langevin = scheduler_config.get("_class_name", "AnnealedLangevinScheduler") == "AnnealedLangevinScheduler"
+    if (
+        is_langevin
+        and config.get("noise_space", "ve") == "ve"
+        and {"sigma_max", "sigma_min", "num_noise_levels", "epsilon"} <= set(config)
     ):
         sigma_1, sigma_L, L = config["sigma_max"], config["sigma_min"], config["num_noise_levels"]
         alpha_1 = config["epsilon"] * sigma_1**2 / sigma_L**2
@@ -120,8 +123,14 @@ def _scheduler_table(scheduler_config: dict) -> str:
 
 
 def _num_model_calls(scheduler_config: dict) -> int:
-    calls = scheduler_config.get("num_noise_levels", 10) * scheduler_config.get("steps_per_level", 100)
-    return calls + int(bool(scheduler_config.get("final_denoise", False)))
+    """The calls of the scheduler's configured chain (`num_inference_steps=None`)."""
+    levels, denoise = scheduler_config.get("num_noise_levels", 10), bool(scheduler_config.get("final_denoise", False))
+    sampler = scheduler_config.get("_class_name", "AnnealedLangevinScheduler")
+    if sampler == "PredictorCorrectorScheduler":  # k correctors and one predictor per level; no extra denoising call
+        return levels * (scheduler_config.get("corrector_steps", 1) + 1)
+    if sampler == "ConsistentAnnealedSamplingScheduler":
+        return levels + int(denoise)
+    return levels * scheduler_config.get("steps_per_level", 100) + int(denoise)
 
 
 def _dataset_text(datasets: list[str]) -> str:

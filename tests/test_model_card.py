@@ -233,3 +233,18 @@ def test_diffusers_only_snippet_samples_an_epsilon_model_without_ncsn_classes(tm
     assert len(images) == 4 and images[0].size == (8, 8)
     assert namespace["scheduler"].config.num_train_timesteps == 10
     assert namespace["scheduler"].config.prediction_type == "epsilon"
+
+
+@pytest.mark.parametrize(
+    ("scheduler_config", "calls"),
+    [
+        (VE_SCHEDULER, 1000),
+        ({**VE_SCHEDULER, "final_denoise": True}, 1001),
+        ({"_class_name": "PredictorCorrectorScheduler", "num_noise_levels": 30, "corrector_steps": 2}, 90),
+        ({"_class_name": "ConsistentAnnealedSamplingScheduler", "num_noise_levels": 30, "final_denoise": True}, 31),
+    ],
+)
+def test_card_counts_the_calls_of_each_sampler(scheduler_config, calls):
+    scheduler_config = {"sigma_max": 2.0, "sigma_min": 0.02, "epsilon": None, **scheduler_config}
+    card = render_model_card(NCSN_UNET, scheduler_config, repo_id="user/ncsn")
+    assert f"takes {calls} network evaluations" in card
