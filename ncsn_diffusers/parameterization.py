@@ -20,21 +20,27 @@ def epsilon_from_score(score: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor
 
 
 def score_from_sample(
-    pred_original_sample: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor, alpha: torch.Tensor | float = 1.0
+    pred_original_sample: torch.Tensor,
+    sample: torch.Tensor,
+    sigma: torch.Tensor,
+    signal_scale: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
-    """score = (alpha * x0_hat - x) / sigma**2, Tweedie's formula solved for the score (alpha = 1 in VE)."""
-    return (alpha * pred_original_sample - sample) / sigma**2
+    """score = (a * x0_hat - x) / sigma**2, Tweedie's formula solved for the score (a = `signal_scale`, 1 in VE)."""
+    return (signal_scale * pred_original_sample - sample) / sigma**2
 
 
 def sample_from_score(
-    score: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor | float, alpha: torch.Tensor | float = 1.0
+    score: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor | float, signal_scale: torch.Tensor | float = 1.0
 ) -> torch.Tensor:
-    """x0_hat = (x + sigma**2 * score) / alpha, Tweedie's denoiser (the NCSNv2 final denoising step when alpha = 1)."""
+    """x0_hat = (x + sigma**2 * score) / a, Tweedie's denoiser (a = `signal_scale`; the NCSNv2 final denoising step
+    when a = 1)."""
     if isinstance(sigma, torch.Tensor):
         denoised = sample + sigma**2 * score
     else:
         denoised = torch.add(sample, score, alpha=sigma**2)  # one fused kernel: this runs at every sampling step
-    return denoised if isinstance(alpha, (int, float)) and alpha == 1.0 else denoised / alpha
+    if isinstance(signal_scale, (int, float)) and signal_scale == 1.0:
+        return denoised
+    return denoised / signal_scale
 
 
 def score_from_model_output(

@@ -8,7 +8,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..noise_ladders import BETA_SCHEDULES, ddpm_alphas_cumprod, geometric_sigmas, vp_level_timesteps
-from ..parameterization import sample_from_score, score_from_model_output
+from ..parameterization import append_dims, sample_from_score, score_from_model_output
 from .scheduling_utils import (
     INITIAL_DISTRIBUTIONS,
     ScoreChainMixin,
@@ -291,10 +291,7 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             return super().add_noise(original_samples, noise, timesteps)
         timesteps = torch.as_tensor(timesteps, device=original_samples.device)
         alphas_cumprod = self.alphas_cumprod.to(original_samples.device)[timesteps.long()]
-        alphas_cumprod = alphas_cumprod.reshape(
-            alphas_cumprod.shape + (1,) * (original_samples.ndim - alphas_cumprod.ndim)
-        )
-        alphas_cumprod = alphas_cumprod.to(original_samples.dtype)
+        alphas_cumprod = append_dims(alphas_cumprod, original_samples.ndim).to(original_samples.dtype)
         return alphas_cumprod.sqrt() * original_samples + (1 - alphas_cumprod).sqrt() * noise
 
     def step(
@@ -323,12 +320,12 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         Returns:
             [`ScoreSchedulerOutput`] or `tuple`: `(prev_sample, pred_original_sample)` when `return_dict` is `False`.
         """
-        i = self._step_index_for(timestep, model_output, sample)
-        sigma_i, a = self._call_sigmas[i], self._call_signal_scales[i]
+        j = self._step_index_for(timestep, model_output, sample)  # the model call; its level i gives sigma_i
+        sigma_i, a = self._call_sigmas[j], self._call_signal_scales[j]
         x = sample.float()  # step arithmetic in float32 whatever the sample's dtype
         s = score_from_model_output(model_output.float(), x, sigma_i, a, self.config.prediction_type)
         pred_original_sample = sample_from_score(s, x, sigma_i, a)
-        if self._final_denoise and i == len(self._levels) - 1:
+        if self._final_denoise and j == len(self._levels) - 1:
             prev_sample = pred_original_sample
         else:
             alpha_i = self._epsilon * sigma_i**2 / self._sigma_L**2
@@ -336,5 +333,5 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)
             # x + c alpha_i s + sqrt(2 c alpha_i) z, as two fused multiply-adds
             prev_sample = torch.add(x, s, alpha=c * alpha_i).add_(z, alpha=math.sqrt(2 * c * alpha_i))
-        self._after_step(i, prev_sample)
+        self._after_step(j, prev_sample)
         return self._output(prev_sample, pred_original_sample, sample.dtype, return_dict)
