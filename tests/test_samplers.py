@@ -1,6 +1,7 @@
 """The samplers for score models besides annealed Langevin dynamics: predictor-corrector, consistent annealed
 sampling, and diffusers' EDM solvers driven through the denoiser, each run through NCSNPipeline on exact scores."""
 
+import json
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from ncsn_diffusers import (
     AnnealedLangevinScheduler,
     ConsistentAnnealedSamplingScheduler,
     NCSNPipeline,
+    NCSNUNet2DModel,
     PredictorCorrectorScheduler,
     denoiser_model_output,
 )
@@ -349,3 +351,21 @@ def test_entries_of_scheduler_timesteps_need_no_comparison(monkeypatch):
     scheduler.set_timesteps(6)
     scheduler.step(x, scheduler.timesteps[0].clone(), x)
     assert compared == [1]
+
+
+@pytest.mark.parametrize("cls", [PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler])
+def test_pipeline_with_each_sampler_saves_and_loads(cls, tmp_path):
+    torch.manual_seed(0)
+    pipe = NCSNPipeline(NCSNUNet2DModel.from_preset("tiny", sample_size=8), cls(**VE))
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["scheduler"][1] == cls.__name__
+    loaded = NCSNPipeline.from_pretrained(tmp_path)
+    assert type(loaded.scheduler) is cls
+    for p in (pipe, loaded):
+        p.set_progress_bar_config(disable=True)
+    a, b = (
+        p(batch_size=2, num_inference_steps=6, generator=torch.Generator().manual_seed(0), output_type="pt")
+        for p in (pipe, loaded)
+    )
+    assert torch.equal(a.images, b.images)
