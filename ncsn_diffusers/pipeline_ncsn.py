@@ -8,13 +8,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers import (
+    DiffusionPipeline,
+    EDMDPMSolverMultistepScheduler,
+    EDMEulerScheduler,
+    ImagePipelineOutput,
+    UNet2DModel,
+)
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo, snapshot_download
 
 from .model_card import write_model_card
 from .parameterization import denoiser_model_output
-from .schedulers import SCORE_SCHEDULERS
+from .schedulers import (
+    SCORE_SCHEDULERS,
+    AnnealedLangevinScheduler,
+    ConsistentAnnealedSamplingScheduler,
+    PredictorCorrectorScheduler,
+)
 from .unet_ncsn import NCSNUNet2DModel
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -49,7 +60,15 @@ class NCSNPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["sample"]
 
-    def __init__(self, unet: NCSNUNet2DModel | UNet2DModel, scheduler):
+    def __init__(
+        self,
+        unet: NCSNUNet2DModel | UNet2DModel,
+        scheduler: AnnealedLangevinScheduler
+        | PredictorCorrectorScheduler
+        | ConsistentAnnealedSamplingScheduler
+        | EDMEulerScheduler
+        | EDMDPMSolverMultistepScheduler,
+    ):
         super().__init__()
         check_components(unet, scheduler)
         self.register_modules(unet=unet, scheduler=scheduler)
