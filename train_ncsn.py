@@ -7,6 +7,7 @@
 
 `--objective dsm` trains `NCSNUNet2DModel` s_theta(x, sigma) by denoising score matching on the geometric ladder
 sigma_1 > ... > sigma_L with lambda(sigma) = sigma^2: loss = mean ||sigma s_theta(x + sigma z, sigma) + z||^2.
+`--objective ssm` trains the same network by sliced score matching on the same ladder (`ssm_loss`, `--num_projections`).
 `--objective epsilon` trains diffusers' `UNet2DModel` eps_theta(x_t, t) with DDPM's loss mean ||eps_theta - z||^2 on
 x_t = sqrt(abar_t) x + sqrt(1 - abar_t) z. Both log the other form too: under eps = -sigma s (VE) and
 score = -eps / sqrt(1 - abar_t) (VP) they are the same number. Losses are means over pixels (diffusers' convention);
@@ -49,6 +50,7 @@ from ncsn_diffusers import (
     epsilon_loss,
     load_digits_images,
     score_from_epsilon,
+    ssm_loss,
 )
 from ncsn_diffusers.parameterization import append_dims
 from ncsn_diffusers.training_utils import (
@@ -90,6 +92,9 @@ RESUME_MUST_MATCH = ("objective", "model_preset", "model_type", "use_ema", "reso
 RESUME_SHOULD_MATCH = ("seed", "train_batch_size", "num_processes", "gradient_accumulation_steps", "max_train_steps")
 # Streams of derived_seed(seed, stream, micro_step); stream 0 is the batch order (BatchOrder).
 NOISE_STREAM = 1
+PROJECTION_STREAM = 2  # the projections v of --objective ssm
+# Objectives that train a score network s_theta(x, sigma) on the VE ladder.
+VE_OBJECTIVES = ("dsm", "ssm")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -103,10 +108,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Objective and model
     add(
         "--objective",
-        choices=("dsm", "epsilon"),
+        choices=("dsm", "ssm", "epsilon"),
         default="dsm",
-        help="dsm: NCSN denoising score matching (VE ladder); epsilon: DDPM's loss (VP forward process).",
+        help="dsm: NCSN denoising score matching (VE ladder); ssm: sliced score matching on the same ladder; "
+        "epsilon: DDPM's loss (VP forward process).",
     )
+    add("--num_projections", type=int, default=1, help="Projections v per sample of --objective ssm (M).")
     add("--model_preset", choices=sorted(PRESETS), default="digits", help="Size preset of the U-Net.")
     # Data
     add("--dataset_name", default=None, help="A `datasets` dataset (Hub id or local path) with an image column.")
@@ -290,10 +297,12 @@ def check_args(args: argparse.Namespace):
     args.sigma_min = 0.02 if args.sigma_min is None else args.sigma_min
     args.num_noise_levels = 10 if args.num_noise_levels is None else args.num_noise_levels
     args.steps_per_level = 20 if args.steps_per_level is None else args.steps_per_level
-    if args.objective == "dsm" and not 0 < args.sigma_min < args.sigma_max:
+    if args.objective in VE_OBJECTIVES and not 0 < args.sigma_min < args.sigma_max:
         raise ValueError(f"Need 0 < --sigma_min ({args.sigma_min}) < --sigma_max ({args.sigma_max}).")
     if args.langevin_epsilon is None:
-        args.langevin_epsilon = 8e-5 if args.objective == "dsm" else 2e-5
+        args.langevin_epsilon = 8e-5 if args.objective in VE_OBJECTIVES else 2e-5
+    if args.num_projections < 1:
+        raise ValueError(f"--num_projections must be >= 1, got {args.num_projections}.")
     if args.hub_model_id is not None and not args.push_to_hub:
         raise ValueError("--hub_model_id is only used with --push_to_hub; add --push_to_hub or drop it.")
     if args.resume_from_checkpoint is not None and args.overwrite_output_dir:
@@ -431,7 +440,7 @@ def build_unet(args: argparse.Namespace) -> torch.nn.Module:
             f"{max(factor, round(args.resolution / factor) * factor)}."
         )
     preset.update(sample_size=args.resolution, in_channels=args.channels)
-    if args.objective == "dsm":
+    if args.objective in VE_OBJECTIVES:
         return NCSNUNet2DModel(**preset)
     return UNet2DModel(
         sample_size=args.resolution,
@@ -543,11 +552,12 @@ def objective_losses(model_output, noise, sigma, prediction_type: str):
     return epsilon_loss(model_output, noise), dsm_loss(score_from_epsilon(model_output, sigma_b), noise, sigma)
 
 
-def training_losses(unet, noise_scheduler, clean, noise, levels, sigmas_or_alphas):
+def training_losses(unet, noise_scheduler, clean, noise, levels, sigmas_or_alphas, ssm_projections=None):
     """Perturbs the batch and evaluates the network: NCSN's x + sigma z (VE) or DDPM's x_t (VP).
 
     Args:
         sigmas_or_alphas (`torch.Tensor`): the scheduler's `sigmas` (VE) or `alphas_cumprod` (VP), on the device.
+        ssm_projections (`tuple[int, torch.Generator]`, *optional*): (M, generator of v) for sliced score matching.
 
     Returns:
         `tuple`: (loss to optimise, the same loss in the other parameterisation), both scalars.
@@ -555,10 +565,24 @@ def training_losses(unet, noise_scheduler, clean, noise, levels, sigmas_or_alpha
     if noise_scheduler.config.noise_space == "ve":
         sigma = sigmas_or_alphas[levels]  # (B,)
         noisy = noise_scheduler.add_noise(clean, noise, sigma)  # x + sigma z
+        if ssm_projections is not None:
+            return sliced_losses(unet, noisy, noise, sigma, *ssm_projections)
         return objective_losses(unet(noisy, sigma).sample.float(), noise, sigma, "score")  # fp32 under autocast
     sigma = (1.0 - sigmas_or_alphas[levels]).sqrt()  # sqrt(1 - abar_t), the VE-equivalent noise scale of z
     noisy = noise_scheduler.add_noise(clean, noise, levels)  # sqrt(abar_t) x + sqrt(1 - abar_t) z
     return objective_losses(unet(noisy, levels).sample.float(), noise, sigma, "epsilon")
+
+
+def sliced_losses(unet, noisy, noise, sigma, num_projections, generator):
+    """(ssm_loss, dsm_loss of the same network outputs): in expectation dsm = ssm + 1, a check logged for free."""
+    outputs = []
+
+    def score_fn(x, s):
+        outputs.append(unet(x, s).sample.float())  # fp32 under autocast
+        return outputs[-1]
+
+    loss = ssm_loss(score_fn, noisy, sigma, num_projections, generator=generator)
+    return loss, dsm_loss(outputs[0][: len(noisy)].detach(), noise, sigma)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -722,14 +746,14 @@ def train(args: argparse.Namespace, claim: OutputDirClaim):
     images = load_training_images(args)
     unet = build_unet(args)
     noise_scheduler = build_noise_scheduler(args, images)
-    if args.objective == "dsm":
+    if args.objective in VE_OBJECTIVES:
         sigmas = noise_scheduler.sigmas.tolist()
         logger.info(
             f"Noise ladder ({args.noise_ladder}): L={len(sigmas)}, sigma_1={sigmas[0]:.4g} ... "
             f"sigma_L={sigmas[-1]:.4g}, epsilon={noise_scheduler.config.epsilon:.3g}"
         )
     images = images.to(accelerator.device)
-    ladder = (noise_scheduler.sigmas if args.objective == "dsm" else noise_scheduler.alphas_cumprod).to(
+    ladder = (noise_scheduler.sigmas if args.objective in VE_OBJECTIVES else noise_scheduler.alphas_cumprod).to(
         accelerator.device
     )
 
@@ -883,7 +907,11 @@ def run_training(
                 accelerator.num_processes,
             )
             with accelerator.accumulate(unet):
-                loss, other = training_losses(unet, noise_scheduler, clean, noise, levels, ladder)
+                ssm_projections = None
+                if args.objective == "ssm":
+                    v_seed = derived_seed(args.seed, PROJECTION_STREAM, micro, accelerator.process_index)
+                    ssm_projections = (args.num_projections, torch.Generator(device).manual_seed(v_seed))
+                loss, other = training_losses(unet, noise_scheduler, clean, noise, levels, ladder, ssm_projections)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
@@ -920,7 +948,7 @@ def run_training(
                 "step": done,
                 "epoch": order.epoch_of(done * accum - 1),
                 f"loss_{args.objective}": loss_value,
-                "loss_epsilon" if args.objective == "dsm" else "loss_dsm": other_value,
+                {"dsm": "loss_epsilon", "ssm": "loss_dsm", "epsilon": "loss_dsm"}[args.objective]: other_value,
                 "lr": lr_scheduler.get_last_lr()[0],
                 "images_per_s": (done - last_log_step)
                 * order.global_batch_size
@@ -1015,7 +1043,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "mixed_precision": accelerator.mixed_precision,
             "dequantize": args.dequantize,
             "random_flip": args.random_flip,
-            "noise_ladder": args.noise_ladder if args.objective == "dsm" else "ddpm",
+            "noise_ladder": args.noise_ladder if args.objective in VE_OBJECTIVES else "ddpm",
             "seed": args.seed,
         },
         "results": {

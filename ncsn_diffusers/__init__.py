@@ -8,7 +8,7 @@ of a saved `model_index.json` among the modules already imported.
 # component only from a module already imported.
 from . import scheduling_annealed_langevin  # noqa: F401
 from .digits import load_digits_images
-from .losses import dsm_loss, epsilon_loss
+from .losses import dsm_loss, epsilon_loss, ssm_loss
 from .model_card import render_model_card, write_model_card
 from .ncsnv2_techniques import ncsnv2_hyperparameters, ncsnv2_scheduler_config
 from .parameterization import (
@@ -52,5 +52,6 @@ __all__ = [
     "score_from_epsilon",
     "score_from_model_output",
     "score_from_sample",
+    "ssm_loss",
     "write_model_card",
 ]
