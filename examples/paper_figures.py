@@ -12,7 +12,8 @@
   which recovers the 0.2 / 0.8 weights. Both chains run through `AnnealedLangevinScheduler`, the exact score wrapped
   as a diffusers model, in the loop a pipeline runs.
 
-Prints the fraction of samples in the left mode for each panel and the score errors of the trained network.
+Prints the fraction of samples in the left mode for each panel and the score errors of the trained network, and of
+the same network trained instead by sliced score matching (`ssm_loss`) at the same sigma, for comparison.
 """
 
 import argparse
@@ -197,6 +198,17 @@ def main(argv=None):
         f"{LOW_DENSITY:g}, {rms_low:.3f} where p_data < {LOW_DENSITY:g}"
     )
     plot_scores(model, output_dir / "figure_scores.png")
+
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    ssm_model = ToyScoreNet()
+    generator = torch.Generator().manual_seed(args.seed)
+    train_toy_score_net(ssm_model, DSM_SIGMA, num_steps=args.train_steps, generator=generator, objective="ssm")
+    rms_high, rms_low = score_errors(ssm_model, grid(241)[2])
+    print(
+        f"SSM at sigma={DSM_SIGMA}, {args.train_steps} steps ({time.perf_counter() - start:.1f} s): RMS score error "
+        f"{rms_high:.3f} where p_data >= {LOW_DENSITY:g}, {rms_low:.3f} where p_data < {LOW_DENSITY:g}"
+    )
 
     samples = mixing_samples(args.num_samples, args.seed)
     for name, x in samples.items():

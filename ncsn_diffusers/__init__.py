@@ -20,6 +20,7 @@ from .parameterization import (
     score_from_sample,
 )
 from .pipeline_ncsn import NCSNPipeline, resolve_pipeline_folder
+from .pipeline_ncsn_inpaint import NCSNInpaintPipeline
 from .schedulers import (
     AnnealedLangevinScheduler,
     AnnealedLangevinSchedulerOutput,
@@ -35,6 +36,7 @@ __all__ = [
     "AnnealedLangevinScheduler",
     "AnnealedLangevinSchedulerOutput",
     "ConsistentAnnealedSamplingScheduler",
+    "NCSNInpaintPipeline",
     "NCSNPipeline",
     "NCSNUNet2DModel",
     "PredictorCorrectorScheduler",

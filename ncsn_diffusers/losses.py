@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .parameterization import append_dims
 
@@ -71,7 +72,8 @@ def ssm_loss(
     x = sample.detach().repeat(num_projections, *([1] * (sample.ndim - 1))).requires_grad_(True)  # (M * B, C, H, W)
     sigma_m = sigma.repeat(num_projections)
     v = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)
-    with torch.enable_grad():
+    # The fused attention kernels have no second derivative; the math kernel is plain autograd ops.
+    with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
         score = score_fn(x, sigma_m).float()
         # grad_x (v . s) = J^T v; create_graph keeps it differentiable in theta
         jacobian_t_v = torch.autograd.grad((score * v).sum(), x, create_graph=True)[0]

@@ -20,6 +20,7 @@ from huggingface_hub import create_repo, snapshot_download
 
 from .model_card import write_model_card
 from .parameterization import denoiser_model_output
+from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range
 from .schedulers import (
     SCORE_SCHEDULERS,
     AnnealedLangevinScheduler,
@@ -28,7 +29,6 @@ from .schedulers import (
 )
 from .unet_ncsn import NCSNUNet2DModel
 
-OUTPUT_TYPES = ("pil", "np", "pt")
 # The range of the data when the scheduler does not record it (diffusers' EDM schedulers): diffusers' images.
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
 
@@ -237,12 +237,8 @@ class NCSNPipeline(DiffusionPipeline):
                 callback_kwargs = {"sample": sample}
                 sample = callback_on_step_end(self, i, t, callback_kwargs).pop("sample", sample)
 
-        low, high = getattr(scheduler, "data_range", DEFAULT_DATA_RANGE)
-        image = ((sample - low) / (high - low)).clamp(0, 1)  # clamped at the output only, never inside the chain
-        if output_type != "pt":
-            image = image.cpu().permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                image = self.numpy_to_pil(image)
+        data_range = getattr(scheduler, "data_range", DEFAULT_DATA_RANGE)
+        image = format_images(samples_to_unit_range(sample, data_range), output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (image,)

@@ -17,7 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .losses import dsm_loss
+from .losses import dsm_loss, ssm_loss
 from .parameterization import append_dims
 
 TOY_MEANS = ((-5.0, -5.0), (5.0, 5.0))
@@ -151,13 +151,16 @@ def train_toy_score_net(
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     generator: torch.Generator | None = None,
+    objective: str = "dsm",
+    num_projections: int = 1,
 ) -> list[float]:
     """
-    Trains `model` by denoising score matching on fresh samples of the toy mixture; returns the loss of every step.
+    Trains `model` by score matching on fresh samples of the toy mixture; returns the loss of every step.
 
     Each step draws x ~ p_data, a level sigma uniformly from `sigmas` per sample and z ~ N(0, I), and minimises
-    mean ||sigma * s_theta(x + sigma z, sigma) + z||^2 (Eq. 5-6 with lambda(sigma) = sigma^2). One level and no
-    annealing is the setting of the paper's Fig. 2.
+    mean ||sigma * s_theta(x + sigma z, sigma) + z||^2 (Eq. 5-6 with lambda(sigma) = sigma^2), or, with
+    `objective="ssm"`, the sliced score matching loss [`ssm_loss`] at x + sigma z. One level and no annealing is the
+    setting of the paper's Fig. 2.
 
     Args:
         model (`ToyScoreNet`):
@@ -171,11 +174,17 @@ def train_toy_score_net(
         learning_rate (`float`, defaults to 1e-3):
             Adam's learning rate.
         generator (`torch.Generator`, *optional*):
-            The source of the data, the levels and the noise.
+            The source of the data, the levels, the noise and the projections.
+        objective (`str`, defaults to `"dsm"`):
+            `"dsm"` (denoising score matching) or `"ssm"` (sliced score matching, variance-reduced).
+        num_projections (`int`, defaults to 1):
+            M, the projections per sample of `"ssm"`.
     """
     sigmas = torch.tensor([sigmas] if isinstance(sigmas, int | float) else list(sigmas), dtype=torch.float32)
     if sigmas.numel() == 0 or not (sigmas > 0).all():
         raise ValueError(f"sigmas={sigmas.tolist()} must be one or more positive noise levels, e.g. 0.1.")
+    if objective not in ("dsm", "ssm"):
+        raise ValueError(f"objective={objective!r} is not supported; choose 'dsm' or 'ssm'.")
     if num_steps < 1 or batch_size < 1:
         raise ValueError(f"num_steps={num_steps} and batch_size={batch_size} must both be positive integers.")
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
@@ -187,7 +196,11 @@ def train_toy_score_net(
         x = sample_mixture(batch_size, generator=generator)
         sigma = sigmas[torch.randint(len(sigmas), (batch_size,), generator=generator)]
         z = randn_tensor(x.shape, generator=generator)
-        loss = dsm_loss(model(x + append_dims(sigma, x.ndim) * z, sigma).sample, z, sigma)
+        noisy = x + append_dims(sigma, x.ndim) * z
+        if objective == "ssm":
+            loss = ssm_loss(lambda x_, s_: model(x_, s_).sample, noisy, sigma, num_projections, generator=generator)
+        else:
+            loss = dsm_loss(model(noisy, sigma).sample, z, sigma)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

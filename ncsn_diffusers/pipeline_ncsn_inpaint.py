@@ -1,0 +1,191 @@
+"""NCSNInpaintPipeline: image inpainting by annealed Langevin dynamics (Song & Ermon, 2019, Sec. 5 and Fig. 6)."""
+
+from collections.abc import Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import ImagePipelineOutput
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils.torch_utils import randn_tensor
+
+from .pipeline_ncsn import NCSNPipeline, check_components
+from .pipeline_utils import format_images, samples_to_unit_range
+
+ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
+
+
+class NCSNInpaintPipeline(NCSNPipeline):
+    r"""
+    Pipeline for image inpainting with a noise conditional score network and annealed Langevin dynamics.
+
+    Implements the inpainting procedure of Song & Ermon (2019), Sec. 5 (the authors' `anneal_Langevin_dynamics_
+    inpainting`): at each noise level sigma_i the known pixels are set to the reference image perturbed to that level,
+    x_known = y + sigma_i z (VE; sqrt(alphabar_t) y + sqrt(1 - alphabar_t) z in VP, through the scheduler's
+    `add_noise`), with one draw z per level, and the unknown pixels follow the scheduler's Langevin steps. The whole
+    image thus stays on the sigma_i-perturbed data distribution, and the unknown pixels sample p_sigma_i(x_unknown |
+    x_known) at each level. The returned images hold the input's known pixels exactly.
+
+    It takes the same components as [`NCSNPipeline`] and loads from the same folders and Hub repos:
+    `NCSNInpaintPipeline.from_pretrained("ncsn-digits")` or `NCSNInpaintPipeline.from_pipe(ncsn_pipeline)`.
+
+    Parameters:
+        unet ([`NCSNUNet2DModel`] or [`~diffusers.UNet2DModel`]):
+            The network: s_theta(x, sigma) for a score model, epsilon_theta(x_t, t) for a DDPM model.
+        scheduler ([`AnnealedLangevinScheduler`]):
+            The annealed Langevin sampler, in the coordinates of the network.
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: ImageInput,
+        mask_image: ImageInput,
+        batch_size: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int | None = None,
+        steps_per_level: int | None = None,
+        epsilon: float | None = None,
+        final_denoise: bool | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[["NCSNInpaintPipeline", int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        The call function to the pipeline for inpainting.
+
+        Args:
+            image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
+                The reference image(s) y, in [0, 1]: PIL images, arrays of shape `(H, W, C)` or `(B, H, W, C)`, or
+                tensors of shape `(C, H, W)` or `(B, C, H, W)`, as diffusers' image processor takes them. PIL images
+                are converted to the model's channels.
+            mask_image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
+                The mask, white (1) where pixels are to be generated and black (0) where they are kept, of the image's
+                height and width; one mask for all images or one per image. Values must lie in [0, 1]; they are
+                binarised at 0.5.
+            batch_size (`int`, *optional*, defaults to 1):
+                The number of completions of each image.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                A generator, or one per output image (`len(images) * batch_size`), to make inpainting deterministic.
+            num_inference_steps (`int`, *optional*):
+                The number of U-Net calls, spread over the noise levels (see
+                [`AnnealedLangevinScheduler.set_timesteps`]). Defaults to the scheduler's L x T (+1 for denoising).
+            steps_per_level (`int`, *optional*):
+                T, the Langevin steps per noise level, for this call only.
+            epsilon (`float`, *optional*):
+                The step size epsilon of Algorithm 1, for this call only.
+            final_denoise (`bool`, *optional*):
+                Whether to end with the denoising step x + sigma_L**2 * s(x, sigma_L), for this call only.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"`, `"np"` (`(B, H, W, C)`) or `"pt"` (`(B, C, H, W)`), in [0, 1]; the completions of image k
+                are entries `k * batch_size` to `(k + 1) * batch_size - 1`.
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return an [`~pipelines.ImagePipelineOutput`] instead of a plain tuple.
+            callback_on_step_end (`Callable`, *optional*):
+                Called after each step as `callback_on_step_end(self, i, t, callback_kwargs)`; it may return a dict
+                with a replacement `"sample"`.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
+                The tensors passed in `callback_kwargs`; only `"sample"` is available.
+
+        Examples:
+
+        ```py
+        >>> import torch
+        >>> from ncsn_diffusers import NCSNInpaintPipeline, load_digits_images
+
+        >>> pipe = NCSNInpaintPipeline.from_pretrained("ncsn-digits")
+        >>> digits = load_digits_images(resolution=16, split="test")[0][:4]  # (4, 1, 16, 16) in [0, 1]
+        >>> mask = torch.zeros(1, 16, 16)
+        >>> mask[:, 8:] = 1  # generate the bottom half
+        >>> images = pipe(digits, mask, batch_size=3, output_type="pt").images  # (12, 1, 16, 16)
+        ```
+
+        Returns:
+            [`~pipelines.ImagePipelineOutput`] or `tuple`: the images, in a tuple when `return_dict` is `False`.
+        """
+        check_components(self.unet, self.scheduler)
+        reference, generate = self.prepare_image_and_mask(image, mask_image)  # (N, C, H, W) in [0, 1], (N, 1, H, W)
+        num_outputs = len(reference) * batch_size
+        if isinstance(generator, list) and len(generator) != num_outputs:
+            raise ValueError(
+                f"generator is a list of {len(generator)} generators but {len(reference)} image(s) x batch_size="
+                f"{batch_size} gives {num_outputs} outputs; pass one generator, or one per output."
+            )
+        # the generator list was checked above, against the number of outputs rather than batch_size
+        self.check_inputs(batch_size, None, output_type, callback_on_step_end_tensor_inputs or ["sample"])
+        device = self._execution_device
+        reference = reference.repeat_interleave(batch_size, dim=0).to(device)
+        generate = generate.repeat_interleave(batch_size, dim=0).to(device)
+        low, high = self.scheduler.data_range
+        y = low + (high - low) * reference  # the reference in the model's data range
+
+        sample = self.scheduler.initial_sample(y.shape, generator=generator, device=device, dtype=torch.float32)
+        self.scheduler.set_timesteps(
+            num_inference_steps,
+            device=device,
+            steps_per_level=steps_per_level,
+            epsilon=epsilon,
+            final_denoise=final_denoise,
+        )
+        timesteps = self.scheduler.timesteps.cpu()
+        new_level = torch.ones(len(timesteps), dtype=torch.bool)
+        new_level[1:] = timesteps[1:] != timesteps[:-1]
+        unet_dtype = self.unet.dtype
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            if new_level[i]:
+                # x_known = y + sigma_i z (VE), one z per level, held for the level's T steps as in the authors' code
+                z = randn_tensor(y.shape, generator=generator, device=device, dtype=torch.float32)
+                known = self.scheduler.add_noise(y, z, t)
+            sample = torch.where(generate, sample, known)
+            model_output = self.unet(sample.to(unet_dtype), t).sample
+            sample = self.scheduler.step(model_output, t, sample, generator=generator).prev_sample
+            if callback_on_step_end is not None:
+                sample = callback_on_step_end(self, i, t, {"sample": sample}).pop("sample", sample)
+
+        # The known pixels are the input's own values in [0, 1], not a round trip through the data range.
+        image = torch.where(generate, samples_to_unit_range(sample, self.scheduler.data_range), reference)
+        image = format_images(image, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (image,)
+        return ImagePipelineOutput(images=image)
+
+    def prepare_image_and_mask(self, image: ImageInput, mask_image: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        The reference images as a float32 tensor `(N, C, H, W)` in [0, 1] and the mask as a boolean tensor
+        `(N, 1, H, W)`, True where pixels are generated; raises a ValueError naming what does not fit.
+        """
+        if image is None or mask_image is None:
+            raise ValueError("NCSNInpaintPipeline needs both `image` and `mask_image` (white = pixels to generate).")
+        channels = self.unet.config.in_channels
+        image_processor = VaeImageProcessor(
+            do_resize=False, do_normalize=False, do_convert_rgb=channels == 3, do_convert_grayscale=channels == 1
+        )
+        mask_processor = VaeImageProcessor(do_resize=False, do_normalize=False, do_convert_grayscale=True)
+        reference = image_processor.preprocess(image).float()
+        mask = mask_processor.preprocess(mask_image).float()
+        for name, values in (("image", reference), ("mask_image", mask)):
+            if values.numel() == 0 or not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+                raise ValueError(
+                    f"{name} has values in [{values.min().item():.3g}, {values.max().item():.3g}]; it must lie in "
+                    "[0, 1] (PIL images are converted; scale arrays and tensors, e.g. (x + 1) / 2 for [-1, 1])."
+                )
+        if reference.shape[1] != channels:
+            raise ValueError(
+                f"image has {reference.shape[1]} channel(s) but the model takes {channels}; pass images with "
+                f"{channels} channel(s)."
+            )
+        if mask.shape[1] != 1 or mask.shape[-2:] != reference.shape[-2:] or len(mask) not in (1, len(reference)):
+            raise ValueError(
+                f"mask_image of shape {tuple(mask.shape)} does not fit image of shape {tuple(reference.shape)}: "
+                "pass one single-channel mask of the image's height and width, or one per image."
+            )
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else size
+        if size is not None and tuple(reference.shape[-2:]) != tuple(size):
+            raise ValueError(
+                f"image is {tuple(reference.shape[-2:])} pixels (H, W) but the model samples {tuple(size)}; resize "
+                f"image and mask_image to {tuple(size)}."
+            )
+        return reference, (mask >= 0.5).expand(len(reference), -1, -1, -1)
