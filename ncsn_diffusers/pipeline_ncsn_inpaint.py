@@ -12,7 +12,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from .pipeline_ncsn import NCSNPipeline, check_components
 from .pipeline_utils import format_images, samples_to_unit_range
 
-ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
+ImageInput = (
+    PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
+)
 
 
 class NCSNInpaintPipeline(NCSNPipeline):
@@ -59,11 +61,11 @@ class NCSNInpaintPipeline(NCSNPipeline):
             image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
                 The reference image(s) y, in [0, 1]: PIL images, arrays of shape `(H, W, C)` or `(B, H, W, C)`, or
                 tensors of shape `(C, H, W)` or `(B, C, H, W)`, as diffusers' image processor takes them. PIL images
-                are converted to the model's channels.
+                are converted to the model's mode (grayscale or RGB).
             mask_image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
                 The mask, white (1) where pixels are to be generated and black (0) where they are kept, of the image's
-                height and width; one mask for all images or one per image. Values must lie in [0, 1]; they are
-                binarised at 0.5.
+                height and width: PIL, arrays or tensors of shape `(H, W)`, `(B, H, W)` or `(B, 1, H, W)`; one mask for
+                all images or one per image. Values must lie in [0, 1]; they are binarised at 0.5.
             batch_size (`int`, *optional*, defaults to 1):
                 The number of completions of each image.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
@@ -159,9 +161,13 @@ class NCSNInpaintPipeline(NCSNPipeline):
         if image is None or mask_image is None:
             raise ValueError("NCSNInpaintPipeline needs both `image` and `mask_image` (white = pixels to generate).")
         channels = self.unet.config.in_channels
-        image_processor = VaeImageProcessor(
-            do_resize=False, do_normalize=False, do_convert_rgb=channels == 3, do_convert_grayscale=channels == 1
-        )
+        if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
+            mode = "L" if channels == 1 else "RGB"
+            images = image if isinstance(image, list) else [image]
+            if all(isinstance(i, PIL.Image.Image) for i in images):
+                image = [i.convert(mode) for i in images]
+        image_processor = VaeImageProcessor(do_resize=False, do_normalize=False)
+        # masks as diffusers' inpainting pipelines take them: (H, W), (B, H, W), (B, 1, H, W) or PIL
         mask_processor = VaeImageProcessor(do_resize=False, do_normalize=False, do_convert_grayscale=True)
         reference = image_processor.preprocess(image).float()
         mask = mask_processor.preprocess(mask_image).float()
