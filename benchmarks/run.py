@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from . import bench_peers, bench_pipeline, bench_scheduler, bench_training_script, bench_training_step
+from . import bench_peers, bench_pipeline, bench_scheduler, bench_ssm, bench_training_script, bench_training_step
 
 BENCHMARKS = {
     "scheduler": bench_scheduler.run_both,
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "training_step": bench_training_step.run,
     "peers": bench_peers.run,
     "training_script": bench_training_script.run,
+    "ssm": bench_ssm.run,
 }
 
 
