@@ -123,7 +123,9 @@ def main(argv=None):
         print(f"  {rate:6.1%}  {name}")
 
     rows = min(args.figure_rows, len(images))
-    shown = inpaint(pipe, images[:rows], mask, args.figure_completions, args.seed + 1, args.batch_size, None)
+    shown = inpaint(
+        pipe, images[:rows], mask, args.figure_completions, args.seed + 1, args.batch_size, args.num_inference_steps
+    )
     shown = shown.view(rows, args.figure_completions, *shown.shape[1:])
     masked = images[:rows] * keep + 0.5 * mask  # the generated region shown grey
     plot(masked, shown, images[:rows], Path(args.output))

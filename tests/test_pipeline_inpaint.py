@@ -1,3 +1,9 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -188,3 +194,18 @@ def test_ddpm_unet_in_vp_coordinates_inpaints():
 def test_bad_inputs_name_the_problem(pipe, image, mask, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipe(image, mask, num_inference_steps=2, **kwargs)
+
+
+def test_inpaint_digits_example_end_to_end(pipe, tmp_path):
+    torch.manual_seed(0)
+    NCSNPipeline(NCSNUNet2DModel.from_preset("tiny"), pipe.scheduler).save_pretrained(tmp_path / "model")  # 16x16
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "examples/inpaint_digits.py", "--pipeline", str(tmp_path / "model"), "--output"]
+    command += [str(tmp_path / "fig.png"), "--num_images", "6", "--figure_rows", "2", "--figure_completions", "2"]
+    command += ["--num_inference_steps", "3"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rates = {name: float(rate) for rate, name in re.findall(r"^\s+([0-9.]+)%\s+(.+)$", result.stdout, re.M)}
+    assert len(rates) == 4 and rates["original"] > 50  # the classifier knows real digits
+    assert (tmp_path / "fig.png").stat().st_size > 1000
