@@ -1,6 +1,5 @@
 """NCSNPipeline: unconditional image generation by annealed Langevin dynamics (Song & Ermon, 2019)."""
 
-import inspect
 import json
 import os
 import tempfile
@@ -20,7 +19,7 @@ from huggingface_hub import create_repo, snapshot_download
 
 from .model_card import write_model_card
 from .parameterization import denoiser_model_output
-from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range
+from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range, scheduler_overrides
 from .schedulers import (
     SCORE_SCHEDULERS,
     AnnealedLangevinScheduler,
@@ -201,21 +200,14 @@ class NCSNPipeline(DiffusionPipeline):
         device = self._execution_device
 
         scheduler = self.scheduler
-        overrides = dict(
+        overrides = scheduler_overrides(
+            scheduler,
             steps_per_level=steps_per_level,
             epsilon=epsilon,
             final_denoise=final_denoise,
             corrector_steps=corrector_steps,
             snr=snr,
         )
-        overrides = {name: value for name, value in overrides.items() if value is not None}
-        accepted = inspect.signature(scheduler.set_timesteps).parameters
-        unknown = [name for name in overrides if name not in accepted]
-        if unknown:
-            raise ValueError(
-                f"{type(scheduler).__name__} takes no per-call {', '.join(unknown)}; it accepts "
-                f"{[n for n in accepted if n not in ('num_inference_steps', 'device')]}."
-            )
         uses_denoiser = is_denoiser_scheduler(scheduler)
 
         # The chain lives in float32; only the U-Net sees its own dtype.

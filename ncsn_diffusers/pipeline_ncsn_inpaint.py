@@ -9,8 +9,8 @@ from diffusers import ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pipeline_ncsn import NCSNPipeline, check_components
-from .pipeline_utils import format_images, samples_to_unit_range
+from .pipeline_ncsn import NCSNPipeline, check_components, is_denoiser_scheduler
+from .pipeline_utils import format_images, samples_to_unit_range, scheduler_overrides
 
 ImageInput = (
     PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
@@ -27,6 +27,10 @@ class NCSNInpaintPipeline(NCSNPipeline):
     `add_noise`), with one draw z per level, and the unknown pixels follow the scheduler's Langevin steps. The whole
     image thus stays on the sigma_i-perturbed data distribution, and the unknown pixels sample p_sigma_i(x_unknown |
     x_known) at each level. The returned images hold the input's known pixels exactly.
+
+    Every score-model scheduler of [`NCSNPipeline`] runs the chain ([`AnnealedLangevinScheduler`], the paper's;
+    [`PredictorCorrectorScheduler`], [`ConsistentAnnealedSamplingScheduler`]); diffusers' EDM schedulers, which have no
+    perturbation of the reference at the chain's level, do not.
 
     It takes the same components as [`NCSNPipeline`] and loads from the same folders and Hub repos:
     `NCSNInpaintPipeline.from_pretrained("ncsn-digits")` or `NCSNInpaintPipeline.from_pipe(ncsn_pipeline)`.
@@ -49,6 +53,8 @@ class NCSNInpaintPipeline(NCSNPipeline):
         steps_per_level: int | None = None,
         epsilon: float | None = None,
         final_denoise: bool | None = None,
+        corrector_steps: int | None = None,
+        snr: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNInpaintPipeline", int, torch.Tensor, dict], dict] | None = None,
@@ -79,6 +85,10 @@ class NCSNInpaintPipeline(NCSNPipeline):
                 The step size epsilon of Algorithm 1, for this call only.
             final_denoise (`bool`, *optional*):
                 Whether to end with the denoising step x + sigma_L**2 * s(x, sigma_L), for this call only.
+            corrector_steps (`int`, *optional*):
+                k, the Langevin corrector steps per level, for this call only (predictor-corrector).
+            snr (`float`, *optional*):
+                r, the corrector's signal-to-noise ratio, for this call only (predictor-corrector).
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (`(B, H, W, C)`) or `"pt"` (`(B, C, H, W)`), in [0, 1]; the completions of image k
                 are entries `k * batch_size` to `(k + 1) * batch_size - 1`.
@@ -107,6 +117,20 @@ class NCSNInpaintPipeline(NCSNPipeline):
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the images, in a tuple when `return_dict` is `False`.
         """
         check_components(self.unet, self.scheduler)
+        if is_denoiser_scheduler(self.scheduler):
+            raise ValueError(
+                f"NCSNInpaintPipeline perturbs the known pixels with the chain's own scheduler.add_noise, which "
+                f"{type(self.scheduler).__name__} (a denoiser scheduler) does not provide at its step's sigma; use "
+                "AnnealedLangevinScheduler, PredictorCorrectorScheduler or ConsistentAnnealedSamplingScheduler."
+            )
+        overrides = scheduler_overrides(
+            self.scheduler,
+            steps_per_level=steps_per_level,
+            epsilon=epsilon,
+            final_denoise=final_denoise,
+            corrector_steps=corrector_steps,
+            snr=snr,
+        )
         reference, generate = self.prepare_image_and_mask(image, mask_image)  # (N, C, H, W) in [0, 1], (N, 1, H, W)
         num_outputs = len(reference) * batch_size
         if isinstance(generator, list) and len(generator) != num_outputs:
@@ -123,13 +147,7 @@ class NCSNInpaintPipeline(NCSNPipeline):
         y = low + (high - low) * reference  # the reference in the model's data range
 
         sample = self.scheduler.initial_sample(y.shape, generator=generator, device=device, dtype=torch.float32)
-        self.scheduler.set_timesteps(
-            num_inference_steps,
-            device=device,
-            steps_per_level=steps_per_level,
-            epsilon=epsilon,
-            final_denoise=final_denoise,
-        )
+        self.scheduler.set_timesteps(num_inference_steps, device=device, **overrides)
         timesteps = self.scheduler.timesteps.cpu()
         new_level = torch.ones(len(timesteps), dtype=torch.bool)
         new_level[1:] = timesteps[1:] != timesteps[:-1]

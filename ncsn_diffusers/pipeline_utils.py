@@ -1,4 +1,6 @@
-"""What the NCSN pipelines share after sampling: chain samples -> images in [0, 1] -> the requested output type."""
+"""What the NCSN pipelines share: per-call sampler settings, and chain samples -> images in [0, 1] -> output type."""
+
+import inspect
 
 import numpy as np
 import PIL.Image
@@ -20,3 +22,16 @@ def format_images(image: torch.Tensor, output_type: str) -> torch.Tensor | np.nd
         return image
     image = image.cpu().permute(0, 2, 3, 1).numpy()
     return DiffusionPipeline.numpy_to_pil(image) if output_type == "pil" else image
+
+
+def scheduler_overrides(scheduler, **settings) -> dict:
+    """The per-call settings that are given (not None), checked against what `scheduler.set_timesteps` accepts."""
+    overrides = {name: value for name, value in settings.items() if value is not None}
+    accepted = inspect.signature(scheduler.set_timesteps).parameters
+    unknown = [name for name in overrides if name not in accepted]
+    if unknown:
+        raise ValueError(
+            f"{type(scheduler).__name__} takes no per-call {', '.join(unknown)}; it accepts "
+            f"{[n for n in accepted if n not in ('num_inference_steps', 'device')]}."
+        )
+    return overrides

@@ -12,7 +12,13 @@ from diffusers import DDPMScheduler
 from PIL import Image
 from tiny_models import tiny_ddpm_unet
 
-from ncsn_diffusers import AnnealedLangevinScheduler, NCSNInpaintPipeline, NCSNPipeline, NCSNUNet2DModel
+from ncsn_diffusers import (
+    AnnealedLangevinScheduler,
+    NCSNInpaintPipeline,
+    NCSNPipeline,
+    NCSNUNet2DModel,
+    PredictorCorrectorScheduler,
+)
 
 # Three 1x2x2 "images" (rows: top-left, top-right, bottom-left, bottom-right) in [-1, 1]. A and A2 share the top
 # row and differ below; B differs everywhere. Knowing A's top row, the bottom row is A's or A2's in the ratio of
@@ -58,6 +64,30 @@ def test_score_model_completes_template_a_in_the_posterior_proportion():
     images = pipe(reference, BOTTOM_ROW, batch_size=1024, generator=torch.Generator().manual_seed(0), output_type="pt")
     check_completions(images.images, reference)
     assert model.calls == 1000
+
+
+def test_predictor_corrector_chain_completes_with_a_template_sharing_the_known_row():
+    """Another score-model sampler of NCSNPipeline, the reverse-diffusion predictor + Langevin corrector (snr 0.16).
+
+    Its corrector steps are too small to mix between A and A2 once B's weight has gone (measured: A in 0.63-0.66 of
+    the chains for k = 1, 4, 9 correctors per level, against the posterior's 0.75 that annealed Langevin reaches), so
+    the test asks for what replacement guarantees: the known row kept, every completion a template sharing it, never B.
+    """
+    model = ImageMixtureScoreModel(TEMPLATES.tolist(), WEIGHTS, std=STD, sample_size=2, in_channels=1)
+    scheduler = PredictorCorrectorScheduler(sigma_max=2.0, sigma_min=0.05, corrector_steps=1, data_range=(-1.0, 1.0))
+    pipe = NCSNInpaintPipeline(model, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    reference = (TEMPLATES[0].view(1, 1, 2, 2) + 1) / 2
+    generator = torch.Generator().manual_seed(2)
+    images = pipe(
+        reference, BOTTOM_ROW, batch_size=512, generator=generator, num_inference_steps=200, output_type="pt"
+    )
+    images = images.images
+    assert torch.equal(images[:, :, 0], reference[:, :, 0].expand(len(images), -1, -1))
+    nearest = nearest_template(images)
+    assert (nearest == 2).sum() == 0 and (nearest == 0).float().mean() > 0.5  # never B; A above A2, as the weights
+    residual = (images * 2 - 1).flatten(1)[:, 2:] - TEMPLATES[nearest][:, 2:]
+    assert residual.abs().max() < 0.5
 
 
 def test_ddpm_epsilon_model_completes_template_a_in_the_posterior_proportion():
@@ -189,6 +219,7 @@ def test_ddpm_unet_in_vp_coordinates_inpaints():
         (np.zeros((8, 8, 1)), np.zeros((8, 8, 1)), {"generator": [torch.Generator()] * 3}, "3 generators"),
         (np.zeros((8, 8, 1)), np.zeros((8, 8, 1)), {"batch_size": 0}, "batch_size"),
         (None, np.zeros((8, 8, 1)), {}, "needs both"),
+        (np.zeros((8, 8, 1)), np.zeros((8, 8, 1)), {"snr": 0.1}, "takes no per-call snr"),
     ],
 )
 def test_bad_inputs_name_the_problem(pipe, image, mask, kwargs, message):
@@ -209,3 +240,11 @@ def test_inpaint_digits_example_end_to_end(pipe, tmp_path):
     rates = {name: float(rate) for rate, name in re.findall(r"^\s+([0-9.]+)%\s+(.+)$", result.stdout, re.M)}
     assert len(rates) == 4 and rates["original"] > 50  # the classifier knows real digits
     assert (tmp_path / "fig.png").stat().st_size > 1000
+
+
+def test_denoiser_schedulers_are_refused_with_the_alternatives(pipe):
+    from diffusers import EDMEulerScheduler
+
+    edm = NCSNInpaintPipeline(pipe.unet, EDMEulerScheduler(sigma_min=0.02, sigma_max=2.0))
+    with pytest.raises(ValueError, match="PredictorCorrectorScheduler"):
+        edm(np.zeros((8, 8, 1)), np.zeros((8, 8)), num_inference_steps=2)
