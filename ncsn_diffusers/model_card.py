@@ -35,6 +35,12 @@ SCHEDULER_KEYS = {
     "beta_schedule": ("", "DDPM beta schedule (VP)"),
     "trained_betas": ("", "explicit DDPM betas (VP)"),
 }
+# The objective of a score network, by `training["objective"]` (train_ncsn.py --objective); DSM when not given.
+SCORE_OBJECTIVE_TEXT = {
+    "dsm": "denoising score matching over the noise ladder, ℓ(θ; σ) = ½ E ‖σ s_θ(x + σz, σ) + z‖²",
+    "ssm": "sliced score matching (variance-reduced) over the noise ladder, "
+    "ℓ(θ; σ) = σ² E[vᵀ ∇ₓs_θ(x + σz, σ) v + ½ ‖s_θ(x + σz, σ)‖²] (projections v ~ N(0, I))",
+}
 PREDICTION_TEXT = {
     "score": "The network outputs the score s_θ(x, σ) itself.",
     "epsilon": "The network outputs ε_θ(x, σ) = −σ s_θ(x, σ), which the scheduler turns into the score.",
@@ -223,6 +229,9 @@ def render_model_card(
         "sample_shape_text": f"{channels}×{height}×{width}",
         "data_range": f"[{low:g}, {high:g}]",
         "num_train_timesteps": scheduler_config.get("num_train_timesteps", 1000),
+        "score_objective_text": SCORE_OBJECTIVE_TEXT.get(
+            (training or {}).get("objective"), SCORE_OBJECTIVE_TEXT["dsm"]
+        ),
         "prediction_text": PREDICTION_TEXT.get(scheduler_config.get("prediction_type", "score"), ""),
         "num_model_calls": _num_model_calls(scheduler_config),
         "dataset_text": _dataset_text(list(datasets or [])),

@@ -133,3 +133,5 @@ def test_train_ncsn_objective_ssm_end_to_end(tmp_path):
     assert set(record) >= {"loss_ssm", "loss_dsm"}
     assert record["loss_dsm"] == pytest.approx(record["loss_ssm"] + 1, abs=0.5)  # equal in expectation
     assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    card = (tmp_path / "README.md").read_text()
+    assert "sliced score matching" in card and "denoising score matching over" not in card
