@@ -10,6 +10,7 @@ from . import scheduling_annealed_langevin  # noqa: F401
 from .digits import load_digits_images
 from .losses import dsm_loss, epsilon_loss, ssm_loss
 from .model_card import render_model_card, write_model_card
+from .models import NCSNRefineNet, NCSNv2Model
 from .ncsnv2_techniques import ncsnv2_hyperparameters, ncsnv2_scheduler_config
 from .parameterization import (
     denoiser_model_output,
@@ -38,6 +39,8 @@ __all__ = [
     "ConsistentAnnealedSamplingScheduler",
     "NCSNInpaintPipeline",
     "NCSNPipeline",
+    "NCSNRefineNet",
+    "NCSNv2Model",
     "NCSNUNet2DModel",
     "PredictorCorrectorScheduler",
     "ScoreSchedulerOutput",

@@ -12,7 +12,9 @@ from huggingface_hub import ModelCardData
 PACKAGE_URL = "https://pypi.org/project/ncsn-diffusers/"
 TAGS = ["ncsn", "score-based", "annealed-langevin", "diffusers:NCSNPipeline", "pytorch"]
 # unet_config["_class_name"] -> what the network predicts, which picks the card's blocks.
-MODEL_KINDS = {"NCSNUNet2DModel": "score", "UNet2DModel": "epsilon"}
+MODEL_KINDS = {"NCSNUNet2DModel": "score", "NCSNRefineNet": "score", "NCSNv2Model": "score", "UNet2DModel": "epsilon"}
+# Classes whose saved folder carries their own source for `diffusers.AutoModel` (the card's `if remote_code` block).
+REMOTE_CODE_CLASSES = ("NCSNUNet2DModel",)
 KNOWN_DATASETS = {
     "sklearn-digits": "scikit-learn's 8×8 handwritten digits (`sklearn.datasets.load_digits`, 1,797 images)",
 }
@@ -241,7 +243,8 @@ def render_model_card(
         "results_table": _results_table(results),
     }
     text = _TEMPLATE_NOTE.sub("", _template_path().read_text(encoding="utf-8"), count=1)
-    text = _BLOCK.sub(lambda block: block.group(2) if block.group(1) == kind else "", text)
+    kept = {kind} | ({"remote_code"} if class_name in REMOTE_CODE_CLASSES else set())
+    text = _BLOCK.sub(lambda block: block.group(2) if block.group(1) in kept else "", text)
     return Template(text).substitute(values)
 
 

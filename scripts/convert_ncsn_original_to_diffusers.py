@@ -1,0 +1,235 @@
+"""Converts a checkpoint of the authors' NCSN (ermongroup/ncsn) or NCSNv2 (ermongroup/ncsnv2) code to an NCSNPipeline.
+
+    python scripts/convert_ncsn_original_to_diffusers.py --checkpoint_path checkpoint.pth \
+        --config_path cifar10.yml --dump_path ncsnv2-cifar10
+
+The checkpoint is the `states` list their runners save (`[model, optimizer, ...]`, for NCSNv2 with the EMA weights
+last), read with `torch.load(..., weights_only=True)`; the config is their YAML file. The result is a folder with
+the network (safetensors), an AnnealedLangevinScheduler carrying the config's sampling settings in the authors'
+convention, and a model card naming the source.
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNRefineNet, NCSNv2Model
+
+# NCSN v1's sampler is not in its config: anneal_runner.py runs T = 100 steps of step_lr = 2e-5 and no denoising.
+V1_SAMPLING = {"n_steps_each": 100, "step_lr": 2e-5, "denoise": False}
+# Which NCSNv2 network the authors' runner builds for each data set (`get_model` in runners/ncsn_runner.py).
+V2_VARIANTS = {"CIFAR10": "ncsnv2", "CELEBA": "ncsnv2", "LSUN": "ncsnv2_deeper", "FFHQ": "ncsnv2_deepest"}
+# Their encoder stages (`res<name>`) from the input down, and refine blocks (`refine<name>`) in the order they run.
+STAGE_NAMES = {
+    "v1": ("1", "2", "3", "4"),
+    "ncsnv2": ("1", "2", "3", "4"),
+    "ncsnv2_deeper": ("1", "2", "3", "4", "5"),
+    "ncsnv2_deepest": ("1", "2", "3", "31", "4", "5"),
+}
+REFINE_NAMES = {**STAGE_NAMES, "ncsnv2_deepest": ("1", "2", "31", "3", "4", "5")}
+TOP_LEVEL = {"begin_conv": "conv_in", "end_conv": "conv_out", "normalizer": "norm_out"}
+ARCHITECTURE = {
+    "normalization": "InstanceNorm++",
+    "nonlinearity": "elu",
+    "spec_norm": False,
+    "sigma_dist": "geometric",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint_path", required=True, help="The authors' checkpoint (.pth, a `states` list).")
+    parser.add_argument(
+        "--config_path", required=True, help="The authors' YAML config the checkpoint was trained with."
+    )
+    parser.add_argument("--dump_path", required=True, help="Folder to write the NCSNPipeline to.")
+    parser.add_argument(
+        "--version",
+        choices=("v1", "v2"),
+        default=None,
+        help="NCSN v1 (ermongroup/ncsn) or NCSNv2 (ermongroup/ncsnv2); guessed from the config when omitted.",
+    )
+    parser.add_argument("--no_ema", action="store_true", help="NCSNv2: keep the raw weights, not the EMA ones.")
+    return parser.parse_args(argv)
+
+
+def load_config(path: str | Path) -> dict:
+    config = yaml.safe_load(Path(path).read_text())
+    missing = [section for section in ("data", "model") if not isinstance(config.get(section), dict)]
+    if missing:
+        raise ValueError(f"{path} is not an NCSN config: it lacks the section(s) {missing}.")
+    return config
+
+
+def guess_version(config: dict) -> str:
+    # NCSNv2 configs carry a `sampling` section and the ladder's `sigma_dist`; v1's anneal.yml has neither.
+    return "v2" if "sampling" in config or "sigma_dist" in config["model"] else "v1"
+
+
+def _require(section: dict, keys: tuple[str, ...], where: str):
+    missing = [key for key in keys if key not in section]
+    if missing:
+        raise ValueError(f"The config's `{where}` section lacks {missing}.")
+
+
+def build_network(config: dict, version: str) -> tuple[torch.nn.Module, str]:
+    """The diffusers network for `config`, freshly initialised, and the name of its layout (for key renaming)."""
+    data, model = config["data"], config["model"]
+    _require(data, ("image_size", "channels"), "data")
+    _require(model, ("ngf", "num_classes", "sigma_begin", "sigma_end"), "model")
+    if data.get("logit_transform", False):
+        raise ValueError("The config sets `logit_transform: true`; only data in [0, 1] or [-1, 1] is supported.")
+    common = {"sample_size": data["image_size"], "in_channels": data["channels"], "base_channels": model["ngf"]}
+    rescale_input = not data.get("rescaled", False)
+    if version == "v1":
+        network = NCSNRefineNet(
+            **common,
+            sigma_max=float(model["sigma_begin"]),
+            sigma_min=float(model["sigma_end"]),
+            num_noise_levels=int(model["num_classes"]),
+            rescale_input=rescale_input,
+        )
+        return network, "v1"
+    unsupported = {k: model.get(k) for k, v in ARCHITECTURE.items() if model.get(k, v) != v}
+    if unsupported:
+        raise ValueError(f"Unsupported NCSNv2 architecture settings {unsupported}; supported: {ARCHITECTURE}.")
+    variant = V2_VARIANTS.get(data.get("dataset"))
+    if variant is None:
+        raise ValueError(
+            f"data.dataset={data.get('dataset')!r}: the authors' runner builds a network only for {sorted(V2_VARIANTS)}."
+        )
+    return NCSNv2Model.from_variant(variant, **common, rescale_input=rescale_input), variant
+
+
+def build_scheduler(config: dict, version: str) -> AnnealedLangevinScheduler:
+    """The annealed Langevin sampler of the config, in the authors' convention (x + alpha s + sqrt(2 alpha) z)."""
+    model = config["model"]
+    sampling = config.get("sampling", V1_SAMPLING) if version == "v2" else V1_SAMPLING
+    _require(sampling, ("n_steps_each", "step_lr"), "sampling")
+    rescaled = config["data"].get("rescaled", False)
+    return AnnealedLangevinScheduler(
+        sigma_max=float(model["sigma_begin"]),
+        sigma_min=float(model["sigma_end"]),
+        num_noise_levels=int(model["num_classes"]),
+        steps_per_level=int(sampling["n_steps_each"]),
+        epsilon=float(sampling["step_lr"]),
+        langevin_convention="official",
+        final_denoise=bool(sampling.get("denoise", False)),
+        initial_distribution="uniform",  # their samplers start from torch.rand (then data_transform)
+        data_range=(-1.0, 1.0) if rescaled else (0.0, 1.0),
+    )
+
+
+def official_state_dict(states, version: str, use_ema: bool) -> dict[str, torch.Tensor]:
+    """The model weights of a `states` list (or a bare state dict), without DataParallel's `module.` prefix."""
+    if isinstance(states, dict):
+        states = [states]
+    if not isinstance(states, (list, tuple)) or not states or not isinstance(states[0], dict):
+        raise ValueError("The checkpoint is neither the authors' `states` list nor a state dict.")
+    weights = {_strip_prefix(k): v for k, v in states[0].items()}
+    if version == "v2" and use_ema and len(states) >= 5 and isinstance(states[-1], dict):
+        # Their EMAHelper keeps one shadow tensor per parameter; their sampler copies it over the weights.
+        shadow = {_strip_prefix(k): v for k, v in states[-1].items()}
+        unknown = sorted(set(shadow) - set(weights))
+        if unknown:
+            raise ValueError(f"The checkpoint's EMA weights name parameters the model lacks: {unknown}.")
+        weights.update(shadow)
+    return weights
+
+
+def _strip_prefix(key: str) -> str:
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def rename_key(key: str, layout: str) -> str | None:
+    """The diffusers name of one of the authors' weights, or None for a key they have and we do not."""
+    head, _, rest = key.partition(".")
+    if head in TOP_LEVEL:
+        return f"{TOP_LEVEL[head]}.{rest}"
+    match = re.fullmatch(r"(res|refine)(\d+)", head)
+    if match is None:
+        return None
+    kind, name = match.groups()
+    names = (STAGE_NAMES if kind == "res" else REFINE_NAMES)[layout]
+    if name not in names:
+        return None
+    block = "down_blocks" if kind == "res" else "up_blocks"
+    rest = rest.replace("normalize1.", "norm1.").replace("normalize2.", "norm2.")
+    # RCU units: `<unit>_<stage>_conv` (1-based) -> `convs.<unit>.<stage>`
+    rest = re.sub(r"(\d+)_(\d+)_(conv|norm)\.", lambda m: f"{m[3]}s.{int(m[1]) - 1}.{int(m[2]) - 1}.", rest)
+    return f"backbone.{block}.{names.index(name)}.{rest}"
+
+
+def convert_state_dict(weights: dict[str, torch.Tensor], network: torch.nn.Module, layout: str, config: dict):
+    """Renames the authors' weights to `network`'s and checks that both sides name the same tensors."""
+    if "sigmas" in weights:  # NCSNv2 keeps its ladder as a buffer; ours comes from the scheduler
+        ladder = torch.exp(
+            torch.linspace(
+                torch.tensor(float(config["model"]["sigma_begin"])).log().item(),
+                torch.tensor(float(config["model"]["sigma_end"])).log().item(),
+                int(config["model"]["num_classes"]),
+                dtype=torch.float64,
+            )
+        ).float()
+        if weights["sigmas"].shape != ladder.shape or not torch.allclose(weights["sigmas"], ladder, rtol=1e-5):
+            raise ValueError("The checkpoint's `sigmas` buffer is not the ladder of the config; pass its own config.")
+        weights = {k: v for k, v in weights.items() if k != "sigmas"}
+    renamed, unknown = {}, []
+    for key, value in weights.items():
+        new = rename_key(key, layout)
+        (unknown.append(key) if new is None else renamed.__setitem__(new, value))
+    expected = network.state_dict()
+    unknown += [k for k in renamed if k not in expected]
+    missing = sorted(set(expected) - set(renamed))
+    if unknown or missing:
+        raise ValueError(
+            f"The checkpoint does not match the {layout} network of the config: unknown keys {sorted(unknown)}, "
+            f"missing keys {missing}. Check --version and --config_path."
+        )
+    mismatched = [k for k, v in renamed.items() if v.shape != expected[k].shape]
+    if mismatched:
+        raise ValueError(
+            "Shapes differ from the config's network for "
+            + ", ".join(f"{k} {tuple(renamed[k].shape)} vs {tuple(expected[k].shape)}" for k in mismatched)
+            + "; check ngf, channels and num_classes in --config_path."
+        )
+    network.load_state_dict(renamed, strict=True)
+
+
+def convert(checkpoint_path, config_path, dump_path, version=None, use_ema=True) -> NCSNPipeline:
+    config = load_config(config_path)
+    version = version or guess_version(config)
+    network, layout = build_network(config, version)
+    states = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    convert_state_dict(official_state_dict(states, version, use_ema), network, layout, config)
+    pipeline = NCSNPipeline(unet=network.eval(), scheduler=build_scheduler(config, version))
+    repository = "ermongroup/ncsn" if version == "v1" else "ermongroup/ncsnv2"
+    ema = version == "v2" and use_ema and isinstance(states, (list, tuple)) and len(states) >= 5
+    pipeline.model_card_kwargs = {
+        "training": {
+            "source": f"converted from the authors' checkpoint ({repository}, {Path(checkpoint_path).name})",
+            "official config": Path(config_path).name,
+            "dataset_name": config["data"].get("dataset"),
+            "weights": "EMA" if ema else "raw",
+        },
+        "license": "gpl-3.0" if version == "v1" else "mit",  # the licenses of the authors' repositories
+    }
+    pipeline.save_pretrained(dump_path)
+    return pipeline
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        convert(args.checkpoint_path, args.config_path, args.dump_path, args.version, use_ema=not args.no_ema)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    print(f"Saved an NCSNPipeline to {args.dump_path}")
+
+
+if __name__ == "__main__":
+    main()
