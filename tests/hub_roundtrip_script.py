@@ -231,6 +231,34 @@ def score_model_with_diffusers_only(ctx: Context) -> None:
 
 
 @check
+def converted_official_checkpoints_push_and_load(ctx: Context) -> None:
+    """Fixtures converted from the authors' format, pushed and loaded back: their official forward pass and samples."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ncsn_diffusers import NCSNPipeline
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import convert_ncsn_original_to_diffusers as convert_script
+
+    for name in ("ncsn_v1_cifar10", "ncsnv2_cifar10"):
+        fixture = REPO_ROOT / "tests" / "fixtures" / name
+        pipe = convert_script.convert(fixture / "checkpoint.pth", fixture / "config.yml", ctx.workdir / name)
+        pipe.push_to_hub(f"converted-{name}")
+        loaded = NCSNPipeline.from_pretrained(ctx.repo_id(f"converted-{name}"))
+        assert type(loaded.unet) is type(pipe.unet)
+        forward = load_file(fixture / "forward.safetensors")
+        with torch.no_grad():
+            output = loaded.unet(forward["inputs"], loaded.scheduler.sigmas[forward["levels"]]).sample
+        torch.testing.assert_close(output, forward["outputs"], rtol=1e-5, atol=1e-5)
+        kwargs = {"batch_size": 1, "steps_per_level": 1, "output_type": "pt"}
+        for pipeline in (pipe, loaded):
+            pipeline.set_progress_bar_config(disable=True)
+        a = pipe(generator=torch.Generator().manual_seed(0), **kwargs).images
+        assert torch.equal(a, loaded(generator=torch.Generator().manual_seed(0), **kwargs).images)
+
+
+@check
 def swapped_ddpm_pipeline_push_and_load(ctx: Context) -> None:
     """A DDPMPipeline whose scheduler was swapped to AnnealedLangevinScheduler survives push and load."""
     import numpy as np

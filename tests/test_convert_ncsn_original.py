@@ -1,0 +1,143 @@
+"""scripts/convert_ncsn_original_to_diffusers.py against outputs of the authors' own networks (tests/fixtures)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from ncsn_diffusers import NCSNPipeline, NCSNRefineNet, NCSNv2Model
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).with_name("fixtures")
+SCRIPT = ROOT / "scripts" / "convert_ncsn_original_to_diffusers.py"
+sys.path.insert(0, str(SCRIPT.parent))
+
+import convert_ncsn_original_to_diffusers as convert_script  # noqa: E402
+
+# fixture -> (our class, its layout as the authors' runner picks it)
+CASES = {
+    "ncsn_v1_cifar10": (NCSNRefineNet, (1, 2, 2, 2)),
+    "ncsnv2_cifar10": (NCSNv2Model, (1, 2, 2, 2)),
+    "ncsnv2_celeba": (NCSNv2Model, (1, 2, 2, 2)),
+    "ncsnv2_church": (NCSNv2Model, (1, 2, 2, 4, 4)),
+    "ncsnv2_ffhq": (NCSNv2Model, (1, 2, 2, 2, 4, 4)),
+}
+
+
+def _convert(name: str, dump_path: Path, *extra: str) -> NCSNPipeline:
+    folder = FIXTURES / name
+    args = ["--checkpoint_path", str(folder / "checkpoint.pth"), "--config_path", str(folder / "config.yml")]
+    convert_script.main([*args, "--dump_path", str(dump_path), *extra])
+    return NCSNPipeline.from_pretrained(dump_path)
+
+
+def _official_forward(pipe: NCSNPipeline, forward: dict) -> torch.Tensor:
+    # Their label y indexes their ladder; ours is the scheduler's, sigma_i = sigmas[y].
+    sigma = pipe.scheduler.sigmas[forward["levels"]]
+    with torch.no_grad():
+        return pipe.unet(forward["inputs"], sigma).sample
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_converted_checkpoint_reproduces_the_official_forward_pass(name, tmp_path):
+    pipe = _convert(name, tmp_path / name)
+    cls, multipliers = CASES[name]
+    assert type(pipe.unet) is cls and tuple(pipe.unet.config.channel_multipliers) == multipliers
+    forward = load_file(FIXTURES / name / "forward.safetensors")
+    if name.startswith("ncsn_v1"):
+        assert forward["levels"].tolist() == list(range(pipe.scheduler.config.num_noise_levels))  # every level
+    torch.testing.assert_close(_official_forward(pipe, forward), forward["outputs"], rtol=1e-5, atol=1e-5)
+
+
+def test_no_ema_keeps_the_raw_weights(tmp_path):
+    pipe = _convert("ncsnv2_cifar10", tmp_path / "raw", "--no_ema")
+    forward = load_file(FIXTURES / "ncsnv2_cifar10" / "forward.safetensors")
+    raw = load_file(FIXTURES / "ncsnv2_cifar10" / "forward_raw.safetensors")["outputs"]
+    output = _official_forward(pipe, forward)
+    torch.testing.assert_close(output, raw, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(output, forward["outputs"], rtol=1e-3, atol=1e-3)
+
+
+def test_scheduler_carries_the_official_sampling_settings(tmp_path):
+    v2 = _convert("ncsnv2_celeba", tmp_path / "v2").scheduler.config
+    config = yaml.safe_load((FIXTURES / "ncsnv2_celeba" / "config.yml").read_text())
+    model, sampling = config["model"], config["sampling"]
+    assert (v2.sigma_max, v2.sigma_min, v2.num_noise_levels) == (
+        model["sigma_begin"],
+        model["sigma_end"],
+        model["num_classes"],
+    )
+    assert (v2.steps_per_level, v2.epsilon, v2.final_denoise) == (
+        sampling["n_steps_each"],
+        sampling["step_lr"],
+        sampling["denoise"],
+    )
+    assert v2.langevin_convention == "official" and tuple(v2.data_range) == (0.0, 1.0)
+    # v1's sampler settings live in its runner: 100 steps of 2e-5 per level, no denoising.
+    v1 = _convert("ncsn_v1_cifar10", tmp_path / "v1").scheduler.config
+    assert (v1.sigma_max, v1.sigma_min, v1.num_noise_levels) == (1.0, 0.01, 10)
+    assert (v1.steps_per_level, v1.epsilon, v1.final_denoise) == (100, 2e-5, False)
+
+
+def test_model_card_names_the_source(tmp_path):
+    _convert("ncsnv2_cifar10", tmp_path / "out")
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "ermongroup/ncsnv2" in card and "checkpoint.pth" in card and "EMA" in card
+    assert "trust_remote_code" not in card  # only NCSNUNet2DModel folders carry their source
+
+
+def test_converted_pipeline_samples(tmp_path):
+    for name in ("ncsn_v1_cifar10", "ncsnv2_cifar10"):
+        pipe = _convert(name, tmp_path / name)
+        pipe.set_progress_bar_config(disable=True)
+        # v1 only knows its own rungs: one step per level of the full ladder.
+        images = pipe(batch_size=2, steps_per_level=1, output_type="pt", generator=torch.Generator().manual_seed(0))
+        images = images.images
+        assert images.shape == (2, 3, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+        assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+
+
+def _edited_checkpoint(tmp_path: Path, edit) -> Path:
+    states = torch.load(FIXTURES / "ncsnv2_celeba" / "checkpoint.pth", weights_only=True)
+    edit(states[0])
+    path = tmp_path / "edited.pth"
+    torch.save(states, path)
+    return path
+
+
+def test_unknown_and_missing_keys_are_listed(tmp_path):
+    def edit(weights):
+        weights["module.extra.weight"] = torch.zeros(1)
+        del weights["module.refine2.crp.convs.1.weight"]
+
+    path = _edited_checkpoint(tmp_path, edit)
+    with pytest.raises(ValueError) as error:
+        convert_script.convert(path, FIXTURES / "ncsnv2_celeba" / "config.yml", tmp_path / "out")
+    assert "extra.weight" in str(error.value) and "backbone.up_blocks.1.crp.convs.1.weight" in str(error.value)
+
+
+def test_wrong_config_fails_with_the_shape_mismatch(tmp_path):
+    config = yaml.safe_load((FIXTURES / "ncsnv2_celeba" / "config.yml").read_text())
+    config["model"]["ngf"] = 8
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="ngf"):
+        convert_script.convert(FIXTURES / "ncsnv2_celeba" / "checkpoint.pth", path, tmp_path / "out")
+
+
+def test_command_line_end_to_end(tmp_path):
+    folder = FIXTURES / "ncsn_v1_cifar10"
+    command = [sys.executable, str(SCRIPT), "--checkpoint_path", str(folder / "checkpoint.pth")]
+    command += ["--config_path", str(folder / "config.yml"), "--dump_path", str(tmp_path / "out"), "--version", "v1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    pipe = NCSNPipeline.from_pretrained(tmp_path / "out")
+    forward = load_file(folder / "forward.safetensors")
+    torch.testing.assert_close(_official_forward(pipe, forward), forward["outputs"], rtol=1e-5, atol=1e-5)
+    assert (tmp_path / "out" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
