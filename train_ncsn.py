@@ -53,6 +53,15 @@ from ncsn_diffusers import (
     ssm_loss,
 )
 from ncsn_diffusers.parameterization import append_dims
+from ncsn_diffusers.recipes import (
+    MODEL_TYPES,
+    OFFICIAL_CONFIGS,
+    OFFICIAL_DATA_RANGE,
+    RECIPES,
+    build_paper_network,
+    explicit_flags,
+    recipe_settings,
+)
 from ncsn_diffusers.training_utils import (
     ABANDONED_PREFIX,
     LOCK_FILE,
@@ -115,6 +124,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--num_projections", type=int, default=1, help="Projections v per sample of --objective ssm (M).")
     add("--model_preset", choices=sorted(PRESETS), default="digits", help="Size preset of the U-Net.")
+    add(
+        "--model_type",
+        choices=MODEL_TYPES,
+        default="unet",
+        help="unet: NCSNUNet2DModel (--model_preset); ncsn_v1: NCSN's RefineNet (NCSNRefineNet); ncsnv2: NCSNv2Model.",
+    )
+    add("--base_channels", type=int, default=64, help="ngf of --model_type ncsn_v1/ncsnv2 (the papers: 128).")
+    add(
+        "--ncsnv2_variant",
+        choices=("ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest"),
+        default="ncsnv2",
+        help="Depth of --model_type ncsnv2 (the authors': ncsnv2 to 64 px, deeper for 64-128 px, deepest for 256 px).",
+    )
+    add(
+        "--recipe",
+        choices=RECIPES,
+        default=None,
+        help="The authors' training recipe (optimiser, EMA, data, ladder, network; see ncsn_diffusers/recipes.py); "
+        "data in [0, 1] as in their code. Explicit flags still override.",
+    )
+    add(
+        "--recipe_dataset",
+        choices=sorted({name for tables in OFFICIAL_CONFIGS.values() for name in tables}),
+        default=None,
+        help="Take --recipe's settings of the authors' config for this data set (ladder, T, epsilon, resolution, "
+        "network width, steps); without it, v1's ladder or NCSNv2's ladder computed from the data.",
+    )
     # Data
     add("--dataset_name", default=None, help="A `datasets` dataset (Hub id or local path) with an image column.")
     add("--dataset_config_name", default=None, help="The config of --dataset_name.")
@@ -205,6 +241,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--ema_power", type=float, default=3 / 4)
     add("--ema_max_decay", type=float, default=0.999)
     add(
+        "--ema_warmup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Ramp the EMA decay up to --ema_max_decay; --no-ema_warmup keeps it constant from the first step.",
+    )
+    add(
         "--mixed_precision",
         choices=("no", "fp16", "bf16"),
         default=None,
@@ -250,6 +292,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         check_args(args)
+        apply_recipe(args, explicit_flags(parser, argv))
     except ValueError as err:
         parser.error(str(err))
     return args
@@ -312,6 +355,30 @@ def check_args(args: argparse.Namespace):
             import tensorboard  # noqa: F401
         except ImportError:
             args.report_to = "none"
+
+
+def apply_recipe(args: argparse.Namespace, explicit: set[str]):
+    """Sets the values of `--recipe` on every flag not given on the command line, and the data range it trains in."""
+    args.data_range = OFFICIAL_DATA_RANGE if args.recipe else DATA_RANGE
+    if args.recipe is None:
+        return
+    if args.recipe_dataset is not None:
+        config = OFFICIAL_CONFIGS[args.recipe].get(args.recipe_dataset)
+        if config is None:
+            raise ValueError(
+                f"--recipe {args.recipe} has no official config for --recipe_dataset {args.recipe_dataset}; "
+                f"choose one of {sorted(OFFICIAL_CONFIGS[args.recipe])}."
+            )
+        resolution = args.resolution if "resolution" in explicit else config.resolution
+        channels = args.channels if "channels" in explicit else config.channels
+    else:
+        resolution, channels = args.resolution, args.channels
+    settings = recipe_settings(args.recipe, args.recipe_dataset, data_dim=channels * resolution**2)
+    for name, value in settings.items():
+        if name not in explicit:
+            setattr(args, name, value)
+    if args.objective != "dsm":
+        raise ValueError(f"--recipe {args.recipe} trains a score network with --objective dsm.")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -458,11 +525,26 @@ def build_unet(args: argparse.Namespace) -> torch.nn.Module:
     )
 
 
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] (or uint8) images -> the model's [-1, 1]."""
+def build_paper_unet(args: argparse.Namespace, noise_scheduler: AnnealedLangevinScheduler) -> torch.nn.Module:
+    """`--model_type ncsn_v1|ncsnv2`: the authors' network, NCSN v1 conditioned on the scheduler's ladder."""
+    config = noise_scheduler.config
+    return build_paper_network(
+        args.model_type,
+        sample_size=args.resolution,
+        in_channels=args.channels,
+        base_channels=args.base_channels,
+        data_range=args.data_range,
+        ladder=(config.sigma_max, config.sigma_min, config.num_noise_levels),
+        variant=args.ncsnv2_variant,
+    )
+
+
+def to_model_range(images: torch.Tensor, data_range: tuple[float, float] = DATA_RANGE) -> torch.Tensor:
+    """[0, 1] (or uint8) images -> the model's `data_range`, [-1, 1] by default."""
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
-    return images * 2.0 - 1.0
+    low, high = data_range
+    return images * (high - low) + low
 
 
 def build_noise_scheduler(args: argparse.Namespace, images: torch.Tensor) -> AnnealedLangevinScheduler:
@@ -471,7 +553,7 @@ def build_noise_scheduler(args: argparse.Namespace, images: torch.Tensor) -> Ann
         steps_per_level=args.steps_per_level,
         epsilon=args.langevin_epsilon,
         final_denoise=args.final_denoise,
-        data_range=DATA_RANGE,
+        data_range=args.data_range,
     )
     if args.objective == "epsilon":
         return AnnealedLangevinScheduler(
@@ -486,7 +568,7 @@ def build_noise_scheduler(args: argparse.Namespace, images: torch.Tensor) -> Ann
         from ncsn_diffusers.ncsnv2_techniques import ncsnv2_scheduler_config
 
         ladder = ncsnv2_scheduler_config(
-            to_model_range(images),
+            to_model_range(images, args.data_range),
             sigma_min=args.sigma_min,
             steps_per_level=args.steps_per_level,
             generator=torch.Generator().manual_seed(args.seed),
@@ -537,7 +619,7 @@ def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_i
     )
     levels = torch.randint(0, num_levels, (global_shape[0],), generator=generator, device=device)[shard]
     noise = randn_tensor(global_shape, generator=generator, device=device, dtype=torch.float32)[shard]
-    return to_model_range(clean), noise, levels
+    return to_model_range(clean, args.data_range), noise, levels
 
 
 def objective_losses(model_output, noise, sigma, prediction_type: str):
@@ -744,8 +826,8 @@ def train(args: argparse.Namespace, claim: OutputDirClaim):
     set_seed(args.seed)  # model initialisation; training draws use their own (seed, step) generators
 
     images = load_training_images(args)
-    unet = build_unet(args)
     noise_scheduler = build_noise_scheduler(args, images)
+    unet = build_unet(args) if args.model_type == "unet" else build_paper_unet(args, noise_scheduler)
     if args.objective in VE_OBJECTIVES:
         sigmas = noise_scheduler.sigmas.tolist()
         logger.info(
@@ -781,10 +863,13 @@ def train(args: argparse.Namespace, claim: OutputDirClaim):
         ema = EMAModel(
             accelerator.unwrap_model(unet).parameters(),
             decay=args.ema_max_decay,
-            use_ema_warmup=True,
+            use_ema_warmup=args.ema_warmup,
             inv_gamma=args.ema_inv_gamma,
             power=args.ema_power,
             foreach=True,
+            # Without warm-up, decay = ema_max_decay from the first step: the authors' EMAHelper (EMAModel would
+            # otherwise copy the weights at its first step and ramp (1 + n) / (10 + n) after).
+            **({} if args.ema_warmup else {"min_decay": args.ema_max_decay, "update_after_step": -1}),
         )
 
     start_step = resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps)

@@ -244,7 +244,8 @@ class NCSNv2Hyperparameters:
         """Keyword arguments for `AnnealedLangevinScheduler(**config)` or `AnnealedLangevinScheduler.from_config`."""
         fields = asdict(self)
         keys = ("sigma_max", "sigma_min", "num_noise_levels", "steps_per_level", "epsilon")
-        return {**{k: fields[k] for k in keys}, "langevin_convention": "official"}
+        # Every NCSNv2 config ends sampling with the denoising step (`denoise: true`).
+        return {**{k: fields[k] for k in keys}, "langevin_convention": "official", "final_denoise": True}
 
 
 def ncsnv2_hyperparameters(
@@ -317,7 +318,8 @@ def ncsnv2_scheduler_config(
             Block size of the pairwise-distance computation.
 
     Returns:
-        `dict`: sigma_max, sigma_min, num_noise_levels, steps_per_level, epsilon and langevin_convention="official".
+        `dict`: sigma_max, sigma_min, num_noise_levels, steps_per_level, epsilon, langevin_convention="official" and
+        final_denoise=True.
         Use [`ncsnv2_hyperparameters`] for gamma, D and the achieved variance ratio.
     """
     return ncsnv2_hyperparameters(

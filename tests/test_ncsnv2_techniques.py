@@ -167,8 +167,9 @@ def test_scheduler_config_from_data():
         "steps_per_level",
         "epsilon",
         "langevin_convention",
+        "final_denoise",
     }
-    assert config["langevin_convention"] == "official"
+    assert config["langevin_convention"] == "official" and config["final_denoise"] is True
     assert config["sigma_max"] == max_pairwise_distance(data)
     assert config["sigma_min"] == 0.01 and config["steps_per_level"] == 5
 
