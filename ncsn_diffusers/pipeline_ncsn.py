@@ -301,6 +301,15 @@ def check_components(unet, scheduler):
                 f"prediction_type={prediction_type!r}; use {type(scheduler).__name__}(prediction_type='score', "
                 "...) in VE coordinates (noise_space='ve')."
             )
+        if isinstance(unet, NCSNRefineNet) and not (
+            len(scheduler.sigmas) == len(unet.sigmas)
+            and torch.allclose(scheduler.sigmas.float(), unet.sigmas, rtol=1e-5)
+        ):
+            raise ValueError(
+                "NCSNRefineNet has one embedding per level of its own ladder (sigma_max="
+                f"{unet.config.sigma_max}, sigma_min={unet.config.sigma_min}, num_noise_levels="
+                f"{unet.config.num_noise_levels}); give the scheduler the same three values."
+            )
     elif isinstance(unet, UNet2DModel) and unet.config.time_embedding_type == "positional" and noise_space != "vp":
         raise ValueError(
             f"This UNet2DModel takes integer DDPM timesteps (an epsilon model) but the scheduler is in "

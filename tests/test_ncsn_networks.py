@@ -114,6 +114,18 @@ def test_pipeline_pairs_them_with_the_ve_score_scheduler_only(factory, tmp_path)
         NCSNPipeline(unet=model, scheduler=AnnealedLangevinScheduler(prediction_type="epsilon"))
 
 
+def test_v1_pipeline_needs_the_networks_ladder():
+    with pytest.raises(ValueError, match="same three values"):
+        NCSNPipeline(unet=_v1(), scheduler=AnnealedLangevinScheduler(num_noise_levels=10))
+
+
+def test_v1_keeps_float32_rungs_in_bfloat16():
+    model = _v1().to(torch.bfloat16)
+    sigma = AnnealedLangevinScheduler(num_noise_levels=5).sigmas[2]
+    assert model.noise_level_index(sigma, 1).tolist() == [2]
+    assert model(torch.rand(1, 1, 8, 8, dtype=torch.bfloat16), sigma).sample.dtype == torch.bfloat16
+
+
 def test_parameter_counts_equal_the_authors_cifar10_networks():
     # Counted on the authors' classes built from their configs: CondRefineNetDilated (anneal.yml, CIFAR-10, ngf 128)
     # and NCSNv2 (ncsnv2/configs/cifar10.yml); see README "Reproducing the papers".

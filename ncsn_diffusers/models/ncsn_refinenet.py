@@ -68,9 +68,6 @@ class NCSNRefineNet(ModelMixin, ConfigMixin):
                 f"The ladder needs 0 < sigma_min < sigma_max and at least 2 levels, got sigma_min={sigma_min}, "
                 f"sigma_max={sigma_max}, num_noise_levels={num_noise_levels}."
             )
-        self.register_buffer(
-            "sigmas", geometric_sigmas(sigma_max, sigma_min, num_noise_levels).float(), persistent=False
-        )
 
         def norm(channels: int) -> nn.Module:
             return ConditionalInstanceNormPlusPlus2d(channels, num_noise_levels)
@@ -83,6 +80,13 @@ class NCSNRefineNet(ModelMixin, ConfigMixin):
         self.norm_out = norm(base_channels)
         self.act = act
         self.conv_out = nn.Conv2d(base_channels, in_channels, 3, padding=1)
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """The ladder sigma_1 > ... > sigma_L (float32, CPU) of the config, as the scheduler computes it."""
+        # Not a buffer: `model.to(torch.bfloat16)` would round the rungs and no float32 sigma would match them.
+        config = self.config
+        return geometric_sigmas(config.sigma_max, config.sigma_min, config.num_noise_levels).float().cpu()
 
     def noise_level_index(self, sigma: torch.Tensor | float, batch_size: int) -> torch.Tensor:
         r"""
@@ -97,9 +101,10 @@ class NCSNRefineNet(ModelMixin, ConfigMixin):
         Returns:
             `torch.Tensor`: the (batch_size,) long tensor of level indices.
         """
-        sigma = NCSNUNet2DModel._sigma_per_sample(sigma, batch_size, self.sigmas.device)
-        level = (sigma[:, None].log() - self.sigmas[None, :].log()).abs().argmin(dim=1)
-        off = ~torch.isclose(self.sigmas[level], sigma, rtol=LADDER_RTOL, atol=0.0)
+        sigmas = self.sigmas.to(self.device)
+        sigma = NCSNUNet2DModel._sigma_per_sample(sigma, batch_size, sigmas.device)
+        level = (sigma[:, None].log() - sigmas[None, :].log()).abs().argmin(dim=1)
+        off = ~torch.isclose(sigmas[level], sigma, rtol=LADDER_RTOL, atol=0.0)
         if off.any():
             raise ValueError(
                 f"sigma={sigma[off][0].item():.6g} is not on this network's ladder ({self.config.num_noise_levels} "
