@@ -360,6 +360,8 @@ def check_args(args: argparse.Namespace):
 def apply_recipe(args: argparse.Namespace, explicit: set[str]):
     """Sets the values of `--recipe` on every flag not given on the command line, and the data range it trains in."""
     args.data_range = OFFICIAL_DATA_RANGE if args.recipe else DATA_RANGE
+    if args.model_type != "unet" and args.objective != "dsm":
+        raise ValueError(f"--model_type {args.model_type} is a score network; train it with --objective dsm.")
     if args.recipe is None:
         return
     if args.recipe_dataset is not None:
@@ -574,6 +576,7 @@ def build_noise_scheduler(args: argparse.Namespace, images: torch.Tensor) -> Ann
             generator=torch.Generator().manual_seed(args.seed),
         )
         common.update(epsilon=ladder.pop("epsilon"))
+        ladder.pop("final_denoise")  # --final_denoise decides
         return AnnealedLangevinScheduler(prediction_type="score", **{**common, **ladder})
     return AnnealedLangevinScheduler(
         sigma_max=args.sigma_max,
