@@ -130,6 +130,7 @@ def test_wrong_config_fails_with_the_shape_mismatch(tmp_path):
         convert_script.convert(FIXTURES / "ncsnv2_celeba" / "checkpoint.pth", path, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_command_line_end_to_end(tmp_path):
     folder = FIXTURES / "ncsn_v1_cifar10"
     command = [sys.executable, str(SCRIPT), "--checkpoint_path", str(folder / "checkpoint.pth")]
