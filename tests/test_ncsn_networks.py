@@ -134,3 +134,9 @@ def test_parameter_counts_equal_the_authors_cifar10_networks():
         v2 = NCSNv2Model.from_variant("ncsnv2", sample_size=32, in_channels=3, base_channels=128)
     assert sum(p.numel() for p in v1.parameters()) == 30_117_635
     assert sum(p.numel() for p in v2.parameters()) == 29_694_083
+
+
+@pytest.mark.parametrize(("shape", "message"), [((2, 3, 8, 8), "expected"), ((2, 1, 9, 9), "multiples of 2")])
+def test_bad_samples_are_rejected(shape, message):
+    with pytest.raises(ValueError, match=message):
+        _v2()(torch.rand(shape), 1.0)

@@ -8,7 +8,12 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from ..noise_ladders import geometric_sigmas
 from ..unet_ncsn import NCSNUNet2DModel
-from .refinenet_blocks import ConditionalInstanceNormPlusPlus2d, RefineNetBackbone, check_refinenet_config
+from .refinenet_blocks import (
+    ConditionalInstanceNormPlusPlus2d,
+    RefineNetBackbone,
+    check_refinenet_config,
+    check_refinenet_sample,
+)
 
 # Relative distance within which a sigma counts as a rung of the ladder (neighbouring rungs differ by far more).
 LADDER_RTOL = 1e-5
@@ -131,6 +136,7 @@ class NCSNRefineNet(ModelMixin, ConfigMixin):
         Returns:
             [`~models.unets.unet_2d.UNet2DOutput`] or `tuple`: the score estimate, shaped like `sample`.
         """
+        check_refinenet_sample(sample, self.config.in_channels, self.config.dilations)
         level = self.noise_level_index(sigma, sample.shape[0])
         h = 2 * sample - 1 if self.config.rescale_input else sample
         h = self.backbone(self.conv_in(h), level)

@@ -7,7 +7,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from ..unet_ncsn import NCSNUNet2DModel
-from .refinenet_blocks import InstanceNormPlusPlus2d, RefineNetBackbone, check_refinenet_config
+from .refinenet_blocks import InstanceNormPlusPlus2d, RefineNetBackbone, check_refinenet_config, check_refinenet_sample
 
 # The authors' three depths: `NCSNv2` (CIFAR-10 32px, CelebA 64px), `NCSNv2Deeper` (LSUN 64-128px),
 # `NCSNv2Deepest` (FFHQ 256px).
@@ -103,6 +103,7 @@ class NCSNv2Model(ModelMixin, ConfigMixin):
         Returns:
             [`~models.unets.unet_2d.UNet2DOutput`] or `tuple`: the score estimate, shaped like `sample`.
         """
+        check_refinenet_sample(sample, self.config.in_channels, self.config.dilations)
         sigma = NCSNUNet2DModel._sigma_per_sample(sigma, sample.shape[0], sample.device)  # (B,) float32
         h = 2 * sample - 1 if self.config.rescale_input else sample
         h = self.backbone(self.conv_in(h), None)

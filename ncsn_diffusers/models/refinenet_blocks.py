@@ -258,3 +258,15 @@ def check_refinenet_config(base_channels: int, channel_multipliers: tuple[int, .
         )
     if base_channels < 1 or min(channel_multipliers) < 1 or min(dilations) < 1:
         raise ValueError("`base_channels`, `channel_multipliers` and `dilations` must be positive integers.")
+
+
+def check_refinenet_sample(sample: torch.Tensor, in_channels: int, dilations: tuple[int, ...]):
+    """Raises a ValueError for a sample the RefineNet cannot take: wrong shape, or a side its poolings cannot halve."""
+    if sample.ndim != 4 or sample.shape[1] != in_channels:
+        raise ValueError(f"`sample` has shape {tuple(sample.shape)}, expected (batch, {in_channels}, height, width).")
+    factor = 2 ** sum(d == 1 for d in dilations[1:])
+    if sample.shape[-2] % factor or sample.shape[-1] % factor:
+        raise ValueError(
+            f"`sample` is {sample.shape[-2]}x{sample.shape[-1]}, but this network halves it {factor.bit_length() - 1} "
+            f"time(s); height and width must be multiples of {factor}."
+        )
