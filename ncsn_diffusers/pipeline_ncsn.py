@@ -273,6 +273,11 @@ def check_components(unet, scheduler):
     """Raises a ValueError for a U-Net and scheduler that cannot sample together, saying how to pair them."""
     names = ", ".join(cls.__name__ for cls in SCORE_SCHEDULERS)
     if is_denoiser_scheduler(scheduler):
+        if isinstance(unet, NCSNRefineNet):
+            raise ValueError(
+                f"{type(scheduler).__name__} calls the network at sigmas of its own, but NCSNRefineNet knows only the "
+                "levels of its ladder; sample it with AnnealedLangevinScheduler (or PC / CAS) on that ladder."
+            )
         if isinstance(unet, UNet2DModel):
             raise ValueError(
                 f"{type(scheduler).__name__} drives a score model through the denoiser x + sigma**2 s(x, sigma), but "

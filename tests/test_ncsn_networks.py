@@ -140,3 +140,10 @@ def test_parameter_counts_equal_the_authors_cifar10_networks():
 def test_bad_samples_are_rejected(shape, message):
     with pytest.raises(ValueError, match=message):
         _v2()(torch.rand(shape), 1.0)
+
+
+def test_v1_is_refused_by_the_edm_schedulers():
+    from diffusers import EDMEulerScheduler
+
+    with pytest.raises(ValueError, match="knows only the levels"):
+        NCSNPipeline(unet=_v1(), scheduler=EDMEulerScheduler(sigma_min=0.01, sigma_max=1.0))
