@@ -358,8 +358,7 @@ def check_args(args: argparse.Namespace):
 
 
 def apply_recipe(args: argparse.Namespace, explicit: set[str]):
-    """Sets the values of `--recipe` on every flag not given on the command line, and the data range it trains in."""
-    args.data_range = OFFICIAL_DATA_RANGE if args.recipe else DATA_RANGE
+    """Sets the values of `--recipe` on every flag not given on the command line."""
     if args.model_type != "unet" and args.objective != "dsm":
         raise ValueError(f"--model_type {args.model_type} is a score network; train it with --objective dsm.")
     if args.recipe is None:
@@ -535,10 +534,15 @@ def build_paper_unet(args: argparse.Namespace, noise_scheduler: AnnealedLangevin
         sample_size=args.resolution,
         in_channels=args.channels,
         base_channels=args.base_channels,
-        data_range=args.data_range,
+        data_range=model_data_range(args),
         ladder=(config.sigma_max, config.sigma_min, config.num_noise_levels),
         variant=args.ncsnv2_variant,
     )
+
+
+def model_data_range(args: argparse.Namespace) -> tuple[float, float]:
+    """[0, 1] under `--recipe` (the authors' convention; their networks apply 2 x - 1), else [-1, 1]."""
+    return OFFICIAL_DATA_RANGE if args.recipe else DATA_RANGE
 
 
 def to_model_range(images: torch.Tensor, data_range: tuple[float, float] = DATA_RANGE) -> torch.Tensor:
@@ -555,7 +559,7 @@ def build_noise_scheduler(args: argparse.Namespace, images: torch.Tensor) -> Ann
         steps_per_level=args.steps_per_level,
         epsilon=args.langevin_epsilon,
         final_denoise=args.final_denoise,
-        data_range=args.data_range,
+        data_range=model_data_range(args),
     )
     if args.objective == "epsilon":
         return AnnealedLangevinScheduler(
@@ -570,7 +574,7 @@ def build_noise_scheduler(args: argparse.Namespace, images: torch.Tensor) -> Ann
         from ncsn_diffusers.ncsnv2_techniques import ncsnv2_scheduler_config
 
         ladder = ncsnv2_scheduler_config(
-            to_model_range(images, args.data_range),
+            to_model_range(images, model_data_range(args)),
             sigma_min=args.sigma_min,
             steps_per_level=args.steps_per_level,
             generator=torch.Generator().manual_seed(args.seed),
@@ -622,7 +626,7 @@ def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_i
     )
     levels = torch.randint(0, num_levels, (global_shape[0],), generator=generator, device=device)[shard]
     noise = randn_tensor(global_shape, generator=generator, device=device, dtype=torch.float32)[shard]
-    return to_model_range(clean, args.data_range), noise, levels
+    return to_model_range(clean, model_data_range(args)), noise, levels
 
 
 def objective_losses(model_output, noise, sigma, prediction_type: str):

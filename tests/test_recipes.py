@@ -95,7 +95,7 @@ def test_recipe_sets_the_authors_settings_and_flags_override():
     assert (args.learning_rate, args.train_batch_size, args.max_train_steps) == (1e-4, 128, cifar.n_iters)
     assert args.use_ema and not args.ema_warmup and args.ema_max_decay == 0.999 and not args.dequantize
     assert args.adam_epsilon == adam_epsilon_for_pixel_mean_loss(1e-8, 3 * 32 * 32)
-    assert args.data_range == (0.0, 1.0)
+    assert train_ncsn.model_data_range(args) == (0.0, 1.0)
 
     ffhq = train_ncsn.parse_args(["--recipe", "ncsnv2", "--recipe_dataset", "ffhq", "--learning_rate", "3e-4"])
     assert ffhq.learning_rate == 3e-4 and ffhq.train_batch_size == 32 and ffhq.ncsnv2_variant == "ncsnv2_deepest"
