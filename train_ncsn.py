@@ -359,8 +359,8 @@ def check_args(args: argparse.Namespace):
 
 def apply_recipe(args: argparse.Namespace, explicit: set[str]):
     """Sets the values of `--recipe` on every flag not given on the command line."""
-    if args.model_type != "unet" and args.objective != "dsm":
-        raise ValueError(f"--model_type {args.model_type} is a score network; train it with --objective dsm.")
+    if args.model_type != "unet" and args.objective == "epsilon":
+        raise ValueError(f"--model_type {args.model_type} is a score network; train it with --objective dsm or ssm.")
     if args.recipe is None:
         return
     if args.recipe_dataset is not None:

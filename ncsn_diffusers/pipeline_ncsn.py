@@ -18,6 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo, snapshot_download
 
 from .model_card import write_model_card
+from .models import NCSNRefineNet, NCSNv2Model
 from .parameterization import denoiser_model_output
 from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range, scheduler_overrides
 from .schedulers import (
@@ -49,7 +50,7 @@ class NCSNPipeline(DiffusionPipeline):
     implemented for all pipelines (downloading, saving, running on a particular device, etc.).
 
     Parameters:
-        unet ([`NCSNUNet2DModel`] or [`~diffusers.UNet2DModel`]):
+        unet ([`NCSNUNet2DModel`], [`NCSNRefineNet`], [`NCSNv2Model`] or [`~diffusers.UNet2DModel`]):
             The network: s_theta(x, sigma) for a score model, epsilon_theta(x_t, t) for a DDPM model.
         scheduler ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`],
             [`ConsistentAnnealedSamplingScheduler`], or a diffusers EDM scheduler):
@@ -61,7 +62,7 @@ class NCSNPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        unet: NCSNUNet2DModel | UNet2DModel,
+        unet: NCSNUNet2DModel | NCSNRefineNet | NCSNv2Model | UNet2DModel,
         scheduler: AnnealedLangevinScheduler
         | PredictorCorrectorScheduler
         | ConsistentAnnealedSamplingScheduler
@@ -299,10 +300,10 @@ def check_components(unet, scheduler):
         )
     noise_space = getattr(scheduler.config, "noise_space", "ve")
     prediction_type = scheduler.config.prediction_type
-    if isinstance(unet, NCSNUNet2DModel):
+    if isinstance(unet, (NCSNUNet2DModel, NCSNRefineNet, NCSNv2Model)):
         if noise_space != "ve" or prediction_type != "score":
             raise ValueError(
-                f"NCSNUNet2DModel returns the score s(x, sigma) but the scheduler has noise_space={noise_space!r}, "
+                f"{type(unet).__name__} returns the score s(x, sigma) but the scheduler has noise_space={noise_space!r}, "
                 f"prediction_type={prediction_type!r}; use {type(scheduler).__name__}(prediction_type='score', "
                 "...) in VE coordinates (noise_space='ve')."
             )
