@@ -78,8 +78,8 @@ class NCSNPipeline(DiffusionPipeline):
         r"""
         Loads a pipeline from a local folder or a Hub repo id, as [`~diffusers.DiffusionPipeline.from_pretrained`].
 
-        A repo is fetched whole with `huggingface_hub.snapshot_download` first: diffusers' own download reads the
-        `ncsn_diffusers` entries of `model_index.json` as remote code files (`scheduler/ncsn_diffusers.py`) and fails.
+        A repo is fetched whole with `huggingface_hub.snapshot_download` first and checked to hold `unet/` and
+        `scheduler/` (`DiffusionPipeline.from_pretrained(repo_id)` loads it too, once `ncsn_diffusers` is imported).
         Hub arguments (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`) apply to that download.
         """
         local_dir = resolve_pipeline_folder(
