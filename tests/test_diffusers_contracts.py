@@ -45,9 +45,7 @@ def test_pipeline_save_forwards_variant_to_the_unet(pipe, tmp_path):
         "unet_ncsn.py",  # still written: AutoModel's remote code
     ]
     for loader in (NCSNPipeline, DiffusionPipeline):
-        assert_same_weights(
-            loader.from_pretrained(tmp_path, variant="fp16").unet, pipe.unet
-        )
+        assert_same_weights(loader.from_pretrained(tmp_path, variant="fp16").unet, pipe.unet)
 
 
 def test_pipeline_save_forwards_max_shard_size_to_the_unet(pipe, tmp_path):
@@ -99,3 +97,13 @@ def test_unet_without_sample_size_names_the_fix(pipe):
         sample(pipe)
     pipe.unet.register_to_config(sample_size=(8, 16))
     assert sample(pipe).images.shape == (2, 1, 8, 16)
+
+
+def test_registration_never_shadows_a_diffusers_class():
+    import diffusers
+
+    from ncsn_diffusers.diffusers_registration import register_with_diffusers
+
+    stock = diffusers.DDPMPipeline
+    register_with_diffusers(type("DDPMPipeline", (NCSNPipeline,), {}))
+    assert diffusers.DDPMPipeline is stock and diffusers.NCSNPipeline is NCSNPipeline
