@@ -60,5 +60,6 @@ __all__ = [
     "write_model_card",
 ]
 
-# Every public pipeline, model and scheduler, so that classes added to __all__ are registered too.
-register_with_diffusers(*(globals()[name] for name in __all__))
+# Every public pipeline, model and scheduler, so that classes added to __all__ are registered too, and the old
+# scheduler module path.
+register_with_diffusers(scheduling_annealed_langevin, *(globals()[name] for name in __all__))

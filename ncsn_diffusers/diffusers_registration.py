@@ -14,20 +14,25 @@ base classes of their own: they load through diffusers' `ModelMixin` and `Schedu
 leave every diffusers name as it was.
 """
 
+import types
+
 import diffusers
 from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin
 from diffusers.pipelines import pipeline_loading_utils
 
 
-def register_with_diffusers(*classes: type) -> None:
+def register_with_diffusers(*objects: type | types.ModuleType) -> None:
     """
     Makes `DiffusionPipeline.from_pretrained` resolve the given classes: pipelines by their name in `_class_name`,
-    models and schedulers by the module path of their `model_index.json` entry. Other classes are skipped.
+    models and schedulers by the module path of their `model_index.json` entry. A module is registered as such a
+    path (for the paths that older saved pipelines name). Anything else is skipped.
     """
-    for cls in classes:
-        if not isinstance(cls, type):
+    for cls in objects:
+        if isinstance(cls, types.ModuleType):
+            pipeline_loading_utils.LOADABLE_CLASSES.setdefault(cls.__name__, {})
+        elif not isinstance(cls, type):
             continue
-        if issubclass(cls, DiffusionPipeline):
+        elif issubclass(cls, DiffusionPipeline):
             if not hasattr(diffusers, cls.__name__):  # never shadow a class of diffusers' own
                 setattr(diffusers, cls.__name__, cls)
         elif issubclass(cls, (ModelMixin, SchedulerMixin)):

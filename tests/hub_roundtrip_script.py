@@ -272,6 +272,20 @@ def generic_entry_point_loads_from_the_hub(ctx: Context) -> None:
     a, b = (p(generator=torch.Generator().manual_seed(0), **kwargs).images for p in (pipe, loaded))
     assert torch.equal(a, b)
 
+    # A pipeline saved before the schedulers/ subpackage names the old module path.
+    import json
+
+    from huggingface_hub import HfApi
+
+    folder = ctx.workdir / "old_path"
+    pipe.save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["scheduler"] = ["ncsn_diffusers.scheduling_annealed_langevin", "AnnealedLangevinScheduler"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    repo_id = HfApi().create_repo("tiny-ncsn-old-path").repo_id
+    HfApi().upload_folder(repo_id=repo_id, folder_path=folder)
+    assert torch.equal(DiffusionPipeline.from_pretrained(repo_id).unet.conv_in.weight, pipe.unet.conv_in.weight)
+
     ddpm = _tiny_ddpm_pipeline()
     ddpm.scheduler = AnnealedLangevinScheduler.from_config(ddpm.scheduler.config)
     ddpm.push_to_hub("tiny-ddpm-swapped-generic")
