@@ -3,7 +3,7 @@ layerwise casting, and the U-Net/scheduler pairing however the components were s
 
 import pytest
 import torch
-from diffusers import DDPMScheduler, DiffusionPipeline
+from diffusers import DDPMScheduler, DiffusionPipeline, EDMEulerScheduler
 from tiny_models import tiny_ddpm_unet
 
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel
@@ -82,12 +82,15 @@ def test_swapped_components_are_checked_at_call_time(pipe):
     with pytest.raises(ValueError, match="NCSNUNet2DModel returns the score"):
         sample(pipe)
     pipe.scheduler = DDPMScheduler()
-    with pytest.raises(ValueError, match="needs an AnnealedLangevinScheduler"):
+    with pytest.raises(ValueError, match="NCSNPipeline needs one of"):
         sample(pipe)
     assert calls == []  # refused before the first U-Net call
     pipe.scheduler = AnnealedLangevinScheduler()
     pipe.unet = tiny_ddpm_unet()
     with pytest.raises(ValueError, match="takes integer DDPM timesteps"):
+        sample(pipe)
+    pipe.scheduler = EDMEulerScheduler()
+    with pytest.raises(ValueError, match="drives a score model through the denoiser"):
         sample(pipe)
 
 
