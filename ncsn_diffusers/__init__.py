@@ -1,12 +1,13 @@
 """Noise Conditional Score Networks (Song & Ermon, 2019) for Hugging Face diffusers.
 
-Importing the package makes its classes resolvable by diffusers' loaders, which find the `ncsn_diffusers` entries
-of a saved `model_index.json` among the modules already imported.
+Importing the package makes its classes resolvable by diffusers' loaders, `DiffusionPipeline.from_pretrained`
+included (see `diffusers_registration.py`).
 """
 
 # Pipelines saved before the schedulers/ subpackage name this module in model_index.json; diffusers loads a
 # component only from a module already imported.
 from . import scheduling_annealed_langevin  # noqa: F401
+from .diffusers_registration import register_with_diffusers
 from .digits import load_digits_images
 from .losses import dsm_loss, epsilon_loss, ssm_loss
 from .model_card import render_model_card, write_model_card
@@ -32,6 +33,7 @@ from .schedulers import (
 from .unet_ncsn import NCSNUNet2DModel
 
 __version__ = "0.1.0"
+
 
 __all__ = [
     "AnnealedLangevinScheduler",
@@ -60,3 +62,7 @@ __all__ = [
     "ssm_loss",
     "write_model_card",
 ]
+
+# Every public pipeline, model and scheduler, so that classes added to __all__ are registered too, and the old
+# scheduler module path.
+register_with_diffusers(scheduling_annealed_langevin, *(globals()[name] for name in __all__))

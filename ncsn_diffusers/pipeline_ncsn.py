@@ -79,8 +79,8 @@ class NCSNPipeline(DiffusionPipeline):
         r"""
         Loads a pipeline from a local folder or a Hub repo id, as [`~diffusers.DiffusionPipeline.from_pretrained`].
 
-        A repo is fetched whole with `huggingface_hub.snapshot_download` first: diffusers' own download reads the
-        `ncsn_diffusers` entries of `model_index.json` as remote code files (`scheduler/ncsn_diffusers.py`) and fails.
+        A repo is fetched whole with `huggingface_hub.snapshot_download` first and checked to hold `unet/` and
+        `scheduler/` (`DiffusionPipeline.from_pretrained(repo_id)` loads it too, once `ncsn_diffusers` is imported).
         Hub arguments (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`) apply to that download.
         """
         local_dir = resolve_pipeline_folder(
@@ -195,9 +195,9 @@ class NCSNPipeline(DiffusionPipeline):
         """
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["sample"]
         self.check_inputs(batch_size, generator, output_type, callback_on_step_end_tensor_inputs)
-        size = self.unet.config.sample_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        shape = (batch_size, self.unet.config.in_channels, *size)
+        # Again at each call: `pipe.unet = ...` or `pipe.scheduler = ...` after construction bypasses `__init__`.
+        check_components(self.unet, self.scheduler)
+        shape = (batch_size, self.unet.config.in_channels, *self._sample_size())
         device = self._execution_device
 
         scheduler = self.scheduler
@@ -261,6 +261,16 @@ class NCSNPipeline(DiffusionPipeline):
                 f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not available; use ['sample']."
             )
 
+    def _sample_size(self) -> tuple[int, int]:
+        size = self.unet.config.sample_size
+        if size is None:
+            raise ValueError(
+                "pipe.unet.config.sample_size is None, so the pipeline does not know what size of image to draw; set "
+                "it with pipe.unet.register_to_config(sample_size=32) (height and width, or (height, width)), or build "
+                "the U-Net with sample_size=..."
+            )
+        return (size, size) if isinstance(size, int) else tuple(size)
+
 
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies")
 
@@ -271,7 +281,10 @@ def is_denoiser_scheduler(scheduler) -> bool:
 
 
 def check_components(unet, scheduler):
-    """Raises a ValueError for a U-Net and scheduler that cannot sample together, saying how to pair them."""
+    """
+    Raises a ValueError for a U-Net and scheduler that cannot sample together, saying how to pair them. The one place
+    that says which pairs sample: `NCSNPipeline` calls it at construction and again at every call.
+    """
     names = ", ".join(cls.__name__ for cls in SCORE_SCHEDULERS)
     if is_denoiser_scheduler(scheduler):
         if isinstance(unet, NCSNRefineNet):

@@ -236,18 +236,19 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
         config_dict = {key: value for key, value in config_dict.items() if key != "auto_map"}
         return super().extract_init_dict(config_dict, **kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs):
+    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
         r"""
-        Saves the model as [`~diffusers.ModelMixin.save_pretrained`] does (config.json and safetensors weights), plus a
-        copy of this module, `unet_ncsn.py`, which the config's `auto_map` names: with it the folder (or a Hub repo
-        pushed from it) loads without ncsn-diffusers through
-        `diffusers.AutoModel.from_pretrained(folder, trust_remote_code=True)`.
+        Saves config.json as [`~diffusers.ConfigMixin.save_config`] does, plus a copy of this module, `unet_ncsn.py`,
+        which the config's `auto_map` names: with it the folder (or a Hub repo pushed from it) loads without
+        ncsn-diffusers through `diffusers.AutoModel.from_pretrained(folder, trust_remote_code=True)`.
+
+        `save_pretrained` is `ModelMixin`'s own (it calls this before writing the weights, so `push_to_hub=True`
+        uploads the file too): `DiffusionPipeline.save_pretrained` forwards `variant`, `safe_serialization` and
+        `max_shard_size` only to components whose `save_pretrained` names them.
         """
-        if is_main_process and not os.path.isfile(save_directory):
-            # Copied before the weights are written, so that `push_to_hub=True` uploads it as well.
-            os.makedirs(save_directory, exist_ok=True)
-            shutil.copyfile(__file__, os.path.join(save_directory, os.path.basename(__file__)))
-        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        os.makedirs(save_directory, exist_ok=True)
+        shutil.copyfile(__file__, os.path.join(save_directory, os.path.basename(__file__)))
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "NCSNUNet2DModel":
@@ -287,9 +288,11 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
         self._check_sample(sample)
         sigma = self._sigma_per_sample(sigma, sample.shape[0], sample.device)  # (B,) float32
 
-        # The embedding is computed in float32 (log of small sigmas, high frequencies) and cast to the MLP's dtype.
+        # The embedding is computed in float32 (log of small sigmas, high frequencies) and cast to the dtype the
+        # network computes in, that of `sample` (not that of a weight: under layerwise casting the weights are stored
+        # in float8 and computed in bfloat16).
         emb = self.sigma_proj(torch.log(sigma))
-        emb = self.time_embedding(emb.to(self.time_embedding.linear_1.weight.dtype))
+        emb = self.time_embedding(emb.to(sample.dtype))
 
         hidden = self.conv_in(sample)
         skips = (hidden,)

@@ -281,6 +281,48 @@ def swapped_ddpm_pipeline_push_and_load(ctx: Context) -> None:
     assert as_ncsn.scheduler.config.prediction_type == "epsilon"
 
 
+@check
+def generic_entry_point_loads_from_the_hub(ctx: Context) -> None:
+    """With ncsn_diffusers imported, diffusers' own DiffusionPipeline.from_pretrained(repo_id) downloads and loads a
+    pushed NCSNPipeline (an fp16-labelled variant here) and DDPMPipeline.from_pretrained a swapped DDPM pipeline."""
+    import torch
+    from diffusers import DDPMPipeline, DiffusionPipeline
+
+    from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel
+
+    torch.manual_seed(0)
+    scheduler = AnnealedLangevinScheduler(sigma_max=2.0, sigma_min=0.02, epsilon=8e-5, data_range=(-1.0, 1.0))
+    pipe = NCSNPipeline(unet=NCSNUNet2DModel.from_preset("tiny", sample_size=8), scheduler=scheduler)
+    pipe.push_to_hub("tiny-ncsn-generic", variant="fp16")
+    loaded = DiffusionPipeline.from_pretrained(ctx.repo_id("tiny-ncsn-generic"), variant="fp16")
+    assert type(loaded) is NCSNPipeline, type(loaded)
+    kwargs = {"batch_size": 2, "num_inference_steps": 6, "output_type": "pt"}
+    a, b = (p(generator=torch.Generator().manual_seed(0), **kwargs).images for p in (pipe, loaded))
+    assert torch.equal(a, b)
+
+    # A pipeline saved before the schedulers/ subpackage names the old module path.
+    import json
+
+    from huggingface_hub import HfApi
+
+    folder = ctx.workdir / "old_path"
+    pipe.save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["scheduler"] = ["ncsn_diffusers.scheduling_annealed_langevin", "AnnealedLangevinScheduler"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    repo_id = HfApi().create_repo("tiny-ncsn-old-path").repo_id
+    HfApi().upload_folder(repo_id=repo_id, folder_path=folder)
+    assert torch.equal(DiffusionPipeline.from_pretrained(repo_id).unet.conv_in.weight, pipe.unet.conv_in.weight)
+
+    ddpm = _tiny_ddpm_pipeline()
+    ddpm.scheduler = AnnealedLangevinScheduler.from_config(ddpm.scheduler.config)
+    ddpm.push_to_hub("tiny-ddpm-swapped-generic")
+    loaded = DDPMPipeline.from_pretrained(ctx.repo_id("tiny-ddpm-swapped-generic"))
+    assert isinstance(loaded.scheduler, AnnealedLangevinScheduler) and loaded.scheduler.config.noise_space == "vp"
+    for name, tensor in ddpm.unet.state_dict().items():
+        assert torch.equal(tensor, loaded.unet.state_dict()[name]), name
+
+
 def main(argv: list[str]) -> int:
     if "huggingface_hub" in sys.modules:
         raise RuntimeError("huggingface_hub was imported before HF_ENDPOINT was set; it would talk to the real Hub")
