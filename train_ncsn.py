@@ -6,7 +6,8 @@
     accelerate launch train_ncsn.py --train_data_dir DIR --resolution 32 --channels 3 --model_preset cifar10
 
 `--objective dsm` trains `NCSNUNet2DModel` s_theta(x, sigma) by denoising score matching on the geometric ladder
-sigma_1 > ... > sigma_L with lambda(sigma) = sigma^2: loss = mean ||sigma s_theta(x + sigma z, sigma) + z||^2.
+sigma_1 > ... > sigma_L with lambda(sigma) = sigma^2: loss = mean ||sigma s_theta(x + sigma z, sigma) + z||^2, sigma a
+level of the ladder (`--sigma_sampling discrete`) or log-uniform in [sigma_L, sigma_1] (`log_uniform`).
 `--objective ssm` trains the same network by sliced score matching on the same ladder (`ssm_loss`, `--num_projections`).
 `--objective epsilon` trains diffusers' `UNet2DModel` eps_theta(x_t, t) with DDPM's loss mean ||eps_theta - z||^2 on
 x_t = sqrt(abar_t) x + sqrt(1 - abar_t) z. Both log the other form too: under eps = -sigma s (VE) and
@@ -151,6 +152,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--sigma_max", type=float, default=None, help="sigma_1 (default 1.0; explicit ladder, data in [-1, 1]).")
     add("--sigma_min", type=float, default=None, help="sigma_L (default 0.02 = the paper's 0.01 for [-1, 1] data).")
     add("--num_noise_levels", type=int, default=None, help="L (default 10; with ncsnv2 it is computed).")
+    add(
+        "--sigma_sampling",
+        choices=("discrete", "log_uniform"),
+        default="discrete",
+        help="Training sigmas: discrete, a level of the ladder (the paper); log_uniform, log sigma uniform in "
+        "[log sigma_L, log sigma_1] (score SDE's VE training), so the network is trained between the levels too.",
+    )
     add("--steps_per_level", type=int, default=None, help="T, Langevin steps per level when sampling (default 20).")
     add(
         "--langevin_epsilon",
@@ -286,6 +294,10 @@ def check_args(args: argparse.Namespace):
         raise ValueError(
             f"{' and '.join(ve_flags) or '--noise_ladder ncsnv2'} set(s) the VE ladder of --objective dsm; "
             "--objective epsilon uses the DDPM schedule (--num_train_timesteps, --ddpm_beta_schedule)."
+        )
+    if args.objective == "epsilon" and args.sigma_sampling != "discrete":
+        raise ValueError(
+            "--sigma_sampling log_uniform draws VE sigmas (--objective dsm or ssm); epsilon draws DDPM timesteps."
         )
     computed = [f"--{n}" for n in ("sigma_max", "num_noise_levels") if getattr(args, n) is not None]
     if args.noise_ladder == "ncsnv2" and computed:
@@ -514,7 +526,8 @@ def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_i
     shard, so they do not depend on the number of processes, nor on where a run was resumed.
 
     Returns:
-        `tuple`: clean (B, C, R, R), noise (B, C, R, R), levels (B,) (VE: ladder indices; VP: DDPM timesteps).
+        `tuple`: clean (B, C, R, R), noise (B, C, R, R), levels (B,) (VE: ladder indices, or the sigmas themselves
+        with `--sigma_sampling log_uniform`; VP: DDPM timesteps).
     """
     device = images.device
     index = order.indices(micro_step, process_index, num_processes)
@@ -532,12 +545,22 @@ def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_i
     if args.random_flip:
         flip = torch.rand(global_shape[0], generator=generator, device=device)[shard] < 0.5
         clean = torch.where(append_dims(flip, clean.ndim), clean.flip(-1), clean)
-    num_levels = (
-        args.num_train_timesteps if noise_scheduler.config.noise_space == "vp" else len(noise_scheduler.sigmas)
-    )
-    levels = torch.randint(0, num_levels, (global_shape[0],), generator=generator, device=device)[shard]
+    if noise_scheduler.config.noise_space == "ve" and args.sigma_sampling == "log_uniform":
+        levels = log_uniform_sigmas(noise_scheduler.sigmas, global_shape[0], generator, device)[shard]
+    else:
+        num_levels = (
+            args.num_train_timesteps if noise_scheduler.config.noise_space == "vp" else len(noise_scheduler.sigmas)
+        )
+        levels = torch.randint(0, num_levels, (global_shape[0],), generator=generator, device=device)[shard]
     noise = randn_tensor(global_shape, generator=generator, device=device, dtype=torch.float32)[shard]
     return to_model_range(clean), noise, levels
+
+
+def log_uniform_sigmas(ladder: torch.Tensor, batch_size: int, generator, device) -> torch.Tensor:
+    """(B,) float32 sigmas with log sigma ~ U(log sigma_L, log sigma_1): sigma = sigma_L (sigma_1 / sigma_L)^u."""
+    sigma_max, sigma_min = float(ladder.max()), float(ladder.min())
+    u = torch.rand(batch_size, generator=generator, device=device)
+    return sigma_min * (sigma_max / sigma_min) ** u
 
 
 def objective_losses(model_output, noise, sigma, prediction_type: str):
@@ -563,7 +586,7 @@ def training_losses(unet, noise_scheduler, clean, noise, levels, sigmas_or_alpha
         `tuple`: (loss to optimise, the same loss in the other parameterisation), both scalars.
     """
     if noise_scheduler.config.noise_space == "ve":
-        sigma = sigmas_or_alphas[levels]  # (B,)
+        sigma = levels if levels.is_floating_point() else sigmas_or_alphas[levels]  # (B,); float: log_uniform draws
         noisy = noise_scheduler.add_noise(clean, noise, sigma)  # x + sigma z
         if ssm_projections is not None:
             return sliced_losses(unet, noisy, noise, sigma, *ssm_projections)
@@ -1044,6 +1067,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "dequantize": args.dequantize,
             "random_flip": args.random_flip,
             "noise_ladder": args.noise_ladder if args.objective in VE_OBJECTIVES else "ddpm",
+            **({"sigma_sampling": args.sigma_sampling} if args.objective in VE_OBJECTIVES else {}),
             "seed": args.seed,
         },
         "results": {
