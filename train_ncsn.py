@@ -46,6 +46,7 @@ from ncsn_diffusers import (
     AnnealedLangevinScheduler,
     NCSNPipeline,
     NCSNUNet2DModel,
+    PredictorCorrectorScheduler,
     dsm_loss,
     epsilon_from_score,
     epsilon_loss,
@@ -146,8 +147,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--noise_ladder",
         choices=("explicit", "ncsnv2"),
-        default="explicit",
-        help="explicit: --sigma_max/--sigma_min/--num_noise_levels; ncsnv2: computed from the data (Song & Ermon 2020).",
+        default=None,
+        help="explicit: --sigma_max/--sigma_min/--num_noise_levels; ncsnv2: sigma_1 and L computed from the data (Song "
+        "& Ermon 2020). Default: ncsnv2, or explicit when --sigma_max or --num_noise_levels is given.",
     )
     add("--sigma_max", type=float, default=None, help="sigma_1 (default 1.0; explicit ladder, data in [-1, 1]).")
     add("--sigma_min", type=float, default=None, help="sigma_L (default 0.02 = the paper's 0.01 for [-1, 1] data).")
@@ -155,10 +157,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--sigma_sampling",
         choices=("discrete", "log_uniform"),
-        default="discrete",
-        help="Training sigmas: discrete, a level of the ladder (the paper); log_uniform, log sigma uniform in "
-        "[log sigma_L, log sigma_1] (score SDE's VE training), so the network is trained between the levels too.",
+        default=None,
+        help="Training sigmas: discrete, a level of the ladder (the paper); log_uniform (the default with --objective "
+        "dsm), log sigma uniform in [log sigma_L, log sigma_1] (score SDE's VE training), so the network is trained "
+        "between the levels too and any ladder, of any length, can sample it.",
     )
+    add(
+        "--sampler",
+        choices=("predictor_corrector", "annealed_langevin"),
+        default=None,
+        help="The sampler saved with a score model: predictor_corrector (the default; Song et al. 2021, "
+        "reverse diffusion + --corrector_steps Langevin steps per level, --sampling_calls U-Net calls from sigma_1 to "
+        "sigma_L) or annealed_langevin (Algorithm 1 on the training ladder, L x T calls). --objective epsilon saves "
+        "annealed Langevin in VP coordinates.",
+    )
+    add("--sampling_calls", type=int, default=100, help="U-Net calls of the saved predictor_corrector sampler.")
+    add("--corrector_steps", type=int, default=1, help="k, Langevin corrector steps per level (0: ancestral).")
     add("--steps_per_level", type=int, default=None, help="T, Langevin steps per level when sampling (default 20).")
     add(
         "--langevin_epsilon",
@@ -295,6 +309,16 @@ def check_args(args: argparse.Namespace):
             f"{' and '.join(ve_flags) or '--noise_ladder ncsnv2'} set(s) the VE ladder of --objective dsm; "
             "--objective epsilon uses the DDPM schedule (--num_train_timesteps, --ddpm_beta_schedule)."
         )
+    explicit = args.sigma_max is not None or args.num_noise_levels is not None or args.objective == "epsilon"
+    args.noise_ladder = args.noise_ladder or ("explicit" if explicit else "ncsnv2")
+    if args.sigma_sampling is None:
+        args.sigma_sampling = "log_uniform" if args.objective == "dsm" else "discrete"
+    if args.sampler is None:
+        args.sampler = "predictor_corrector" if args.objective == "dsm" else "annealed_langevin"
+    if args.objective == "epsilon" and args.sampler != "annealed_langevin":
+        raise ValueError("--sampler predictor_corrector samples score models (--objective dsm); drop it for epsilon.")
+    if args.sampling_calls < 1 or args.corrector_steps < 0:
+        raise ValueError("Need --sampling_calls >= 1 and --corrector_steps >= 0.")
     if args.objective == "epsilon" and args.sigma_sampling != "discrete":
         raise ValueError(
             "--sigma_sampling log_uniform draws VE sigmas (--objective dsm or ssm); epsilon draws DDPM timesteps."
@@ -613,8 +637,21 @@ def sliced_losses(unet, noisy, noise, sigma, num_projections, generator):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def make_pipeline(unet, noise_scheduler):
-    return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
+def make_pipeline(unet, noise_scheduler, args):
+    """The pipeline to sample and save: the training ladder's annealed Langevin chain, or (`--sampler
+    predictor_corrector`) PC sampling of the same range, sigma_1 -> sigma_L, in --sampling_calls U-Net calls."""
+    if args.sampler == "annealed_langevin":
+        return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
+    ladder, k = noise_scheduler.config, args.corrector_steps
+    sampler = PredictorCorrectorScheduler(
+        sigma_max=ladder.sigma_max,
+        sigma_min=ladder.sigma_min,
+        num_noise_levels=math.ceil(args.sampling_calls / (k + 1)),
+        corrector_steps=k,
+        final_denoise=args.final_denoise,
+        data_range=DATA_RANGE,
+    )
+    return NCSNPipeline(unet=unet, scheduler=sampler)
 
 
 def save_sample_grid(pipeline, path: Path, num_images: int, seed: int, device) -> np.ndarray:
@@ -1002,7 +1039,7 @@ def run_training(
         if args.save_images_steps and done % args.save_images_steps == 0 and done < max_train_steps:
             if accelerator.is_main_process:
                 with ema_weights(accelerator.unwrap_model(unet), ema):
-                    pipeline = make_pipeline(accelerator.unwrap_model(unet), noise_scheduler)
+                    pipeline = make_pipeline(accelerator.unwrap_model(unet), noise_scheduler, args)
                     save_sample_grid(
                         pipeline,
                         Path(args.output_dir) / "samples" / f"step_{done:06d}.png",
@@ -1039,7 +1076,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
     if ema is not None:
         ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model
     unet.eval()
-    pipeline = make_pipeline(unet, noise_scheduler)
+    pipeline = make_pipeline(unet, noise_scheduler, args)
     grid = Path(args.output_dir) / "samples" / f"step_{max_train_steps:06d}.png"
     sample_start = time.time()
     save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)

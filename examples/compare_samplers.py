@@ -109,10 +109,6 @@ def train_models(args: argparse.Namespace, root: Path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    return ((x.float() + 1) / 2).clamp(0, 1)  # the models' [-1, 1] -> [0, 1]
-
-
 def technique4_epsilon(sigmas: list[float], langevin_steps: int) -> float:
     """Technique 4's epsilon for the geometric ladder from sigma_1 to sigma_L of min(L, `langevin_steps`) levels and
     the T those steps allow (the scheduler shortens the ladder to one level per call when calls are scarce)."""
@@ -162,29 +158,19 @@ def diffusers_ddpm_family(scheduler_class_name: str):
 
 
 def edm_solver(scheduler_class_name: str):
-    """diffusers' EDM solver driving the score model through the denoiser D(x, sigma) = x + sigma^2 s(x, sigma):
-    the solver's `precondition_outputs` (c_skip x + c_out F) is inverted so that it returns D exactly."""
+    """diffusers' EDM solver as it is, on the trained sigma range, inside `NCSNPipeline` (which drives it through the
+    denoiser D(x, sigma) = x + sigma^2 s(x, sigma))."""
 
-    @torch.no_grad()
     def sample(model, nfe, num_samples, generator):
         import diffusers
-        from diffusers.utils.torch_utils import randn_tensor
 
-        unet, sigmas = model["unet"], model["pipe"].scheduler.sigmas
-        scheduler = getattr(diffusers, scheduler_class_name)(
-            sigma_min=float(sigmas[-1]), sigma_max=float(sigmas[0]), sigma_data=0.5, prediction_type="epsilon"
-        )
-        scheduler.set_timesteps(nfe)
-        shape = (num_samples, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-        x = randn_tensor(shape, generator=generator) * scheduler.sigmas[0]
-        sigma_data = scheduler.config.sigma_data
-        for i, t in enumerate(scheduler.timesteps):
-            sigma = scheduler.sigmas[i]
-            denoised = x + sigma**2 * unet(x, sigma).sample.float()  # Tweedie: D(x, sigma)
-            c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
-            c_out = sigma * sigma_data / (sigma**2 + sigma_data**2) ** 0.5
-            x = scheduler.step((denoised - c_skip * x) / c_out, t, x, generator=generator).prev_sample
-        return to_unit(x)
+        from ncsn_diffusers import NCSNPipeline
+
+        sigmas = model["pipe"].scheduler.sigmas
+        scheduler = getattr(diffusers, scheduler_class_name)(sigma_min=float(sigmas[-1]), sigma_max=float(sigmas[0]))
+        pipe = NCSNPipeline(unet=model["unet"], scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(batch_size=num_samples, generator=generator, num_inference_steps=nfe, output_type="pt").images
 
     sample.__doc__ = f"diffusers' {scheduler_class_name} (Karras sigmas, rho = 7, to sigma = 0) on D(x, sigma)."
     return sample
