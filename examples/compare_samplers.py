@@ -399,29 +399,38 @@ def markdown(rows: list[dict], floor: dict, args) -> str:
 
 
 def plot(rows: list[dict], floor: dict, path: Path):
+    """FD against NFE: score models on the left (colour: sampler; dashed: discrete sigma, solid: log-uniform), the
+    DDPM model on the right; the dotted line is real training digits scored like samples."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    pairs = list(dict.fromkeys((r["model"], r["sampler"]) for r in rows))
-    for model, sampler in pairs:
-        ax = axes[0] if model != "ddpm" else axes[1]
+    colours = dict(zip(SAMPLERS, plt.get_cmap("tab10").colors))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    for model, sampler in dict.fromkeys((r["model"], r["sampler"]) for r in rows):
+        ax = axes[1] if model == "ddpm" else axes[0]
         points = sorted(
             (r["nfe"], r["fd_mean"], r["fd_std"]) for r in rows if (r["model"], r["sampler"]) == (model, sampler)
         )
         n, fd, sd = map(np.array, zip(*points))
-        style = "-" if model != "ncsn_discrete" else "--"
-        label = f"{MODEL_LABELS[model]}: {SAMPLERS[sampler][2]}" if model != "ddpm" else SAMPLERS[sampler][2]
-        ax.errorbar(n, fd, yerr=sd, fmt=style + "o", ms=3, capsize=2, label=label)
-    for ax, title in zip(axes, ("score models (NCSN)", "DDPM model (epsilon)")):
-        ax.axhline(floor["train_digits_fd_mean"], color="k", lw=1, ls=":", label="real training digits (same n)")
+        style = "--" if model == "ncsn_discrete" else "-"
+        ax.errorbar(n, fd, yerr=sd, fmt=style + "o", ms=3, capsize=2, color=colours[sampler])
+    for ax, kind, title in zip(
+        axes, ("score", "epsilon"), ("score models (NCSN): dashed discrete, solid log-uniform sigma", "DDPM model")
+    ):
+        ax.axhline(floor["train_digits_fd_mean"], color="k", lw=1, ls=":")
+        handles = [
+            plt.Line2D([], [], color=colours[name], marker="o", ms=3, label=label.split(" (")[0])
+            for name, (sampler_kind, _, label) in SAMPLERS.items()
+            if sampler_kind == kind and any(r["sampler"] == name for r in rows)
+        ]
+        handles.append(plt.Line2D([], [], color="k", ls=":", label="real training digits, same n"))
+        ax.legend(handles=handles, fontsize=8, loc="upper right")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("U-Net calls per sample (NFE)")
-        ax.set_title(title)
-        ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("Fréchet distance (digits classifier), lower is better")
     fig.tight_layout()
