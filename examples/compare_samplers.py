@@ -388,7 +388,8 @@ def markdown(rows: list[dict], floor: dict, args) -> str:
         cells = []
         for n in nfes:
             r = by_key.get((model, sampler, n))
-            cells.append("—" if r is None else f"{r['fd_mean']:.1f} ± {r['fd_std']:.1f}")
+            complete = r is not None and len(r["seeds"]) == len(args.seeds)
+            cells.append(f"{r['fd_mean']:.1f} ± {r['fd_std']:.1f}" if complete else "—")
         lines.append(f"| {MODEL_LABELS[model]} | {SAMPLERS[sampler][2]} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -462,7 +463,7 @@ def main(argv: list[str] | None = None):
     (root / "results.md").write_text(table)
     print(table)
     if args.plot:
-        plot(rows, floor, Path(args.plot))
+        plot([r for r in rows if len(r["seeds"]) == len(args.seeds)], floor, Path(args.plot))
     return rows
 
 
