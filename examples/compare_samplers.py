@@ -394,7 +394,8 @@ def markdown(rows: list[dict], floor: dict, args) -> str:
     lines += [
         "",
         f"Floor: {args.num_samples} random training digits per seed score FD {floor['train_digits_fd_mean']:.2f} ± "
-        f"{floor['train_digits_fd_std']:.2f}; the held-out digits against the training split {floor['heldout_vs_train_fd']:.2f}.",
+        f"{floor['train_digits_fd_std']:.2f}; the held-out digits against the training split "
+        f"{floor['heldout_vs_train_fd']:.2f}.",
     ]
     return "\n".join(lines) + "\n"
 
