@@ -6,7 +6,8 @@
     accelerate launch train_ncsn.py --train_data_dir DIR --resolution 32 --channels 3 --model_preset cifar10
 
 `--objective dsm` trains `NCSNUNet2DModel` s_theta(x, sigma) by denoising score matching on the geometric ladder
-sigma_1 > ... > sigma_L with lambda(sigma) = sigma^2: loss = mean ||sigma s_theta(x + sigma z, sigma) + z||^2.
+sigma_1 > ... > sigma_L with lambda(sigma) = sigma^2: loss = mean ||sigma s_theta(x + sigma z, sigma) + z||^2, sigma a
+level of the ladder (`--sigma_sampling discrete`) or log-uniform in [sigma_L, sigma_1] (`log_uniform`).
 `--objective ssm` trains the same network by sliced score matching on the same ladder (`ssm_loss`, `--num_projections`).
 `--objective epsilon` trains diffusers' `UNet2DModel` eps_theta(x_t, t) with DDPM's loss mean ||eps_theta - z||^2 on
 x_t = sqrt(abar_t) x + sqrt(1 - abar_t) z. Both log the other form too: under eps = -sigma s (VE) and
@@ -45,6 +46,7 @@ from ncsn_diffusers import (
     AnnealedLangevinScheduler,
     NCSNPipeline,
     NCSNUNet2DModel,
+    PredictorCorrectorScheduler,
     dsm_loss,
     epsilon_from_score,
     epsilon_loss,
@@ -181,12 +183,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--noise_ladder",
         choices=("explicit", "ncsnv2"),
-        default="explicit",
-        help="explicit: --sigma_max/--sigma_min/--num_noise_levels; ncsnv2: computed from the data (Song & Ermon 2020).",
+        default=None,
+        help="explicit: --sigma_max/--sigma_min/--num_noise_levels; ncsnv2: sigma_1 and L from the data (Song & Ermon "
+        "2020). Default: ncsnv2 for --objective dsm unless --sigma_max or --num_noise_levels is given.",
     )
     add("--sigma_max", type=float, default=None, help="sigma_1 (default 1.0; explicit ladder, data in [-1, 1]).")
     add("--sigma_min", type=float, default=None, help="sigma_L (default 0.02 = the paper's 0.01 for [-1, 1] data).")
     add("--num_noise_levels", type=int, default=None, help="L (default 10; with ncsnv2 it is computed).")
+    add(
+        "--sigma_sampling",
+        choices=("discrete", "log_uniform"),
+        default=None,
+        help="Training sigmas: discrete, a level of the ladder (the paper); log_uniform (the default with --objective "
+        "dsm), log sigma uniform in [log sigma_L, log sigma_1] (score SDE's VE training), so the network is trained "
+        "between the levels too and any ladder, of any length, can sample it.",
+    )
+    add(
+        "--sampler",
+        choices=("predictor_corrector", "annealed_langevin"),
+        default=None,
+        help="The sampler saved with a score model: predictor_corrector (the default; Song et al. 2021, "
+        "reverse diffusion + --corrector_steps Langevin steps per level, --sampling_calls U-Net calls from sigma_1 to "
+        "sigma_L) or annealed_langevin (Algorithm 1 on the training ladder, L x T calls). --objective epsilon saves "
+        "annealed Langevin in VP coordinates.",
+    )
+    add("--sampling_calls", type=int, default=100, help="U-Net calls of the saved predictor_corrector sampler.")
+    add("--corrector_steps", type=int, default=1, help="k, Langevin corrector steps per level (0: ancestral).")
     add("--steps_per_level", type=int, default=None, help="T, Langevin steps per level when sampling (default 20).")
     add(
         "--langevin_epsilon",
@@ -329,6 +351,21 @@ def check_args(args: argparse.Namespace):
         raise ValueError(
             f"{' and '.join(ve_flags) or '--noise_ladder ncsnv2'} set(s) the VE ladder of --objective dsm; "
             "--objective epsilon uses the DDPM schedule (--num_train_timesteps, --ddpm_beta_schedule)."
+        )
+    # The defaults chosen from the sampler comparison (README) are those of dsm; ssm and epsilon keep the paper's.
+    explicit = args.sigma_max is not None or args.num_noise_levels is not None or args.objective != "dsm"
+    args.noise_ladder = args.noise_ladder or ("explicit" if explicit else "ncsnv2")
+    if args.sigma_sampling is None:
+        args.sigma_sampling = "log_uniform" if args.objective == "dsm" else "discrete"
+    if args.sampler is None:
+        args.sampler = "predictor_corrector" if args.objective == "dsm" else "annealed_langevin"
+    if args.objective == "epsilon" and args.sampler != "annealed_langevin":
+        raise ValueError("--sampler predictor_corrector samples score models (dsm, ssm); drop it for epsilon.")
+    if args.sampling_calls < 1 or args.corrector_steps < 0:
+        raise ValueError("Need --sampling_calls >= 1 and --corrector_steps >= 0.")
+    if args.objective == "epsilon" and args.sigma_sampling != "discrete":
+        raise ValueError(
+            "--sigma_sampling log_uniform draws VE sigmas (--objective dsm or ssm); epsilon draws DDPM timesteps."
         )
     computed = [f"--{n}" for n in ("sigma_max", "num_noise_levels") if getattr(args, n) is not None]
     if args.noise_ladder == "ncsnv2" and computed:
@@ -603,7 +640,8 @@ def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_i
     shard, so they do not depend on the number of processes, nor on where a run was resumed.
 
     Returns:
-        `tuple`: clean (B, C, R, R), noise (B, C, R, R), levels (B,) (VE: ladder indices; VP: DDPM timesteps).
+        `tuple`: clean (B, C, R, R), noise (B, C, R, R), levels (B,) (VE: ladder indices, or the sigmas themselves
+        with `--sigma_sampling log_uniform`; VP: DDPM timesteps).
     """
     device = images.device
     index = order.indices(micro_step, process_index, num_processes)
@@ -621,12 +659,22 @@ def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_i
     if args.random_flip:
         flip = torch.rand(global_shape[0], generator=generator, device=device)[shard] < 0.5
         clean = torch.where(append_dims(flip, clean.ndim), clean.flip(-1), clean)
-    num_levels = (
-        args.num_train_timesteps if noise_scheduler.config.noise_space == "vp" else len(noise_scheduler.sigmas)
-    )
-    levels = torch.randint(0, num_levels, (global_shape[0],), generator=generator, device=device)[shard]
+    if noise_scheduler.config.noise_space == "ve" and args.sigma_sampling == "log_uniform":
+        levels = log_uniform_sigmas(noise_scheduler.sigmas, global_shape[0], generator, device)[shard]
+    else:
+        num_levels = (
+            args.num_train_timesteps if noise_scheduler.config.noise_space == "vp" else len(noise_scheduler.sigmas)
+        )
+        levels = torch.randint(0, num_levels, (global_shape[0],), generator=generator, device=device)[shard]
     noise = randn_tensor(global_shape, generator=generator, device=device, dtype=torch.float32)[shard]
     return to_model_range(clean, model_data_range(args)), noise, levels
+
+
+def log_uniform_sigmas(ladder: torch.Tensor, batch_size: int, generator, device) -> torch.Tensor:
+    """(B,) float32 sigmas with log sigma ~ U(log sigma_L, log sigma_1): sigma = sigma_L (sigma_1 / sigma_L)^u."""
+    sigma_max, sigma_min = float(ladder.max()), float(ladder.min())
+    u = torch.rand(batch_size, generator=generator, device=device)
+    return sigma_min * (sigma_max / sigma_min) ** u
 
 
 def objective_losses(model_output, noise, sigma, prediction_type: str):
@@ -652,7 +700,7 @@ def training_losses(unet, noise_scheduler, clean, noise, levels, sigmas_or_alpha
         `tuple`: (loss to optimise, the same loss in the other parameterisation), both scalars.
     """
     if noise_scheduler.config.noise_space == "ve":
-        sigma = sigmas_or_alphas[levels]  # (B,)
+        sigma = levels if levels.is_floating_point() else sigmas_or_alphas[levels]  # (B,); float: log_uniform draws
         noisy = noise_scheduler.add_noise(clean, noise, sigma)  # x + sigma z
         if ssm_projections is not None:
             return sliced_losses(unet, noisy, noise, sigma, *ssm_projections)
@@ -679,8 +727,21 @@ def sliced_losses(unet, noisy, noise, sigma, num_projections, generator):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def make_pipeline(unet, noise_scheduler):
-    return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
+def make_pipeline(unet, noise_scheduler, args):
+    """The pipeline to sample and save: the training ladder's annealed Langevin chain, or (`--sampler
+    predictor_corrector`) PC sampling of the same range, sigma_1 -> sigma_L, in --sampling_calls U-Net calls."""
+    if args.sampler == "annealed_langevin":
+        return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
+    ladder, k = noise_scheduler.config, args.corrector_steps
+    sampler = PredictorCorrectorScheduler(
+        sigma_max=ladder.sigma_max,
+        sigma_min=ladder.sigma_min,
+        num_noise_levels=math.ceil(args.sampling_calls / (k + 1)),
+        corrector_steps=k,
+        final_denoise=args.final_denoise,
+        data_range=DATA_RANGE,
+    )
+    return NCSNPipeline(unet=unet, scheduler=sampler)
 
 
 def save_sample_grid(pipeline, path: Path, num_images: int, seed: int, device) -> np.ndarray:
@@ -1071,7 +1132,7 @@ def run_training(
         if args.save_images_steps and done % args.save_images_steps == 0 and done < max_train_steps:
             if accelerator.is_main_process:
                 with ema_weights(accelerator.unwrap_model(unet), ema):
-                    pipeline = make_pipeline(accelerator.unwrap_model(unet), noise_scheduler)
+                    pipeline = make_pipeline(accelerator.unwrap_model(unet), noise_scheduler, args)
                     save_sample_grid(
                         pipeline,
                         Path(args.output_dir) / "samples" / f"step_{done:06d}.png",
@@ -1108,7 +1169,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
     if ema is not None:
         ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model
     unet.eval()
-    pipeline = make_pipeline(unet, noise_scheduler)
+    pipeline = make_pipeline(unet, noise_scheduler, args)
     grid = Path(args.output_dir) / "samples" / f"step_{max_train_steps:06d}.png"
     sample_start = time.time()
     save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)
@@ -1136,6 +1197,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "dequantize": args.dequantize,
             "random_flip": args.random_flip,
             "noise_ladder": args.noise_ladder if args.objective in VE_OBJECTIVES else "ddpm",
+            **({"sigma_sampling": args.sigma_sampling} if args.objective in VE_OBJECTIVES else {}),
             "seed": args.seed,
         },
         "results": {

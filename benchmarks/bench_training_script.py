@@ -52,6 +52,7 @@ def run(
         "--model_preset", preset, "--resolution", str(resolution), "--train_batch_size", str(batch_size),
         "--logging_steps", str(logging_steps),
         "--num_sample_images", "4", "--steps_per_level", "1",  # keep the final sampling (a constant) short
+        "--sampler", "annealed_langevin", "--sigma_sampling", "discrete",  # the bare step's draws and a short chain
     ]  # fmt: skip
     cpu, wall = defaultdict(list), defaultdict(list)  # per run: CPU seconds; per step: wall seconds
 

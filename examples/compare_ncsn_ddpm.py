@@ -105,7 +105,7 @@ def training_argv(name: str, args: argparse.Namespace, output_dir: Path) -> list
         "--train_batch_size", args.train_batch_size, "--max_train_steps", args.max_train_steps,
         "--seed", args.seed, "--output_dir", output_dir, "--report_to", "none", "--num_sample_images", min(16, args.num_samples),
         "--checkpointing_steps", max(args.max_train_steps // 4, 1), "--checkpoints_total_limit", 1,
-        "--resume_from_checkpoint", "latest",
+        "--resume_from_checkpoint", "latest", "--sigma_sampling", "discrete", "--sampler", "annealed_langevin",
     ]  # fmt: skip
     v1_steps_per_level = max(args.num_inference_steps // V1_LEVELS, 1)
     specific = {

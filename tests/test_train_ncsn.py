@@ -131,7 +131,7 @@ def test_dsm_on_a_score_net_equals_epsilon_loss_on_it_reparameterised(digits8):
 
     def batch(micro_step):
         clean, noise, levels = train_ncsn.draw_batch(digits8, order, micro_step, 0, scheduler, args)
-        sigma = scheduler.sigmas[levels]
+        sigma = levels if levels.is_floating_point() else scheduler.sigmas[levels]  # log_uniform (default): sigmas
         return clean, noise, levels, sigma
 
     def dsm(net, k):  # the script's own training step
@@ -256,7 +256,9 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
 
     config = json.loads((one / "scheduler" / "scheduler_config.json").read_text())
     assert config["data_range"] == [-1.0, 1.0]
-    assert (config["sigma_max"], config["sigma_min"], config["num_noise_levels"]) == (1.0, 0.02, 4)
+    # The default sampler: predictor-corrector over the training ladder's range, 50 levels x (k = 1 + 1) = 100 calls.
+    assert config["_class_name"] == "PredictorCorrectorScheduler"
+    assert (config["sigma_max"], config["sigma_min"], config["num_noise_levels"]) == (1.0, 0.02, 50)
     card = (one / "README.md").read_text()
     assert "NCSNUNet2DModel" in card and "max_train_steps" in card and "sklearn" in card
 
