@@ -355,10 +355,17 @@ def check_args(args: argparse.Namespace):
     # The defaults chosen from the sampler comparison (README) are those of dsm; ssm and epsilon keep the paper's.
     explicit = args.sigma_max is not None or args.num_noise_levels is not None or args.objective != "dsm"
     args.noise_ladder = args.noise_ladder or ("explicit" if explicit else "ncsnv2")
+    # NCSN v1's network has one embedding row per trained level: it is trained and sampled on its ladder only.
+    continuous = args.objective == "dsm" and args.model_type != "ncsn_v1"
     if args.sigma_sampling is None:
-        args.sigma_sampling = "log_uniform" if args.objective == "dsm" else "discrete"
+        args.sigma_sampling = "log_uniform" if continuous else "discrete"
     if args.sampler is None:
-        args.sampler = "predictor_corrector" if args.objective == "dsm" else "annealed_langevin"
+        args.sampler = "predictor_corrector" if continuous else "annealed_langevin"
+    if args.model_type == "ncsn_v1" and (args.sigma_sampling, args.sampler) != ("discrete", "annealed_langevin"):
+        raise ValueError(
+            "--model_type ncsn_v1 conditions on the index of a trained noise level, so it needs --sigma_sampling "
+            "discrete and --sampler annealed_langevin (sigmas between its levels have no embedding)."
+        )
     if args.objective == "epsilon" and args.sampler != "annealed_langevin":
         raise ValueError("--sampler predictor_corrector samples score models (dsm, ssm); drop it for epsilon.")
     if args.sampling_calls < 1 or args.corrector_steps < 0:

@@ -122,6 +122,9 @@ def recipe_settings(recipe: str, dataset: str | None, data_dim: int) -> dict:
         "dequantize": not v2,
         "train_batch_size": 128,
         "final_denoise": v2,
+        # the papers train on the levels of their ladder and sample with annealed Langevin dynamics
+        "sigma_sampling": "discrete",
+        "sampler": "annealed_langevin",
     }
     if dataset is None:
         default = OFFICIAL_CONFIGS[recipe]["cifar10"]

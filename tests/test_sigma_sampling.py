@@ -95,3 +95,15 @@ def test_log_uniform_with_the_epsilon_objective_is_refused(capsys):
     with pytest.raises(SystemExit):
         train_ncsn.parse_args(["--objective", "epsilon", "--sigma_sampling", "log_uniform"])
     assert "--sigma_sampling log_uniform draws VE sigmas" in capsys.readouterr().err
+
+
+def test_ncsn_v1_and_its_recipe_train_and_sample_on_the_ladder_only(capsys):
+    # NCSN v1 embeds the index of a trained level: continuous sigmas or a PC ladder would leave its table.
+    args = train_ncsn.parse_args(["--model_type", "ncsn_v1"])
+    assert (args.sigma_sampling, args.sampler) == ("discrete", "annealed_langevin")
+    args = train_ncsn.parse_args(["--recipe", "ncsnv2"])
+    assert (args.sigma_sampling, args.sampler) == ("discrete", "annealed_langevin")
+    assert train_ncsn.parse_args([]).sigma_sampling == "log_uniform"  # the U-Net's default
+    with pytest.raises(SystemExit):
+        train_ncsn.parse_args(["--model_type", "ncsn_v1", "--sigma_sampling", "log_uniform"])
+    assert "--sigma_sampling discrete" in capsys.readouterr().err
