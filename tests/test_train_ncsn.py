@@ -380,6 +380,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         (["--sigma_min", "2", "--sigma_max", "1"], "Need 0 < --sigma_min"),
         (["--channels", "2"], "invalid choice"),
         (["--train_batch_size", "0"], "--train_batch_size must be >= 1"),
+        (["--num_epochs", "0"], "--num_epochs must be >= 1"),
         (["--hub_model_id", "me/model"], "only used with --push_to_hub"),
         (["--resume_from_checkpoint", "latest", "--overwrite_output_dir"], "contradict each other"),
     ],
@@ -389,6 +390,20 @@ def test_contradictory_or_invalid_flags_exit_with_a_message(argv, message, capsy
         train_ncsn.parse_args(argv)
     assert exit_info.value.code != 0
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, steps, epochs",
+    [
+        ([], 3000, None),  # the default run: the digits preset's fixed step count
+        (["--num_epochs", "5"], None, 5),
+        (["--max_train_steps", "7"], 7, None),
+        (["--model_preset", "cifar10"], None, 100),  # other presets keep diffusers' 100 epochs
+    ],
+)
+def test_training_length_defaults_by_preset_unless_given(argv, steps, epochs):
+    args = train_ncsn.parse_args(argv)
+    assert (args.max_train_steps, args.num_epochs) == (steps, epochs)
 
 
 def test_secrets_are_left_out_of_every_record_of_the_arguments():
