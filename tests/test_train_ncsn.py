@@ -258,7 +258,12 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
     assert config["data_range"] == [-1.0, 1.0]
     # The default sampler: predictor-corrector over the training ladder's range, 50 levels x (k = 1 + 1) = 100 calls.
     assert config["_class_name"] == "PredictorCorrectorScheduler"
-    assert (config["sigma_max"], config["sigma_min"], config["num_noise_levels"]) == (1.0, 0.02, 50)
+    assert (config["sigma_max"], config["sigma_min"], config["num_noise_levels"], config["snr"]) == (
+        1.0,
+        0.02,
+        50,
+        0.25,
+    )
     card = (one / "README.md").read_text()
     assert "NCSNUNet2DModel" in card and "max_train_steps" in card and "sklearn" in card
 
@@ -404,6 +409,20 @@ def test_contradictory_or_invalid_flags_exit_with_a_message(argv, message, capsy
 def test_training_length_defaults_by_preset_unless_given(argv, steps, epochs):
     args = train_ncsn.parse_args(argv)
     assert (args.max_train_steps, args.num_epochs) == (steps, epochs)
+
+
+def test_saved_sampler_starts_at_half_of_technique_1s_sigma_1_unless_told():
+    """--noise_ladder ncsnv2 (sigma_1 = the largest pairwise distance) samples from sigma_1 / 2; an explicit ladder
+    from its own sigma_1; --sampling_sigma_max overrides both and must lie in (sigma_L, sigma_1]."""
+    from types import SimpleNamespace
+
+    ladder = SimpleNamespace(sigma_max=17.0, sigma_min=0.02)
+    start = train_ncsn.sampling_sigma_max
+    assert start(train_ncsn.parse_args([]), ladder) == 8.5
+    assert start(train_ncsn.parse_args(["--sigma_max", "17"]), ladder) == 17.0
+    assert start(train_ncsn.parse_args(["--sampling_sigma_max", "5"]), ladder) == 5.0
+    with pytest.raises(ValueError, match=r"must lie in \(sigma_L, sigma_1\]"):
+        start(train_ncsn.parse_args(["--sampling_sigma_max", "20"]), ladder)
 
 
 def test_secrets_are_left_out_of_every_record_of_the_arguments():
