@@ -213,7 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--sampling_calls", type=int, default=100, help="U-Net calls of the saved predictor_corrector sampler.")
     add("--corrector_steps", type=int, default=1, help="k, Langevin corrector steps per level (0: ancestral).")
-    add("--snr", type=float, default=0.25, help="r, the corrector's signal-to-noise ratio (predictor_corrector).")
+    add("--snr", type=float, default=0.16, help="r, the corrector's signal-to-noise ratio (predictor_corrector).")
     add(
         "--sampling_sigma_max",
         type=float,
