@@ -5,6 +5,7 @@ diffusers' EDM schedulers are used as they are: for them the pairs separate what
 (`via the denoiser` against the same step handed a precomputed output) from what diffusers' own step costs against the
 bare Euler update."""
 
+import inspect
 import math
 from unittest import mock
 
@@ -15,7 +16,9 @@ from ncsn_diffusers import (
     AnnealedLangevinScheduler,
     ConsistentAnnealedSamplingScheduler,
     PredictorCorrectorScheduler,
+    StochasticHeunScheduler,
     denoiser_model_output,
+    sample_from_score,
 )
 from ncsn_diffusers.schedulers import scheduling_utils
 
@@ -35,16 +38,22 @@ def _chain(scheduler, x0, score, generator, num_inference_steps=None, timesteps=
 
 
 def _edm_chain(scheduler, x0, score, generator, steps, convert=True):
-    """The loop NCSNPipeline runs for a diffusers EDM scheduler: the score becomes the model output for which its
-    `precondition_outputs` returns x + sigma**2 s (`convert=False`: that output handed over precomputed)."""
+    """The loop NCSNPipeline runs for a diffusers EDM scheduler: a step that takes `pred_original_sample` (Euler) gets
+    the denoiser x + sigma**2 s itself; the others the model output for which their `precondition_outputs` returns it
+    (`convert=False`: that output handed over precomputed)."""
     model_output = score
+    takes_denoised = "pred_original_sample" in inspect.signature(scheduler.step).parameters
 
     def run():
         scheduler.set_timesteps(steps)
         x = x0
         for t in scheduler.timesteps:
-            scheduler.scale_model_input(x, t)
+            scheduler.scale_model_input(x[:0], t)
             sigma = scheduler.sigmas[scheduler.step_index].item()
+            if convert and takes_denoised:
+                denoised = sample_from_score(score, x, sigma)
+                x = scheduler.step(denoised, t, x, generator=generator, pred_original_sample=denoised).prev_sample
+                continue
             out = denoiser_model_output(scheduler, score, x, sigma) if convert else model_output
             x = scheduler.step(out, t, x, generator=generator).prev_sample
 
@@ -120,6 +129,27 @@ def run(batch_shape=(64, 3, 32, 32), steps: int = 200, device: str = "cpu") -> d
 
     fns["bare consistent annealed update"] = bare_cas
 
+    # EDM's stochastic Heun sampler: the Euler half x^ + (t_next - t^) d with d = -t^ s, then the Heun correction
+    # x^ + (t_next - t^) (d + d') / 2 with d' = -t_next s, plus the next level's churn sqrt(t^2 - t^2) S_noise z
+    heun = StochasticHeunScheduler(sigma_max=50.0, sigma_min=0.01, s_tmin=0.0, s_tmax=float("inf"))
+    fns["StochasticHeunScheduler.step"] = _chain(heun, x0, score, generator, steps + 1)
+    heun.set_timesteps(steps + 1)
+    heun_t, heun_t_hat = heun._t, heun._t_hat
+
+    def bare_heun():
+        x = x0
+        for i in range(steps // 2):
+            d = -heun_t_hat[i] * score
+            dt = heun_t[i + 1] - heun_t_hat[i]
+            x_euler = x + dt * d  # the model would be called here
+            d_mean = (d - heun_t[i + 1] * score) / 2
+            z = torch.randn(batch_shape, generator=generator, device=device)
+            x = x + dt * d_mean + math.sqrt(heun_t_hat[i + 1] ** 2 - heun_t[i + 1] ** 2) * 1.007 * z
+        x_euler = x + heun_t_hat[-1] ** 2 * score
+        return x_euler
+
+    fns["bare stochastic Heun update"] = bare_heun
+
     # diffusers' EDM Euler through the denoiser, against the Euler update x + (sigma_next - sigma) (x - D) / sigma
     edm = EDMEulerScheduler(sigma_min=0.01, sigma_max=50.0)
     fns["EDMEulerScheduler.step via the denoiser"] = _edm_chain(edm, x0, score, generator, steps)
@@ -158,7 +188,8 @@ def run(batch_shape=(64, 3, 32, 32), steps: int = 200, device: str = "cpu") -> d
         ("AnnealedLangevinScheduler.step, timestep checked on device", "bare torch update"),
         ("PredictorCorrectorScheduler.step", "bare predictor-corrector update"),
         ("ConsistentAnnealedSamplingScheduler.step", "bare consistent annealed update"),
-        ("EDMEulerScheduler.step via the denoiser", "EDMEulerScheduler.step, output precomputed"),
+        ("StochasticHeunScheduler.step", "bare stochastic Heun update"),
+        ("EDMEulerScheduler.step via the denoiser", "bare Euler update"),
         ("EDMEulerScheduler.step, output precomputed", "bare Euler update"),
         (
             "EDMDPMSolverMultistepScheduler.step via the denoiser",

@@ -29,6 +29,7 @@ from .schedulers import (
     ConsistentAnnealedSamplingScheduler,
     PredictorCorrectorScheduler,
     ScoreSchedulerOutput,
+    StochasticHeunScheduler,
 )
 from .unet_ncsn import NCSNUNet2DModel
 
@@ -46,6 +47,7 @@ __all__ = [
     "NCSNUNet2DModel",
     "PredictorCorrectorScheduler",
     "ScoreSchedulerOutput",
+    "StochasticHeunScheduler",
     "denoiser_model_output",
     "dsm_loss",
     "epsilon_from_score",

@@ -138,6 +138,8 @@ def _num_model_calls(scheduler_config: dict) -> int:
         return levels * (scheduler_config.get("corrector_steps", 1) + 1)
     if sampler == "ConsistentAnnealedSamplingScheduler":
         return levels + int(denoise)
+    if sampler == "StochasticHeunScheduler":  # an Euler and a Heun call per level, the last level Euler's alone
+        return 2 * scheduler_config.get("num_noise_levels", 18) - 1
     return levels * scheduler_config.get("steps_per_level", 100) + int(denoise)
 
 

@@ -1,5 +1,6 @@
 """NCSNPipeline: unconditional image generation by annealed Langevin dynamics (Song & Ermon, 2019)."""
 
+import inspect
 import json
 import os
 import tempfile
@@ -19,13 +20,14 @@ from huggingface_hub import create_repo, snapshot_download
 
 from .model_card import write_model_card
 from .models import NCSNRefineNet, NCSNv2Model
-from .parameterization import denoiser_model_output
+from .parameterization import denoiser_model_output, sample_from_score
 from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range, scheduler_overrides
 from .schedulers import (
     SCORE_SCHEDULERS,
     AnnealedLangevinScheduler,
     ConsistentAnnealedSamplingScheduler,
     PredictorCorrectorScheduler,
+    StochasticHeunScheduler,
 )
 from .unet_ncsn import NCSNUNet2DModel
 
@@ -41,7 +43,8 @@ class NCSNPipeline(DiffusionPipeline):
     It samples two kinds of model: a score network conditioned on sigma ([`NCSNUNet2DModel`]) and a DDPM
     epsilon-prediction [`~diffusers.UNet2DModel`] ([`AnnealedLangevinScheduler`] in VP coordinates, where
     score = -epsilon / sqrt(1 - alphabar_t)). A score network samples with any of the package's schedulers
-    ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`], [`ConsistentAnnealedSamplingScheduler`]) or with
+    ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`], [`ConsistentAnnealedSamplingScheduler`],
+    [`StochasticHeunScheduler`]) or with
     diffusers' EDM solvers as they are ([`~diffusers.EDMEulerScheduler`],
     [`~diffusers.EDMDPMSolverMultistepScheduler`]), driven through the denoiser D(x, sigma) = x + sigma**2 s(x, sigma):
     the network sees the unscaled x and the real sigma.
@@ -53,7 +56,7 @@ class NCSNPipeline(DiffusionPipeline):
         unet ([`NCSNUNet2DModel`], [`NCSNRefineNet`], [`NCSNv2Model`] or [`~diffusers.UNet2DModel`]):
             The network: s_theta(x, sigma) for a score model, epsilon_theta(x_t, t) for a DDPM model.
         scheduler ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`],
-            [`ConsistentAnnealedSamplingScheduler`], or a diffusers EDM scheduler):
+            [`ConsistentAnnealedSamplingScheduler`], [`StochasticHeunScheduler`], or a diffusers EDM scheduler):
             The sampler, in the coordinates of the network.
     """
 
@@ -66,6 +69,7 @@ class NCSNPipeline(DiffusionPipeline):
         scheduler: AnnealedLangevinScheduler
         | PredictorCorrectorScheduler
         | ConsistentAnnealedSamplingScheduler
+        | StochasticHeunScheduler
         | EDMEulerScheduler
         | EDMDPMSolverMultistepScheduler,
     ):
@@ -220,12 +224,17 @@ class NCSNPipeline(DiffusionPipeline):
             sample = scheduler.initial_sample(shape, generator=generator, device=device, dtype=torch.float32)
         scheduler.set_timesteps(num_inference_steps, device=device, **overrides)
         unet_dtype = self.unet.dtype  # a walk over every module: read once, not at each of the N calls
+        # A step that takes the denoised sample itself (EDMEulerScheduler) gets D = x + sigma**2 s, one kernel, and
+        # skips its `precondition_outputs`; the others get the output that `precondition_outputs` turns into D.
+        takes_denoised = uses_denoiser and "pred_original_sample" in inspect.signature(scheduler.step).parameters
+        step_kwargs = {}
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
             if uses_denoiser:
-                model_output = self._denoiser_model_output(sample, t, unet_dtype)
+                model_output = self._denoiser_model_output(sample, t, unet_dtype, takes_denoised)
+                step_kwargs = {"pred_original_sample": model_output} if takes_denoised else {}
             else:
                 model_output = self.unet(sample.to(unet_dtype), t).sample
-            sample = scheduler.step(model_output, t, sample, generator=generator).prev_sample
+            sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 callback_kwargs = {"sample": sample}
                 sample = callback_on_step_end(self, i, t, callback_kwargs).pop("sample", sample)
@@ -237,12 +246,18 @@ class NCSNPipeline(DiffusionPipeline):
             return (image,)
         return ImagePipelineOutput(images=image)
 
-    def _denoiser_model_output(self, sample: torch.Tensor, t: torch.Tensor, unet_dtype: torch.dtype) -> torch.Tensor:
-        """A diffusers EDM scheduler's step: the score model at the unscaled x and the real sigma, handed over as
-        the model output that the scheduler's `precondition_outputs` turns into D(x, sigma) = x + sigma**2 s."""
-        self.scheduler.scale_model_input(sample, t)  # only to let the scheduler find its step index
+    def _denoiser_model_output(
+        self, sample: torch.Tensor, t: torch.Tensor, unet_dtype: torch.dtype, denoised: bool
+    ) -> torch.Tensor:
+        """A diffusers EDM scheduler's step: the score model at the unscaled x and the real sigma, handed over as the
+        denoiser D(x, sigma) = x + sigma**2 s itself (`denoised`) or as the model output that the scheduler's
+        `precondition_outputs` turns into D."""
+        # only to let the scheduler find its step index: the network takes x unscaled, so scale no image
+        self.scheduler.scale_model_input(sample[:0], t)
         sigma = self.scheduler.sigmas[self.scheduler.step_index].item()  # sigmas live on the CPU: no device sync
         score = self.unet(sample.to(unet_dtype), sigma).sample.float()
+        if denoised:
+            return sample_from_score(score, sample.float(), sigma)
         return denoiser_model_output(self.scheduler, score, sample, sigma)
 
     def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs):

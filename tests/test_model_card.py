@@ -242,6 +242,7 @@ def test_diffusers_only_snippet_samples_an_epsilon_model_without_ncsn_classes(tm
         ({**VE_SCHEDULER, "final_denoise": True}, 1001),
         ({"_class_name": "PredictorCorrectorScheduler", "num_noise_levels": 30, "corrector_steps": 2}, 90),
         ({"_class_name": "ConsistentAnnealedSamplingScheduler", "num_noise_levels": 30, "final_denoise": True}, 31),
+        ({"_class_name": "StochasticHeunScheduler", "num_noise_levels": 18}, 35),
     ],
 )
 def test_card_counts_the_calls_of_each_sampler(scheduler_config, calls):

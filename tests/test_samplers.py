@@ -1,5 +1,6 @@
 """The samplers for score models besides annealed Langevin dynamics: predictor-corrector, consistent annealed
-sampling, and diffusers' EDM solvers driven through the denoiser, each run through NCSNPipeline on exact scores."""
+sampling, EDM's stochastic Heun sampler, and diffusers' EDM solvers driven through the denoiser, each run through
+NCSNPipeline on exact scores."""
 
 import json
 import math
@@ -15,9 +16,11 @@ from ncsn_diffusers import (
     NCSNPipeline,
     NCSNUNet2DModel,
     PredictorCorrectorScheduler,
+    StochasticHeunScheduler,
     denoiser_model_output,
 )
-from ncsn_diffusers.schedulers import scheduling_utils
+from ncsn_diffusers.schedulers import SCORE_SCHEDULERS, scheduling_utils
+from ncsn_diffusers.schedulers.scheduling_stochastic_heun import karras_sigmas
 
 # The paper's 0.2 / 0.8 mixture shrunk into [-1, 1]: modes at -/+0.5 per pixel, pixel std 0.1.
 WEIGHTS = [0.2, 0.8]
@@ -188,6 +191,97 @@ def test_consistent_epsilon_window_follows_the_ladder():
     assert ConsistentAnnealedSamplingScheduler.from_config(AnnealedLangevinScheduler().config).config.epsilon is None
 
 
+# EDM's stochastic sampler (Karras et al., 2022, Algorithm 2)
+
+
+def test_stochastic_heun_steps_by_hand():
+    scheduler = StochasticHeunScheduler(sigma_max=2.0, sigma_min=0.5, rho=1.0, s_churn=0.3, s_tmin=0.0, s_noise=1.1)
+    scheduler.set_timesteps(5)  # N = 3 levels t = 2, 1.25, 0.5 (rho = 1: evenly spaced), then 0
+    gamma = 0.3 / 3  # S_churn / N, below the sqrt(2) - 1 cap; none at the first level
+    t = [2.0, 1.25, 0.5, 0.0]
+    t_hat = [2.0, (1 + gamma) * 1.25, (1 + gamma) * 0.5]
+    assert scheduler.timesteps.tolist() == pytest.approx([t_hat[0], t[1], t_hat[1], t[2], t_hat[2]])
+    x, s = torch.tensor([[0.3, -0.2, 0.5]]), torch.tensor([[1.5, 2.0, -1.0]])
+    x1, s1 = torch.tensor([[0.1, 0.4, -0.3]]), torch.tensor([[-0.5, 0.25, 1.0]])
+    ts = scheduler.timesteps
+
+    # Euler half at t^_0: d = (x - D) / t^ with D = x + t^2 s, to x + (t_1 - t^_0) d
+    out = scheduler.step(s, ts[0], x)
+    d = (x - (x + t_hat[0] ** 2 * s)) / t_hat[0]
+    torch.testing.assert_close(out.prev_sample, x + (t[1] - t_hat[0]) * d)
+    torch.testing.assert_close(out.pred_original_sample, x + t_hat[0] ** 2 * s)
+    # Heun correction at the Euler point x1, t_1: the mean slope from x^_0, then level 1's churn
+    out = scheduler.step(s1, ts[1], x1, generator=torch.Generator().manual_seed(0)).prev_sample
+    d1 = (x1 - (x1 + t[1] ** 2 * s1)) / t[1]
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    churn = math.sqrt(t_hat[1] ** 2 - t[1] ** 2) * 1.1
+    torch.testing.assert_close(out, x + (t[1] - t_hat[0]) * (d + d1) / 2 + churn * z)
+    # the last level steps to t = 0 with Euler alone: Tweedie's D(x, t^_2)
+    scheduler.step(s, ts[2], x)
+    scheduler.step(s1, ts[3], x1)
+    out = scheduler.step(s, ts[4], x).prev_sample
+    torch.testing.assert_close(out, x + t_hat[2] ** 2 * s)
+
+
+@pytest.mark.parametrize("calls, levels", [(1, 1), (2, 1), (35, 18), (50, 25)])
+def test_stochastic_heun_levels_and_churn_window(calls, levels):
+    scheduler = StochasticHeunScheduler(sigma_max=80.0, sigma_min=0.002, s_churn=40.0, s_tmin=0.05, s_tmax=50.0)
+    scheduler.set_timesteps(calls)
+    assert len(scheduler.timesteps) == 2 * levels - 1
+    t = karras_sigmas(80.0, 0.002, levels, 7.0).tolist()
+    gamma = min(40.0 / levels, math.sqrt(2) - 1)
+    expected = [t[0]]
+    for t_i in t[1:]:
+        expected += [t_i, t_i * (1 + gamma) if 0.05 <= t_i <= 50.0 else t_i]
+    assert scheduler.timesteps.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_stochastic_heun_is_second_order():
+    # Deterministic (S_churn = 0) on a Gaussian N(0, c^2 I): the ODE's exact solution is
+    # x(t) = x(t_0) sqrt(c^2 + t^2) / sqrt(c^2 + t_0^2). Halving the step size cuts Heun's error ~4x (Euler's ~2x).
+    c, x0 = 0.5, torch.full((1, 1, 1, 1), 3.0)
+    model = ImageMixtureScoreModel([[0.0]], [1.0], std=c)
+    errors = []
+    for calls in (9, 17, 33):
+        scheduler = StochasticHeunScheduler(sigma_max=4.0, sigma_min=0.1, s_churn=0.0)
+        scheduler.set_timesteps(calls)
+        x = x0
+        for ts in scheduler.timesteps[:-1]:  # stop at t_{N-1} = 0.1, before the final Euler step to 0
+            x = scheduler.step(model(x, ts).sample, ts, x).prev_sample
+        exact = x0 * math.sqrt(c**2 + 0.1**2) / math.sqrt(c**2 + 4.0**2)
+        errors.append(abs(x - exact).item())
+    assert errors[0] / errors[1] > 3.5 and errors[1] / errors[2] > 3.5
+
+
+# With the churn, few levels over-disperse each mode (variance x1.3 at 25 calls, x1.1 at 49, -> 1 as calls grow):
+# the noise added at each level is taken out by a single Heun step.
+@pytest.mark.parametrize("s_churn, calls", [(0.0, 25), (80.0, 49)])
+def test_stochastic_heun_recovers_the_mixture(s_churn, calls):
+    scheduler = StochasticHeunScheduler(**VE, s_churn=s_churn)
+    weight, var_left, var_right, model = sample_mixture(scheduler, calls)
+    assert_samples_the_mixture(weight, var_left, var_right)
+    assert model.calls == calls
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"s_churn": -1.0}, "s_churn=-1.0 must be a finite number >= 0"),
+        ({"s_noise": 0.0}, "s_noise=0.0 must be a positive finite number"),
+        ({"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmax=1.0 is below s_tmin=2.0"),
+        ({"rho": 0.0}, "rho=0.0 must be a positive finite number"),
+    ],
+)
+def test_stochastic_heun_checks_its_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        StochasticHeunScheduler(**kwargs)
+    scheduler = StochasticHeunScheduler()
+    per_call = {k: v for k, v in kwargs.items() if k in ("s_churn", "s_noise")}
+    if per_call:
+        with pytest.raises(ValueError, match=message):
+            scheduler.set_timesteps(5, **per_call)
+
+
 # diffusers' EDM solvers, used as they are, through the denoiser D(x, sigma) = x + sigma^2 s(x, sigma)
 
 
@@ -239,6 +333,7 @@ def test_edm_scheduler_with_another_prediction_type_names_the_fix():
         (PredictorCorrectorScheduler(**VE), {"corrector_steps": -1}, "corrector_steps=-1 must be an integer >= 0"),
         (PredictorCorrectorScheduler(**VE), {"epsilon": 1e-5}, "PredictorCorrectorScheduler takes no per-call eps"),
         (ConsistentAnnealedSamplingScheduler(**VE), {"epsilon": float("nan")}, "epsilon=nan must be a positive"),
+        (StochasticHeunScheduler(**VE), {"snr": 0.16}, "StochasticHeunScheduler takes no per-call snr"),
         (EDMEulerScheduler(), {"final_denoise": True}, "EDMEulerScheduler takes no per-call final_denoise"),
     ],
 )
@@ -248,9 +343,7 @@ def test_bad_per_call_overrides_are_clear_errors(scheduler, kwargs, message):
         pipe(num_inference_steps=4, **kwargs)
 
 
-@pytest.mark.parametrize(
-    "cls", [AnnealedLangevinScheduler, PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler]
-)
+@pytest.mark.parametrize("cls", SCORE_SCHEDULERS)
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -270,7 +363,9 @@ def test_every_scheduler_checks_its_config(cls, kwargs, message):
 # Contracts shared by the package's schedulers
 
 
-@pytest.mark.parametrize("cls", [PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler])
+@pytest.mark.parametrize(
+    "cls", [PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler, StochasticHeunScheduler]
+)
 def test_save_load_and_step_contracts(cls, tmp_path):
     scheduler = cls(**VE)
     scheduler.save_pretrained(tmp_path)
@@ -314,9 +409,7 @@ def as_device(request, monkeypatch):
 
 
 @pytest.mark.parametrize("as_device", DEVICES, indirect=True)
-@pytest.mark.parametrize(
-    "cls", [AnnealedLangevinScheduler, PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler]
-)
+@pytest.mark.parametrize("cls", SCORE_SCHEDULERS)
 def test_device_timesteps_are_checked_without_a_read_per_step(cls, as_device, monkeypatch):
     scheduler = cls(**VE)
     scheduler.set_timesteps(20)
@@ -353,7 +446,9 @@ def test_entries_of_scheduler_timesteps_need_no_comparison(monkeypatch):
     assert compared == [1]
 
 
-@pytest.mark.parametrize("cls", [PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler])
+@pytest.mark.parametrize(
+    "cls", [PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler, StochasticHeunScheduler]
+)
 def test_pipeline_with_each_sampler_saves_and_loads(cls, tmp_path):
     torch.manual_seed(0)
     pipe = NCSNPipeline(NCSNUNet2DModel.from_preset("tiny", sample_size=8), cls(**VE))

@@ -3,9 +3,15 @@
 from .scheduling_annealed_langevin import AnnealedLangevinScheduler, AnnealedLangevinSchedulerOutput
 from .scheduling_consistent_annealed import ConsistentAnnealedSamplingScheduler
 from .scheduling_predictor_corrector import PredictorCorrectorScheduler
+from .scheduling_stochastic_heun import StochasticHeunScheduler
 from .scheduling_utils import ScoreSchedulerOutput
 
-SCORE_SCHEDULERS = (AnnealedLangevinScheduler, PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler)
+SCORE_SCHEDULERS = (
+    AnnealedLangevinScheduler,
+    PredictorCorrectorScheduler,
+    ConsistentAnnealedSamplingScheduler,
+    StochasticHeunScheduler,
+)
 
 __all__ = [
     "SCORE_SCHEDULERS",
@@ -14,4 +20,5 @@ __all__ = [
     "ConsistentAnnealedSamplingScheduler",
     "PredictorCorrectorScheduler",
     "ScoreSchedulerOutput",
+    "StochasticHeunScheduler",
 ]
