@@ -29,8 +29,8 @@ class NCSNInpaintPipeline(NCSNPipeline):
     x_known) at each level. The returned images hold the input's known pixels exactly.
 
     Every score-model scheduler of [`NCSNPipeline`] runs the chain ([`AnnealedLangevinScheduler`], the paper's;
-    [`PredictorCorrectorScheduler`], [`ConsistentAnnealedSamplingScheduler`]); diffusers' EDM schedulers, which have no
-    perturbation of the reference at the chain's level, do not.
+    [`PredictorCorrectorScheduler`], [`ConsistentAnnealedSamplingScheduler`], [`StochasticHeunScheduler`]); diffusers'
+    EDM schedulers, which have no perturbation of the reference at the chain's level, do not.
 
     It takes the same components as [`NCSNPipeline`] and loads from the same folders and Hub repos:
     `NCSNInpaintPipeline.from_pretrained("ncsn-digits")` or `NCSNInpaintPipeline.from_pipe(ncsn_pipeline)`.
@@ -121,7 +121,8 @@ class NCSNInpaintPipeline(NCSNPipeline):
             raise ValueError(
                 f"NCSNInpaintPipeline perturbs the known pixels with the chain's own scheduler.add_noise, which "
                 f"{type(self.scheduler).__name__} (a denoiser scheduler) does not provide at its step's sigma; use "
-                "AnnealedLangevinScheduler, PredictorCorrectorScheduler or ConsistentAnnealedSamplingScheduler."
+                "AnnealedLangevinScheduler, PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler or "
+                "StochasticHeunScheduler."
             )
         overrides = scheduler_overrides(
             self.scheduler,
