@@ -47,6 +47,7 @@ from ncsn_diffusers import (
     NCSNPipeline,
     NCSNUNet2DModel,
     PredictorCorrectorScheduler,
+    StochasticHeunScheduler,
     dsm_loss,
     epsilon_from_score,
     epsilon_loss,
@@ -204,21 +205,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add(
         "--sampler",
-        choices=("predictor_corrector", "annealed_langevin"),
+        choices=("predictor_corrector", "stochastic_heun", "annealed_langevin"),
         default=None,
         help="The sampler saved with a score model: predictor_corrector (the default; Song et al. 2021, "
         "reverse diffusion + --corrector_steps Langevin steps per level, --sampling_calls U-Net calls from sigma_1 to "
-        "sigma_L) or annealed_langevin (Algorithm 1 on the training ladder, L x T calls). --objective epsilon saves "
-        "annealed Langevin in VP coordinates.",
+        "sigma_L), stochastic_heun (EDM's Algorithm 2, EDM's VE churn, --sampling_calls calls, one fewer if even) or "
+        "annealed_langevin (Algorithm 1 on the training ladder, L x T calls). --objective epsilon saves annealed "
+        "Langevin in VP coordinates.",
     )
-    add("--sampling_calls", type=int, default=100, help="U-Net calls of the saved predictor_corrector sampler.")
+    add(
+        "--sampling_calls",
+        type=int,
+        default=100,
+        help="U-Net calls of the saved predictor_corrector or stochastic_heun sampler.",
+    )
     add("--corrector_steps", type=int, default=1, help="k, Langevin corrector steps per level (0: ancestral).")
     add("--snr", type=float, default=0.16, help="r, the corrector's signal-to-noise ratio (predictor_corrector).")
     add(
         "--sampling_sigma_max",
         type=float,
         default=None,
-        help="The sigma predictor_corrector starts from (default: sigma_1 / 2 with --noise_ladder ncsnv2, whose "
+        help="The sigma predictor_corrector or stochastic_heun starts from (default: sigma_1 / 2 with --noise_ladder "
+        "ncsnv2, whose "
         "sigma_1 is the largest pairwise distance of the data; sigma_1 otherwise). At most sigma_1.",
     )
     add("--steps_per_level", type=int, default=None, help="T, Langevin steps per level when sampling (default 20).")
@@ -386,7 +394,7 @@ def check_args(args: argparse.Namespace):
             "discrete and --sampler annealed_langevin (sigmas between its levels have no embedding)."
         )
     if args.objective == "epsilon" and args.sampler != "annealed_langevin":
-        raise ValueError("--sampler predictor_corrector samples score models (dsm, ssm); drop it for epsilon.")
+        raise ValueError(f"--sampler {args.sampler} samples score models (dsm, ssm); drop it for epsilon.")
     if args.sampling_calls < 1 or args.corrector_steps < 0 or not args.snr > 0:
         raise ValueError("Need --sampling_calls >= 1, --corrector_steps >= 0 and --snr > 0.")
     if args.objective == "epsilon" and args.sigma_sampling != "discrete":
@@ -754,7 +762,7 @@ def sliced_losses(unet, noisy, noise, sigma, num_projections, generator):
 
 
 def sampling_sigma_max(args, ladder) -> float:
-    """Where predictor-corrector starts: --sampling_sigma_max, else sigma_1 / 2 for the ncsnv2 ladder (sigma_1 is the
+    """Where the saved predictor-corrector or stochastic Heun sampler starts: --sampling_sigma_max, else sigma_1 / 2 for the ncsnv2 ladder (sigma_1 is the
     data's largest pairwise distance; at 16x16 the digits sample better from half of it, README), else sigma_1."""
     start = args.sampling_sigma_max or ladder.sigma_max / (2 if args.noise_ladder == "ncsnv2" else 1)
     if not ladder.sigma_min < start <= ladder.sigma_max:
@@ -765,11 +773,20 @@ def sampling_sigma_max(args, ladder) -> float:
 
 
 def make_pipeline(unet, noise_scheduler, args):
-    """The pipeline to sample and save: the training ladder's annealed Langevin chain, or (`--sampler
-    predictor_corrector`) PC sampling of the same range, sigma_1 -> sigma_L, in --sampling_calls U-Net calls."""
+    """The pipeline to sample and save: the training ladder's annealed Langevin chain, or PC sampling (`--sampler
+    predictor_corrector`) or EDM's stochastic Heun sampler (`stochastic_heun`) of the same range, from
+    `sampling_sigma_max` to sigma_L, in --sampling_calls U-Net calls."""
     if args.sampler == "annealed_langevin":
         return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
     ladder, k = noise_scheduler.config, args.corrector_steps
+    if args.sampler == "stochastic_heun":
+        sampler = StochasticHeunScheduler(
+            sigma_max=sampling_sigma_max(args, ladder),
+            sigma_min=ladder.sigma_min,
+            num_noise_levels=(args.sampling_calls + 1) // 2,
+            data_range=DATA_RANGE,
+        )
+        return NCSNPipeline(unet=unet, scheduler=sampler)
     sampler = PredictorCorrectorScheduler(
         sigma_max=sampling_sigma_max(args, ladder),
         sigma_min=ladder.sigma_min,
@@ -934,7 +951,7 @@ def train(args: argparse.Namespace, claim: OutputDirClaim):
     images = load_training_images(args)
     noise_scheduler = build_noise_scheduler(args, images)
     unet = build_unet(args) if args.model_type == "unet" else build_paper_unet(args, noise_scheduler)
-    if args.objective in VE_OBJECTIVES and args.sampler == "predictor_corrector":
+    if args.objective in VE_OBJECTIVES and args.sampler != "annealed_langevin":
         sampling_sigma_max(args, noise_scheduler.config)  # a bad --sampling_sigma_max fails before training
     if args.objective in VE_OBJECTIVES:
         sigmas = noise_scheduler.sigmas.tolist()

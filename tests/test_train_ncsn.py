@@ -384,6 +384,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         (["--num_epochs", "0"], "--num_epochs must be >= 1"),
         (["--hub_model_id", "me/model"], "only used with --push_to_hub"),
         (["--resume_from_checkpoint", "latest", "--overwrite_output_dir"], "contradict each other"),
+        (["--objective", "epsilon", "--sampler", "stochastic_heun"], "--sampler stochastic_heun samples score models"),
     ],
 )
 def test_contradictory_or_invalid_flags_exit_with_a_message(argv, message, capsys):
@@ -419,6 +420,23 @@ def test_saved_sampler_starts_at_half_of_technique_1s_sigma_1_unless_told():
     assert start(train_ncsn.parse_args(["--sampling_sigma_max", "5"]), ladder) == 5.0
     with pytest.raises(ValueError, match=r"must lie in \(sigma_L, sigma_1\]"):
         start(train_ncsn.parse_args(["--sampling_sigma_max", "20"]), ladder)
+
+
+@pytest.mark.parametrize("calls, levels", [(100, 50), (49, 25)])
+def test_saved_stochastic_heun_sampler_spans_the_same_range_in_the_given_calls(calls, levels):
+    from types import SimpleNamespace
+
+    from ncsn_diffusers import NCSNUNet2DModel, StochasticHeunScheduler
+
+    args = train_ncsn.parse_args(["--sampler", "stochastic_heun", "--sampling_calls", str(calls)])
+    ladder = SimpleNamespace(config=SimpleNamespace(sigma_max=17.0, sigma_min=0.02))
+    pipe = train_ncsn.make_pipeline(NCSNUNet2DModel.from_preset("tiny"), ladder, args)
+    scheduler = pipe.scheduler
+    assert isinstance(scheduler, StochasticHeunScheduler) and scheduler.config.num_noise_levels == levels
+    assert (scheduler.config.sigma_max, scheduler.config.sigma_min) == (8.5, 0.02)
+    assert scheduler.config.data_range == (-1.0, 1.0)
+    scheduler.set_timesteps()
+    assert len(scheduler.timesteps) == 2 * levels - 1 <= calls
 
 
 def test_secrets_are_left_out_of_every_record_of_the_arguments():
