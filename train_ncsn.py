@@ -7,7 +7,8 @@
 
 `--objective dsm` trains `NCSNUNet2DModel` s_theta(x, sigma) by denoising score matching on the geometric ladder
 sigma_1 > ... > sigma_L with lambda(sigma) = sigma^2: loss = mean ||sigma s_theta(x + sigma z, sigma) + z||^2, sigma a
-level of the ladder (`--sigma_sampling discrete`) or log-uniform in [sigma_L, sigma_1] (`log_uniform`).
+level of the ladder (`--sigma_sampling discrete`), log-uniform in [sigma_L, sigma_1] (`log_uniform`) or log-normal
+truncated to it (`log_normal`, EDM's training distribution).
 `--objective ssm` trains the same network by sliced score matching on the same ladder (`ssm_loss`, `--num_projections`).
 `--objective epsilon` trains diffusers' `UNet2DModel` eps_theta(x_t, t) with DDPM's loss mean ||eps_theta - z||^2 on
 x_t = sqrt(abar_t) x + sqrt(1 - abar_t) z. Both log the other form too: under eps = -sigma s (VE) and
@@ -197,12 +198,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--num_noise_levels", type=int, default=None, help="L (default 10; with ncsnv2 it is computed).")
     add(
         "--sigma_sampling",
-        choices=("discrete", "log_uniform"),
+        choices=("discrete", "log_uniform", "log_normal"),
         default=None,
         help="Training sigmas: discrete, a level of the ladder (the paper); log_uniform (the default with --objective "
         "dsm), log sigma uniform in [log sigma_L, log sigma_1] (score SDE's VE training), so the network is trained "
-        "between the levels too and any ladder, of any length, can sample it.",
+        "between the levels too and any ladder, of any length, can sample it; log_normal, log sigma ~ "
+        "N(P_mean, P_std^2) truncated to [log sigma_L, log sigma_1] (EDM, Karras et al. 2022).",
     )
+    add("--log_sigma_mean", type=float, default=-1.2, help="P_mean of --sigma_sampling log_normal (EDM's -1.2).")
+    add("--log_sigma_std", type=float, default=1.2, help="P_std of --sigma_sampling log_normal (EDM's 1.2).")
     add(
         "--sampler",
         choices=("predictor_corrector", "stochastic_heun", "annealed_langevin"),
@@ -399,8 +403,11 @@ def check_args(args: argparse.Namespace):
         raise ValueError("Need --sampling_calls >= 1, --corrector_steps >= 0 and --snr > 0.")
     if args.objective == "epsilon" and args.sigma_sampling != "discrete":
         raise ValueError(
-            "--sigma_sampling log_uniform draws VE sigmas (--objective dsm or ssm); epsilon draws DDPM timesteps."
+            f"--sigma_sampling {args.sigma_sampling} draws VE sigmas (--objective dsm or ssm); epsilon draws DDPM "
+            "timesteps."
         )
+    if not args.log_sigma_std > 0:
+        raise ValueError(f"--log_sigma_std (P_std) must be positive, got {args.log_sigma_std}.")
     computed = [f"--{n}" for n in ("sigma_max", "num_noise_levels") if getattr(args, n) is not None]
     if args.noise_ladder == "ncsnv2" and computed:
         raise ValueError(
@@ -695,6 +702,9 @@ def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_i
         clean = torch.where(append_dims(flip, clean.ndim), clean.flip(-1), clean)
     if noise_scheduler.config.noise_space == "ve" and args.sigma_sampling == "log_uniform":
         levels = log_uniform_sigmas(noise_scheduler.sigmas, global_shape[0], generator, device)[shard]
+    elif noise_scheduler.config.noise_space == "ve" and args.sigma_sampling == "log_normal":
+        ladder, mean, std = noise_scheduler.sigmas, args.log_sigma_mean, args.log_sigma_std
+        levels = log_normal_sigmas(ladder, mean, std, global_shape[0], generator, device)[shard]
     else:
         num_levels = (
             args.num_train_timesteps if noise_scheduler.config.noise_space == "vp" else len(noise_scheduler.sigmas)
@@ -709,6 +719,16 @@ def log_uniform_sigmas(ladder: torch.Tensor, batch_size: int, generator, device)
     sigma_max, sigma_min = float(ladder.max()), float(ladder.min())
     u = torch.rand(batch_size, generator=generator, device=device)
     return sigma_min * (sigma_max / sigma_min) ** u
+
+
+def log_normal_sigmas(ladder: torch.Tensor, mean: float, std: float, batch_size: int, generator, device):
+    """(B,) float32 sigmas with log sigma ~ N(P_mean, P_std^2) truncated to [log sigma_L, log sigma_1], drawn by
+    inverse CDF: log sigma = P_mean + P_std Phi^-1(u), u ~ U(Phi(a), Phi(b)), so no draw piles up at a bound."""
+    log_min, log_max = (math.log(float(bound)) for bound in ladder.aminmax())
+    low, high = (0.5 * (1.0 + math.erf((bound - mean) / (std * math.sqrt(2.0)))) for bound in (log_min, log_max))
+    u = low + (high - low) * torch.rand(batch_size, generator=generator, device=device)
+    log_sigma = mean + std * torch.special.ndtri(u)
+    return log_sigma.clamp(log_min, log_max).exp()  # the clamp only catches float32 rounding at the bounds
 
 
 def objective_losses(model_output, noise, sigma, prediction_type: str):
@@ -1255,6 +1275,11 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "random_flip": args.random_flip,
             "noise_ladder": args.noise_ladder if args.objective in VE_OBJECTIVES else "ddpm",
             **({"sigma_sampling": args.sigma_sampling} if args.objective in VE_OBJECTIVES else {}),
+            **(
+                {"log_sigma_mean": args.log_sigma_mean, "log_sigma_std": args.log_sigma_std}
+                if args.objective in VE_OBJECTIVES and args.sigma_sampling == "log_normal"
+                else {}
+            ),
             "seed": args.seed,
         },
         "results": {
