@@ -4,12 +4,13 @@
     python examples/compare_samplers.py --output_dir outputs/samplers       # resumable; every cell is cached
     python examples/compare_samplers.py --output_dir outputs/samplers --plot docs/fd_vs_nfe.png
 
-Three U-Nets of one size preset are trained by `train_ncsn.py` on the same digits, batch, seed, number of optimizer
+Four U-Nets of one size preset are trained by `train_ncsn.py` on the same digits, batch, seed, number of optimizer
 steps and EMA:
 
 - `ncsn_discrete`: denoising score matching on the NCSNv2 ladder computed from the data (Techniques 1 and 2), sigma a
   level of the ladder (`--sigma_sampling discrete`, the paper);
 - `ncsn_log_uniform`: the same with sigma log-uniform in [sigma_L, sigma_1] (`--sigma_sampling log_uniform`);
+- `ncsn_log_normal`: the same with log sigma ~ N(-1.2, 1.2^2) truncated to it (`--sigma_sampling log_normal`, EDM's);
 - `ddpm`: DDPM's epsilon objective, 1000 linear betas, diffusers' `UNet2DModel` with the same blocks.
 
 Each score model is sampled by every score sampler of `SAMPLERS`, the DDPM model by diffusers' `DDPMScheduler`,
@@ -34,9 +35,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # train_ncsn.py lives at the repository root
 
+# The score models save their training ladder's annealed Langevin chain, which the `als` sampler runs.
+SCORE_FLAGS = ["--objective", "dsm", "--noise_ladder", "ncsnv2", "--sampler", "annealed_langevin"]
 MODELS = {
-    "ncsn_discrete": ["--objective", "dsm", "--noise_ladder", "ncsnv2", "--sigma_sampling", "discrete"],
-    "ncsn_log_uniform": ["--objective", "dsm", "--noise_ladder", "ncsnv2", "--sigma_sampling", "log_uniform"],
+    "ncsn_discrete": [*SCORE_FLAGS, "--sigma_sampling", "discrete"],
+    "ncsn_log_uniform": [*SCORE_FLAGS, "--sigma_sampling", "log_uniform"],
+    "ncsn_log_normal": [*SCORE_FLAGS, "--sigma_sampling", "log_normal"],
     "ddpm": ["--objective", "epsilon"],
 }
 SIGMA_MIN = 0.02  # NCSN's sigma_L = 0.01 for [0, 1] data, on the script's [-1, 1] data
@@ -56,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--nfe_1000",
         nargs="*",
-        default=["ncsn_discrete/als", "ncsn_log_uniform/als", "ddpm/ddpm"],
+        default=["ncsn_discrete/als", "ncsn_log_uniform/als", "ncsn_log_normal/als", "ddpm/ddpm"],
         help="model/sampler pairs that also run at NFE 1000 (the rest stop at 200).",
     )
     add("--only", nargs="*", default=None, help="Run only these model/sampler pairs (default: all).")
@@ -211,6 +215,11 @@ SAMPLERS = {
         "score",
         score_scheduler("StochasticHeunScheduler"),
         "EDM stochastic Heun (S_churn 80, S_tmin 0.05, S_tmax 50, S_noise 1.007; 2N - 1 calls)",
+    ),
+    "heun_g1": (
+        "score",
+        score_scheduler("StochasticHeunScheduler", s_tmin=0.0, s_noise=1.0, s_gamma_max=1.0),
+        "stochastic Heun, gamma_i = 1 at every level (S_gamma_max 1, S_tmin 0, S_noise 1)",
     ),
     "heun_ode": (
         "score",
@@ -381,6 +390,7 @@ def real_floor(args) -> dict:
 MODEL_LABELS = {
     "ncsn_discrete": "NCSN, discrete sigma",
     "ncsn_log_uniform": "NCSN, log-uniform sigma",
+    "ncsn_log_normal": "NCSN, log-normal sigma",
     "ddpm": "DDPM",
 }
 
@@ -427,8 +437,9 @@ def markdown(rows: list[dict], floor: dict, args) -> str:
 
 
 def plot(rows: list[dict], floor: dict, path: Path):
-    """Pooled FD against NFE: score models on the left (colour: sampler; dashed: discrete sigma, solid: log-uniform),
-    the DDPM model on the right; the dotted line is as many real training digits scored like the pooled samples."""
+    """Pooled FD against NFE: score models on the left (colour: sampler; dashed: discrete sigma, solid: log-uniform,
+    dash-dotted: log-normal), the DDPM model on the right; the dotted line is as many real training digits scored like
+    the pooled samples."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -446,10 +457,12 @@ def plot(rows: list[dict], floor: dict, path: Path):
         if not points:
             continue
         n, fd = map(np.array, zip(*points))
-        style = "--" if model == "ncsn_discrete" else "-"
+        style = {"ncsn_discrete": "--", "ncsn_log_normal": "-."}.get(model, "-")
         ax.plot(n, fd, style + "o", ms=3, color=colours[sampler])
     for ax, kind, title in zip(
-        axes, ("score", "epsilon"), ("score models (NCSN): dashed discrete, solid log-uniform sigma", "DDPM model")
+        axes,
+        ("score", "epsilon"),
+        ("NCSN: dashed discrete, solid log-uniform, dash-dotted log-normal sigma", "DDPM model"),
     ):
         ax.axhline(floor["train_digits_fd_pooled"], color="k", lw=1, ls=":")
         handles = [

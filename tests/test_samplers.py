@@ -224,12 +224,15 @@ def test_stochastic_heun_steps_by_hand():
 
 
 @pytest.mark.parametrize("calls, levels", [(1, 1), (2, 1), (35, 18), (50, 25)])
-def test_stochastic_heun_levels_and_churn_window(calls, levels):
-    scheduler = StochasticHeunScheduler(sigma_max=80.0, sigma_min=0.002, s_churn=40.0, s_tmin=0.05, s_tmax=50.0)
+@pytest.mark.parametrize("gamma_max", [math.sqrt(2) - 1, 1.0])
+def test_stochastic_heun_levels_and_churn_window(calls, levels, gamma_max):
+    scheduler = StochasticHeunScheduler(
+        sigma_max=80.0, sigma_min=0.002, s_churn=40.0, s_tmin=0.05, s_tmax=50.0, s_gamma_max=gamma_max
+    )
     scheduler.set_timesteps(calls)
     assert len(scheduler.timesteps) == 2 * levels - 1
     t = karras_sigmas(80.0, 0.002, levels, 7.0).tolist()
-    gamma = min(40.0 / levels, math.sqrt(2) - 1)
+    gamma = min(40.0 / levels, gamma_max)
     expected = [t[0]]
     for t_i in t[1:]:
         expected += [t_i, t_i * (1 + gamma) if 0.05 <= t_i <= 50.0 else t_i]
@@ -270,6 +273,7 @@ def test_stochastic_heun_recovers_the_mixture(s_churn, calls):
         ({"s_noise": 0.0}, "s_noise=0.0 must be a positive finite number"),
         ({"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmax=1.0 is below s_tmin=2.0"),
         ({"rho": 0.0}, "rho=0.0 must be a positive finite number"),
+        ({"s_gamma_max": -0.5}, "s_gamma_max=-0.5 must be a positive finite number"),
     ],
 )
 def test_stochastic_heun_checks_its_settings(kwargs, message):

@@ -38,12 +38,13 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
     spaced with exponent rho (t_N = 0), step i first raises the noise ("churn") and then takes a Heun step of the
     probability-flow ODE dx/dt = (x - D(x, t)) / t:
 
-        gamma_i = min(S_churn / N, sqrt(2) - 1) if S_tmin <= t_i <= S_tmax else 0,   t^_i = (1 + gamma_i) t_i
+        gamma_i = min(S_churn / N, gamma_max) if S_tmin <= t_i <= S_tmax else 0,   t^_i = (1 + gamma_i) t_i
         x^_i = x_i + sqrt(t^_i**2 - t_i**2) S_noise z
         d_i = (x^_i - D(x^_i, t^_i)) / t^_i,   x_{i+1} = x^_i + (t_{i+1} - t^_i) d_i                      (Euler)
         d'_i = (x_{i+1} - D(x_{i+1}, t_{i+1})) / t_{i+1},   x_{i+1} = x^_i + (t_{i+1} - t^_i) (d_i + d'_i) / 2  (Heun)
 
-    The last step, to t_N = 0, is Euler's alone and returns D(x^_{N-1}, t^_{N-1}): N levels cost 2N - 1 model calls.
+    EDM caps gamma_i at gamma_max = sqrt(2) - 1, so that no level adds more noise than the sample holds; a network
+    whose score is less accurate gains from more (`s_gamma_max=1.0`, README). The last step, to t_N = 0, is Euler's alone and returns D(x^_{N-1}, t^_{N-1}): N levels cost 2N - 1 model calls.
     The first step adds no churn: the chain starts from pure noise, x_0 ~ N(centre, sigma_max**2 I), where more noise
     would only move the start above sigma_max. The churn lets the chain correct the score's errors as Langevin
     dynamics does; S_churn = 0 is the deterministic Heun sampler (Algorithm 1).
@@ -62,7 +63,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         rho (`float`, defaults to 7.0):
             The exponent of the level spacing; larger values take smaller steps near sigma_min.
         s_churn (`float`, defaults to 80.0):
-            S_churn, the total churn, spread as gamma_i = S_churn / N over the levels and capped at sqrt(2) - 1 per
+            S_churn, the total churn, spread as gamma_i = S_churn / N over the levels and capped at `s_gamma_max` per
             level; 0 turns the noise off (EDM's values for VE models: 80, 0.05, 50, 1.007).
         s_tmin (`float`, defaults to 0.05):
             S_tmin, the lowest t_i that gets churn.
@@ -70,6 +71,8 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             S_tmax, the highest t_i that gets churn.
         s_noise (`float`, defaults to 1.007):
             S_noise, the scale of the churn's noise; slightly above 1 offsets the detail a denoiser loses.
+        s_gamma_max (`float`, defaults to sqrt(2) - 1):
+            The cap on gamma_i (EDM's sqrt(2) - 1: t^_i at most sqrt(2) t_i).
         prediction_type (`str`, defaults to `"score"`):
             What the model returns: `"score"`, `"epsilon"` (score = -epsilon / sigma) or `"sample"` (x_0 hat).
         data_range (`tuple[float, float]`, *optional*):
@@ -87,6 +90,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         s_tmin: float = 0.05,
         s_tmax: float = 50.0,
         s_noise: float = 1.007,
+        s_gamma_max: float = math.sqrt(2) - 1,
         prediction_type: str = "score",
         data_range: tuple[float, float] | None = None,
     ):
@@ -110,6 +114,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}={value!r} must be a finite number >= 0 (0 turns the churn off).")
         check_positive_float("s_noise", run["s_noise"], "EDM uses 1.007; 1 is plain Gaussian noise.")
+        check_positive_float("s_gamma_max", self.config.s_gamma_max, "EDM uses sqrt(2) - 1.")
         if isinstance(run["s_tmax"], bool) or not isinstance(run["s_tmax"], (int, float)) or run["s_tmax"] < 0:
             raise ValueError(f"s_tmax={run['s_tmax']!r} must be a number >= 0 (float('inf') churns every level).")
         if run["s_tmax"] < run["s_tmin"]:
@@ -147,7 +152,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             num_levels = (num_inference_steps + 1) // 2
         t = karras_sigmas(self.config.sigma_max, self.config.sigma_min, num_levels, self.config.rho).tolist() + [0.0]
         gamma = [
-            min(run["s_churn"] / num_levels, math.sqrt(2) - 1)
+            min(run["s_churn"] / num_levels, self.config.s_gamma_max)
             if i > 0 and run["s_tmin"] <= t_i <= run["s_tmax"]
             else 0
             for i, t_i in enumerate(t[:-1])
