@@ -270,6 +270,8 @@ def test_stochastic_heun_recovers_the_mixture(s_churn, calls):
     "kwargs, message",
     [
         ({"s_churn": -1.0}, "s_churn=-1.0 must be a finite number >= 0"),
+        ({"s_churn": float("nan")}, "s_churn=nan must be a finite number >= 0"),
+        ({"s_tmax": -2.0}, "s_tmax=-2.0 must be a number >= 0"),
         ({"s_noise": 0.0}, "s_noise=0.0 must be a positive finite number"),
         ({"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmax=1.0 is below s_tmin=2.0"),
         ({"rho": 0.0}, "rho=0.0 must be a positive finite number"),

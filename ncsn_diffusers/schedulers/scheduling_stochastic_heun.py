@@ -14,6 +14,7 @@ from .scheduling_utils import (
     ScoreSchedulerOutput,
     check_choice,
     check_data_range,
+    check_nonnegative_float,
     check_positive_float,
     check_positive_int,
     check_sigma_range,
@@ -97,6 +98,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         check_sigma_range(sigma_max, sigma_min)
         check_positive_int("num_noise_levels", num_noise_levels)
         check_positive_float("rho", rho, "EDM uses 7.")
+        check_positive_float("s_gamma_max", s_gamma_max, "EDM uses sqrt(2) - 1.")
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         self.data_range = check_data_range((0.0, 1.0) if data_range is None else data_range)
         self._run_settings()
@@ -109,14 +111,10 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
     def _run_settings(self, s_churn=None, s_noise=None) -> dict:
         """The config with this call's overrides, checked in one place for the constructor and `set_timesteps`."""
         run = resolve(self.config, dict(s_churn=s_churn, s_noise=s_noise, s_tmin=None, s_tmax=None))
-        for name in ("s_churn", "s_tmin"):
-            value = run[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}={value!r} must be a finite number >= 0 (0 turns the churn off).")
+        check_nonnegative_float("s_churn", run["s_churn"], "0 turns the churn off.")
+        check_nonnegative_float("s_tmin", run["s_tmin"], "0 churns down to the last level.")
+        check_nonnegative_float("s_tmax", run["s_tmax"], "float('inf') churns every level.", allow_inf=True)
         check_positive_float("s_noise", run["s_noise"], "EDM uses 1.007; 1 is plain Gaussian noise.")
-        check_positive_float("s_gamma_max", self.config.s_gamma_max, "EDM uses sqrt(2) - 1.")
-        if isinstance(run["s_tmax"], bool) or not isinstance(run["s_tmax"], (int, float)) or run["s_tmax"] < 0:
-            raise ValueError(f"s_tmax={run['s_tmax']!r} must be a number >= 0 (float('inf') churns every level).")
         if run["s_tmax"] < run["s_tmin"]:
             raise ValueError(
                 f"s_tmax={run['s_tmax']} is below s_tmin={run['s_tmin']}: the churn applies to s_tmin <= t_i <= s_tmax; "

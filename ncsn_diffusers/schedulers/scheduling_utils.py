@@ -58,6 +58,19 @@ def check_positive_float(name: str, value, hint: str = ""):
         raise ValueError(f"{name}={value!r} must be a positive finite number.{' ' + hint if hint else ''}")
 
 
+def check_nonnegative_float(name: str, value, hint: str = "", allow_inf: bool = False):
+    """A number >= 0 (not a bool, not NaN), finite unless `allow_inf`; `hint` says what 0 or a good value means."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(value)
+        or value < 0
+        or (math.isinf(value) and not allow_inf)
+    ):
+        kind = "a number >= 0" if allow_inf else "a finite number >= 0"
+        raise ValueError(f"{name}={value!r} must be {kind}.{' ' + hint if hint else ''}")
+
+
 def check_bool(name: str, value):
     if not isinstance(value, bool):
         raise ValueError(f"{name}={value!r} must be True or False.")
