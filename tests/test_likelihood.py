@@ -1,6 +1,7 @@
 """The likelihood of a score model through its probability-flow ODE, against closed forms: Gaussians, a mixture, a
 uniform box, the VP-to-VE map of an exact DDPM epsilon model, and the encode / decode round trip."""
 
+import json
 import math
 
 import pytest
@@ -10,7 +11,16 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from ncsn_diffusers import NCSNRefineNet, bits_per_dim_offset, log_likelihood
+from ncsn_diffusers import (
+    NCSNPipeline,
+    NCSNRefineNet,
+    NCSNUNet2DModel,
+    PredictorCorrectorScheduler,
+    bits_per_dim_offset,
+    log_likelihood,
+)
+from ncsn_diffusers.evaluation.__main__ import main
+from ncsn_diffusers.evaluation.bits_per_dim import gaussian_bits_per_dim
 from ncsn_diffusers.likelihood import dequantize
 from ncsn_diffusers.noise_ladders import ddpm_alphas_cumprod
 from ncsn_diffusers.probability_flow import (
@@ -214,3 +224,59 @@ def test_ddpm_unet_without_its_schedule_is_refused():
 
     with pytest.raises(ValueError, match="alphas_cumprod"):
         log_likelihood(tiny_ddpm_unet(), torch.rand(1, 1, 8, 8))
+
+
+def test_gaussian_reference_density_gives_the_gaussian_entropy():
+    # catches a reference density scored with another offset or in nats: N(0, s^2 I) data score its entropy per dim
+    std, offset = 0.2, 3.0
+    g = torch.Generator().manual_seed(9)
+    train, test = std * torch.randn(20000, 1, 2, 2, generator=g), std * torch.randn(20000, 1, 2, 2, generator=g)
+    entropy_bits = 0.5 * math.log2(2 * math.pi * math.e * std**2)
+    for diagonal in (False, True):
+        bpd = gaussian_bits_per_dim(train, test, offset, diagonal)
+        assert bpd.mean().item() == pytest.approx(entropy_bits + offset, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    scheduler = PredictorCorrectorScheduler(sigma_max=5.0, sigma_min=0.05, num_noise_levels=10, data_range=(-1, 1))
+    path = tmp_path_factory.mktemp("likelihood") / "pipe"
+    NCSNPipeline(NCSNUNet2DModel.from_preset("tiny", sample_size=8).eval(), scheduler).save_pretrained(path)
+    return str(path)
+
+
+def test_bpd_command_end_to_end_on_a_saved_pipeline(tiny_pipeline_dir, tmp_path, capsys):
+    # catches the command scoring something other than the held-out digits at the model's size and range: the
+    # references are real densities of those digits (a full Gaussian beats a diagonal one, both beat uniform)
+    path = tmp_path / "bpd.json"
+    argv = ["--metric", "bpd", "--pipeline", tiny_pipeline_dir, "--num_samples", "6", "--batch_size", "3"]
+    main([*argv, "--rtol", "1e-2", "--json", str(path)])
+    results = json.loads(path.read_text())
+    assert results["num_images"] == 6 and results["resolution"] == 8
+    assert results["offset"] == pytest.approx(3.0)  # 17 levels over [-1, 1]: Delta = 1 / 8
+    assert len(results["model"]["nfe_per_batch"]) == 2 and math.isfinite(results["model"]["bits_per_dim"])
+    assert results["model"]["standard_error"] > 0
+    refs = [results[name]["bits_per_dim"] for name in ("gaussian", "diagonal_gaussian", "uniform")]
+    assert 0 < refs[0] < refs[1] < refs[2] == pytest.approx(math.log2(17))
+    assert "held-out digits at 8x8" in capsys.readouterr().out
+
+
+def test_bpd_command_needs_a_pipeline():
+    with pytest.raises(ValueError, match="--pipeline DIR"):
+        main(["--metric", "bpd", "--samples", "x.npy"])
+
+
+def test_log_likelihood_of_saved_pipelines_reads_their_schedulers(tiny_pipeline_dir):
+    # catches a pipeline's sigma range or DDPM schedule not reaching the flow (the VE run would need sigma_min /
+    # sigma_max, the DDPM one alphas_cumprod)
+    from diffusers import DDPMPipeline, DDPMScheduler
+    from tiny_models import tiny_ddpm_unet
+
+    pipe = NCSNPipeline.from_pretrained(tiny_pipeline_dir)
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(10)) * 2 - 1
+    ve = log_likelihood(pipe, images, num_levels=17, solver="heun", num_steps=4, generator=torch.Generator())
+    assert ve.nfe == 8 and torch.isfinite(ve.bits_per_dim).all()
+    ddpm = DDPMPipeline(unet=tiny_ddpm_unet(), scheduler=DDPMScheduler(num_train_timesteps=50))
+    vp = log_likelihood(ddpm, images, solver="heun", num_steps=4, generator=torch.Generator())
+    assert vp.nfe == 8 and torch.isfinite(vp.log_prob).all() and vp.latents.shape == images.shape
