@@ -269,17 +269,33 @@ def _heun(field: FlowField, x: torch.Tensor, u0: float, u1: float, num_steps: in
     return x, delta
 
 
-def encode(flow: ProbabilityFlow, images: torch.Tensor, **solver_kwargs) -> torch.Tensor:
-    """Images (data coordinates) -> latents at sigma_max (the sampler's coordinates) along the deterministic ODE.
-    `solver_kwargs` go to [`integrate`]."""
+def as_flow(model, sigma_min: float | None = None, sigma_max: float | None = None) -> ProbabilityFlow:
+    """`model` itself if it is a [`ProbabilityFlow`], else the flow of the network or pipeline (see [`flow_for`])."""
+    return model if isinstance(model, ProbabilityFlow) else flow_for(model, sigma_min, sigma_max)[0]
+
+
+def encode(model, images: torch.Tensor, sigma_min=None, sigma_max=None, **solver_kwargs) -> torch.Tensor:
+    """
+    Images (data coordinates) -> latents at sigma_max along the deterministic ODE, in the sampler's coordinates
+    (VE: x(sigma_max), where `NCSNPipeline` starts from N(centre, sigma_max**2 I); VP: x_T, from N(0, I)).
+
+    Args:
+        model: a [`ProbabilityFlow`], a score network or DDPM U-Net, or a pipeline (see [`flow_for`]).
+        images (`torch.Tensor` of shape `(B, C, H, W)`): in the model's data range.
+        sigma_min, sigma_max (`float`, *optional*): the VE range, when `model` is a bare score network.
+        solver_kwargs: `solver`, `rtol`, `atol`, `num_steps` of [`integrate`].
+    """
+    flow = as_flow(model, sigma_min, sigma_max)
     x_ve, _ = integrate(
         FlowField(flow), images.float() * flow.data_scale, flow.sigma_min, flow.sigma_max, **solver_kwargs
     )
     return x_ve * flow.latent_scale
 
 
-def decode(flow: ProbabilityFlow, latents: torch.Tensor, **solver_kwargs) -> torch.Tensor:
-    """Latents at sigma_max -> images in data coordinates at sigma_min: the inverse of [`encode`]."""
-    x_ve = latents.float() / flow.latent_scale
-    x0, _ = integrate(FlowField(flow), x_ve, flow.sigma_max, flow.sigma_min, **solver_kwargs)
+def decode(model, latents: torch.Tensor, sigma_min=None, sigma_max=None, **solver_kwargs) -> torch.Tensor:
+    """Latents at sigma_max -> images in data coordinates at sigma_min: the inverse of [`encode`], same arguments."""
+    flow = as_flow(model, sigma_min, sigma_max)
+    x0, _ = integrate(
+        FlowField(flow), latents.float() / flow.latent_scale, flow.sigma_max, flow.sigma_min, **solver_kwargs
+    )
     return x0 / flow.data_scale

@@ -280,3 +280,12 @@ def test_log_likelihood_of_saved_pipelines_reads_their_schedulers(tiny_pipeline_
     ddpm = DDPMPipeline(unet=tiny_ddpm_unet(), scheduler=DDPMScheduler(num_train_timesteps=50))
     vp = log_likelihood(ddpm, images, solver="heun", num_steps=4, generator=torch.Generator())
     assert vp.nfe == 8 and torch.isfinite(vp.log_prob).all() and vp.latents.shape == images.shape
+
+
+def test_encode_decode_round_trip_through_a_saved_pipeline(tiny_pipeline_dir):
+    # catches encode / decode not reading the pipeline's sigma range from its scheduler, or not inverting each other
+    pipe = NCSNPipeline.from_pretrained(tiny_pipeline_dir)
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(11)) * 2 - 1
+    latents = encode(pipe, images)
+    assert (latents - images).abs().max() > 0.1  # the ODE moved them: the test has power
+    assert (decode(pipe, latents) - images).abs().max() < 1e-3
