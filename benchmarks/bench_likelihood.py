@@ -125,8 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pipeline", required=True, help="The default run's saved NCSNPipeline.")
     parser.add_argument("--ddpm_pipeline", help="A `train_ncsn.py --objective epsilon` run of equal training.")
-    parser.add_argument("--num_images", type=int, default=128, help="Held-out digits for the bits/dim.")
-    parser.add_argument("--rtol", type=float, default=1e-5)
+    parser.add_argument("--num_images", type=int, default=360, help="Held-out digits for the bits/dim.")
+    parser.add_argument("--rtol", type=float, default=1e-3, help="RK45's rtol = atol for the bits/dim.")
+    parser.add_argument("--round_trip_rtol", type=float, default=1e-5, help="RK45's rtol = atol for encode / decode.")
     parser.add_argument("--cost_images", type=int, default=2)
     parser.add_argument("--figure", help="Where to write the interpolation figure (e.g. docs/interpolation.png).")
     args = parser.parse_args()
@@ -139,7 +140,7 @@ def main() -> None:
             "DDPM epsilon (" + args.ddpm_pipeline + ")", load_pipeline(args.ddpm_pipeline), args.num_images, args.rtol
         )
     trace_cost(pipeline, args.cost_images, 1e-3)
-    round_trip(pipeline, 8, args.rtol)
+    round_trip(pipeline, 8, args.round_trip_rtol)
     if args.figure:
         interpolation_figure(pipeline, args.figure)
 
