@@ -6,14 +6,14 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from ..noise_ladders import geometric_sigmas
-from ..unet_ncsn import NCSNUNet2DModel
+from ..schedulers.noise_ladders import geometric_sigmas
 from .refinenet_blocks import (
     ConditionalInstanceNormPlusPlus2d,
     RefineNetBackbone,
     check_refinenet_config,
     check_refinenet_sample,
 )
+from .unet_ncsn import NCSNUNet2DModel
 
 # Relative distance within which a sigma counts as a rung of the ladder (neighbouring rungs differ by far more).
 LADDER_RTOL = 1e-5

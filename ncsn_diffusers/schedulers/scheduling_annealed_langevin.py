@@ -7,8 +7,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..noise_ladders import BETA_SCHEDULES, ddpm_alphas_cumprod, geometric_sigmas, vp_level_timesteps
 from ..parameterization import append_dims, sample_from_score, score_from_model_output
+from .noise_ladders import BETA_SCHEDULES, ddpm_alphas_cumprod, geometric_sigmas, vp_level_timesteps
 from .scheduling_utils import (
     INITIAL_DISTRIBUTIONS,
     ScoreChainMixin,

@@ -7,8 +7,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..noise_ladders import geometric_sigmas
 from ..parameterization import sample_from_score, score_from_model_output
+from .noise_ladders import geometric_sigmas
 from .scheduling_utils import (
     ScoreChainMixin,
     ScoreSchedulerOutput,

@@ -1,6 +1,5 @@
 """NCSNPipeline: unconditional image generation by annealed Langevin dynamics (Song & Ermon, 2019)."""
 
-import inspect
 import json
 import os
 import tempfile
@@ -16,20 +15,20 @@ from diffusers import (
     UNet2DModel,
 )
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import create_repo, snapshot_download
+from huggingface_hub import create_repo
 
-from .model_card import write_model_card
-from .models import NCSNRefineNet, NCSNv2Model
-from .parameterization import denoiser_model_output, sample_from_score
-from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range, scheduler_overrides
-from .schedulers import (
-    SCORE_SCHEDULERS,
+from ..model_card import write_model_card
+from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+from ..schedulers import (
     AnnealedLangevinScheduler,
     ConsistentAnnealedSamplingScheduler,
     PredictorCorrectorScheduler,
     StochasticHeunScheduler,
 )
-from .unet_ncsn import NCSNUNet2DModel
+from .edm_adapter import edm_model_output, takes_denoised_sample
+from .pairing import check_components, is_denoiser_scheduler
+from .pipeline_folder import HUB_KWARGS, resolve_pipeline_folder
+from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range, scheduler_overrides
 
 # The range of the data when the scheduler does not record it (diffusers' EDM schedulers): diffusers' images.
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
@@ -89,7 +88,7 @@ class NCSNPipeline(DiffusionPipeline):
         """
         local_dir = resolve_pipeline_folder(
             pretrained_model_name_or_path,
-            **{k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs},
+            **{k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs},
         )
         return super().from_pretrained(local_dir, **kwargs)
 
@@ -224,13 +223,11 @@ class NCSNPipeline(DiffusionPipeline):
             sample = scheduler.initial_sample(shape, generator=generator, device=device, dtype=torch.float32)
         scheduler.set_timesteps(num_inference_steps, device=device, **overrides)
         unet_dtype = self.unet.dtype  # a walk over every module: read once, not at each of the N calls
-        # A step that takes the denoised sample itself (EDMEulerScheduler) gets D = x + sigma**2 s, one kernel, and
-        # skips its `precondition_outputs`; the others get the output that `precondition_outputs` turns into D.
-        takes_denoised = uses_denoiser and "pred_original_sample" in inspect.signature(scheduler.step).parameters
+        takes_denoised = uses_denoiser and takes_denoised_sample(scheduler)
         step_kwargs = {}
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
             if uses_denoiser:
-                model_output = self._denoiser_model_output(sample, t, unet_dtype, takes_denoised)
+                model_output = edm_model_output(scheduler, self.unet, sample, t, unet_dtype, takes_denoised)
                 step_kwargs = {"pred_original_sample": model_output} if takes_denoised else {}
             else:
                 model_output = self.unet(sample.to(unet_dtype), t).sample
@@ -245,20 +242,6 @@ class NCSNPipeline(DiffusionPipeline):
         if not return_dict:
             return (image,)
         return ImagePipelineOutput(images=image)
-
-    def _denoiser_model_output(
-        self, sample: torch.Tensor, t: torch.Tensor, unet_dtype: torch.dtype, denoised: bool
-    ) -> torch.Tensor:
-        """A diffusers EDM scheduler's step: the score model at the unscaled x and the real sigma, handed over as the
-        denoiser D(x, sigma) = x + sigma**2 s itself (`denoised`) or as the model output that the scheduler's
-        `precondition_outputs` turns into D."""
-        # only to let the scheduler find its step index: the network takes x unscaled, so scale no image
-        self.scheduler.scale_model_input(sample[:0], t)
-        sigma = self.scheduler.sigmas[self.scheduler.step_index].item()  # sigmas live on the CPU: no device sync
-        score = self.unet(sample.to(unet_dtype), sigma).sample.float()
-        if denoised:
-            return sample_from_score(score, sample.float(), sigma)
-        return denoiser_model_output(self.scheduler, score, sample, sigma)
 
     def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -285,95 +268,3 @@ class NCSNPipeline(DiffusionPipeline):
                 "the U-Net with sample_size=..."
             )
         return (size, size) if isinstance(size, int) else tuple(size)
-
-
-_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies")
-
-
-def is_denoiser_scheduler(scheduler) -> bool:
-    """A diffusers scheduler that steps with a denoiser D(x, sigma) through `precondition_outputs` (the EDM family)."""
-    return not isinstance(scheduler, SCORE_SCHEDULERS) and callable(getattr(scheduler, "precondition_outputs", None))
-
-
-def check_components(unet, scheduler):
-    """
-    Raises a ValueError for a U-Net and scheduler that cannot sample together, saying how to pair them. The one place
-    that says which pairs sample: `NCSNPipeline` calls it at construction and again at every call.
-    """
-    names = ", ".join(cls.__name__ for cls in SCORE_SCHEDULERS)
-    if is_denoiser_scheduler(scheduler):
-        if isinstance(unet, NCSNRefineNet):
-            raise ValueError(
-                f"{type(scheduler).__name__} calls the network at sigmas of its own, but NCSNRefineNet knows only the "
-                "levels of its ladder; sample it with AnnealedLangevinScheduler (or PC / CAS) on that ladder."
-            )
-        if isinstance(unet, UNet2DModel):
-            raise ValueError(
-                f"{type(scheduler).__name__} drives a score model through the denoiser x + sigma**2 s(x, sigma), but "
-                "this is a DDPM UNet2DModel; sample it with AnnealedLangevinScheduler.from_config(DDPMScheduler("
-                "...).config), or pair the EDM scheduler with an NCSNUNet2DModel."
-            )
-        if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(
-                f"{type(scheduler).__name__} has prediction_type={scheduler.config.prediction_type!r}; keep its own "
-                "'epsilon' (the default): NCSNPipeline converts the score into what that scheduler expects. Build it "
-                "with e.g. EDMEulerScheduler(sigma_min=..., sigma_max=...) rather than from the NCSN config."
-            )
-        return
-    if not isinstance(scheduler, SCORE_SCHEDULERS):
-        raise ValueError(
-            f"NCSNPipeline needs one of {names} or a diffusers EDM scheduler (EDMEulerScheduler, "
-            f"EDMDPMSolverMultistepScheduler), got {type(scheduler).__name__}; convert it with "
-            f"AnnealedLangevinScheduler.from_config(scheduler.config)."
-        )
-    noise_space = getattr(scheduler.config, "noise_space", "ve")
-    prediction_type = scheduler.config.prediction_type
-    if isinstance(unet, (NCSNUNet2DModel, NCSNRefineNet, NCSNv2Model)):
-        if noise_space != "ve" or prediction_type != "score":
-            raise ValueError(
-                f"{type(unet).__name__} returns the score s(x, sigma) but the scheduler has noise_space={noise_space!r}, "
-                f"prediction_type={prediction_type!r}; use {type(scheduler).__name__}(prediction_type='score', "
-                "...) in VE coordinates (noise_space='ve')."
-            )
-        if isinstance(unet, NCSNRefineNet) and not (
-            len(scheduler.sigmas) == len(unet.sigmas)
-            and torch.allclose(scheduler.sigmas.float(), unet.sigmas, rtol=1e-5)
-        ):
-            raise ValueError(
-                "NCSNRefineNet has one embedding per level of its own ladder (sigma_max="
-                f"{unet.config.sigma_max}, sigma_min={unet.config.sigma_min}, num_noise_levels="
-                f"{unet.config.num_noise_levels}); give the scheduler the same three values."
-            )
-    elif isinstance(unet, UNet2DModel) and unet.config.time_embedding_type == "positional" and noise_space != "vp":
-        raise ValueError(
-            f"This UNet2DModel takes integer DDPM timesteps (an epsilon model) but the scheduler is in "
-            f"noise_space={noise_space!r} with prediction_type={prediction_type!r}, which conditions on sigma; use "
-            "AnnealedLangevinScheduler.from_config(DDPMScheduler(...).config) for DDPM (VP) coordinates."
-        )
-
-
-def resolve_pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, **hub_kwargs) -> str:
-    """
-    Returns a local folder holding a saved pipeline: the folder itself, or a snapshot of a Hub repo id. Pass the
-    result to any pipeline's `from_pretrained`, e.g. `DDPMPipeline.from_pretrained(resolve_pipeline_folder(repo_id))`
-    for a DDPM pipeline whose scheduler is an `AnnealedLangevinScheduler`.
-    """
-    path = Path(pretrained_model_name_or_path)
-    if not path.is_dir():
-        if path.exists() or str(pretrained_model_name_or_path).count("/") > 1:
-            raise ValueError(f"{pretrained_model_name_or_path} is neither a pipeline folder nor a Hub repo id.")
-        path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
-    index = path / "model_index.json"
-    if not index.is_file():
-        raise ValueError(
-            f"{pretrained_model_name_or_path} is not a saved pipeline: model_index.json is missing. Save one with "
-            "pipe.save_pretrained(folder), or load a lone U-Net with NCSNUNet2DModel.from_pretrained(folder)."
-        )
-    components = json.loads(index.read_text())
-    missing = [name for name in ("unet", "scheduler") if name not in components or not (path / name).is_dir()]
-    if missing:
-        raise ValueError(
-            f"{pretrained_model_name_or_path} is not an NCSN pipeline: it lacks {', '.join(missing)} "
-            "(model_index.json entry and folder). An NCSN pipeline holds unet/ and scheduler/."
-        )
-    return str(path)

@@ -9,7 +9,8 @@ from diffusers import ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pipeline_ncsn import NCSNPipeline, check_components, is_denoiser_scheduler
+from .pairing import check_components, is_denoiser_scheduler
+from .pipeline_ncsn import NCSNPipeline
 from .pipeline_utils import format_images, samples_to_unit_range, scheduler_overrides
 
 ImageInput = (
