@@ -169,6 +169,15 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         self._x_hat = self._d = None
         self._lay_out(levels, call_sigmas, None, torch.tensor(call_sigmas, dtype=torch.float32), device)
 
+    def _check_begin_index(self, begin_index: int):
+        """A chain begins at the Euler half of a step (an even index): a Heun correction needs the Euler half before
+        it."""
+        if self._is_correction[begin_index]:
+            raise ValueError(
+                f"begin_index={begin_index} is the Heun correction of step {self._levels[begin_index]}, which needs "
+                f"that step's Euler half; begin at an Euler call, e.g. {begin_index - 1} or {begin_index + 1}."
+            )
+
     def step(
         self,
         model_output: torch.Tensor,
