@@ -139,15 +139,12 @@ class NCSNPipeline(DiffusionPipeline):
         batch_size: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int | None = None,
-        steps_per_level: int | None = None,
-        epsilon: float | None = None,
-        final_denoise: bool | None = None,
-        corrector_steps: int | None = None,
-        snr: float | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNPipeline", int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        **scheduler_settings,
     ) -> ImagePipelineOutput | tuple:
         r"""
         The call function to the pipeline for generation.
@@ -162,16 +159,12 @@ class NCSNPipeline(DiffusionPipeline):
                 The number of U-Net calls, spread over the noise levels (see the scheduler's `set_timesteps`).
                 Defaults to the scheduler's configured chain (annealed Langevin: L x T, +1 for denoising; diffusers'
                 schedulers: their `num_train_timesteps`).
-            steps_per_level (`int`, *optional*):
-                T, the Langevin steps per noise level, for this call only (annealed Langevin).
-            epsilon (`float`, *optional*):
-                The step size epsilon, for this call only (annealed Langevin, consistent annealed sampling).
-            final_denoise (`bool`, *optional*):
-                Whether to end with the denoising step x + sigma_L**2 * s(x, sigma_L), for this call only.
-            corrector_steps (`int`, *optional*):
-                k, the Langevin corrector steps per level, for this call only (predictor-corrector).
-            snr (`float`, *optional*):
-                r, the corrector's signal-to-noise ratio, for this call only (predictor-corrector).
+            latents (`torch.Tensor`, *optional*):
+                Standard normal noise z of shape `(batch_size, num_channels, height, width)` to start the chain from,
+                instead of a draw from `generator`, as in diffusers (which scales latents by `init_noise_sigma`): every
+                sampler starts at sigma_max, at the centre of the scheduler's `data_range` + sigma_max z (VE score
+                schedulers; with `initial_distribution="uniform"`, Phi(z) over `data_range`), at z (VP), or at
+                `init_noise_sigma` z (diffusers' EDM schedulers). `generator` still drives the chain's own noise.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"` (`PIL.Image.Image`), `"np"` (`np.ndarray` of shape `(B, H, W, C)`) or `"pt"` (`torch.Tensor` of
                 shape `(B, C, H, W)`), in [0, 1].
@@ -182,6 +175,13 @@ class NCSNPipeline(DiffusionPipeline):
                 with a replacement `"sample"`.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
                 The tensors passed in `callback_kwargs`; only `"sample"` is available.
+            scheduler_settings (*optional*):
+                Settings of the scheduler for this call only: any keyword its `set_timesteps` accepts, checked by the
+                scheduler itself, e.g. `steps_per_level`, `epsilon`, `final_denoise` ([`AnnealedLangevinScheduler`]),
+                `corrector_steps`, `snr`, `final_denoise` ([`PredictorCorrectorScheduler`]), `epsilon`,
+                `final_denoise` ([`ConsistentAnnealedSamplingScheduler`]), `s_churn`, `s_noise`
+                ([`StochasticHeunScheduler`]). `None` keeps the configured value; a keyword the scheduler does not
+                take fails with the list of those it does.
 
         Examples:
 
@@ -204,23 +204,18 @@ class NCSNPipeline(DiffusionPipeline):
         device = self._execution_device
 
         scheduler = self.scheduler
-        overrides = scheduler_overrides(
-            scheduler,
-            steps_per_level=steps_per_level,
-            epsilon=epsilon,
-            final_denoise=final_denoise,
-            corrector_steps=corrector_steps,
-            snr=snr,
-        )
+        overrides = scheduler_overrides(scheduler, **scheduler_settings)
         uses_denoiser = is_denoiser_scheduler(scheduler)
 
         # The chain lives in float32; only the U-Net sees its own dtype.
+        latents = self.check_latents(latents, shape)
         if uses_denoiser:
             num_inference_steps = num_inference_steps or scheduler.config.num_train_timesteps
-            sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-            sample = sample * scheduler.init_noise_sigma
+            if latents is None:
+                latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+            sample = latents.to(device=device, dtype=torch.float32) * scheduler.init_noise_sigma
         else:
-            sample = scheduler.initial_sample(shape, generator=generator, device=device, dtype=torch.float32)
+            sample = scheduler.initial_sample(shape, generator, device, torch.float32, latents=latents)
         scheduler.set_timesteps(num_inference_steps, device=device, **overrides)
         unet_dtype = self.unet.dtype  # a walk over every module: read once, not at each of the N calls
         takes_denoised = uses_denoiser and takes_denoised_sample(scheduler)
@@ -258,6 +253,22 @@ class NCSNPipeline(DiffusionPipeline):
             raise ValueError(
                 f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not available; use ['sample']."
             )
+
+    @staticmethod
+    def check_latents(latents: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+        """Refuses `latents` that are not a finite floating-point tensor of the chain's shape."""
+        if latents is None:
+            return None
+        if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+            raise ValueError(f"latents must be a floating-point torch.Tensor of shape {shape}, got {type(latents)}.")
+        if tuple(latents.shape) != shape:
+            raise ValueError(
+                f"latents has shape {tuple(latents.shape)} but batch_size and the U-Net's config give {shape} "
+                "(batch_size, num_channels, height, width); pass latents of that shape or change batch_size."
+            )
+        if not torch.isfinite(latents).all():
+            raise ValueError("latents holds NaN or infinite values; pass standard normal noise.")
+        return latents
 
     def _sample_size(self) -> tuple[int, int]:
         size = self.unet.config.sample_size

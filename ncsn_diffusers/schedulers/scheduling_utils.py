@@ -200,6 +200,7 @@ class ScoreChainMixin:
         generator: torch.Generator | list[torch.Generator] | None = None,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Draws the chain's starting point: N(centre of `data_range`, sigma_1**2 I) in VE, N(0, I) in VP, or, with
@@ -214,8 +215,14 @@ class ScoreChainMixin:
                 The device of the sample.
             dtype (`torch.dtype`, *optional*):
                 The dtype of the sample.
+            latents (`torch.Tensor`, *optional*):
+                The standard normal draw z of the given shape to start from instead of one from `generator`: the
+                start is then a function of z alone (the centre of `data_range` + sigma_1 z in VE).
         """
-        z = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        if latents is None:
+            z = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        else:
+            z = latents.to(device=device, dtype=torch.float32)
         low, high = self.data_range
         if getattr(self.config, "initial_distribution", "gaussian") == "uniform":
             # Phi(z) of a standard normal is uniform on [0, 1], so one randn_tensor draw serves both priors.
