@@ -15,8 +15,8 @@ from .scheduling_utils import (
     check_bool,
     check_choice,
     check_data_range,
+    check_num_calls,
     check_positive_float,
-    check_positive_int,
     check_sigma_range,
     resolve,
 )
@@ -53,7 +53,10 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
         epsilon (`float`, *optional*):
             The step size epsilon; `None` means min(1.2 sigma_L**2 (1 - 1/gamma), sigma_L**2) for the run's ladder.
         final_denoise (`bool`, defaults to `True`):
-            Append the denoising step x + sigma_L**2 s(x, sigma_L).
+            End the chain with Tweedie's denoiser: the last model call returns x + sigma_L**2 s(x, sigma_L) instead of
+            a noisy update. Every scheduler's `final_denoise` means this and, for a given `num_inference_steps`, costs no extra call. Here that call follows the steps of the ladder: N calls are N - 1 levels and the
+            denoising call, and the configured chain is `num_noise_levels` steps and then that call, as in the
+            authors' code.
         prediction_type (`str`, defaults to `"score"`):
             What the model returns: `"score"`, `"epsilon"` (score = -epsilon / sigma) or `"sample"` (x_0 hat).
         data_range (`tuple[float, float]`, *optional*):
@@ -72,7 +75,7 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
         data_range: tuple[float, float] | None = None,
     ):
         check_sigma_range(sigma_max, sigma_min)
-        check_positive_int("num_noise_levels", num_noise_levels)
+        check_num_calls("num_noise_levels", num_noise_levels)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         self.data_range = check_data_range((0.0, 1.0) if data_range is None else data_range)
         self.sigmas = geometric_sigmas(sigma_max, sigma_min, num_noise_levels).float()
@@ -133,7 +136,7 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
         if num_inference_steps is None:
             sigmas = self.sigmas
         else:
-            check_positive_int("num_inference_steps", num_inference_steps)
+            check_num_calls("num_inference_steps", num_inference_steps)
             num_levels = num_inference_steps - int(denoise is True)
             if num_levels < 1:
                 raise ValueError(

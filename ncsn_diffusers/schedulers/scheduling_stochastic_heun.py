@@ -15,8 +15,8 @@ from .scheduling_utils import (
     check_choice,
     check_data_range,
     check_nonnegative_float,
+    check_num_calls,
     check_positive_float,
-    check_positive_int,
     check_sigma_range,
     resolve,
 )
@@ -46,6 +46,8 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
 
     EDM caps gamma_i at gamma_max = sqrt(2) - 1, so that no level adds more noise than the sample holds; a network
     whose score is less accurate gains from more (`s_gamma_max=1.0`, README). The last step, to t_N = 0, is Euler's alone and returns D(x^_{N-1}, t^_{N-1}): N levels cost 2N - 1 model calls.
+    So the chain always ends with Tweedie's denoiser, what `final_denoise=True` means in the other schedulers: it
+    has no such setting.
     The first step adds no churn: the chain starts from pure noise, x_0 ~ N(centre, sigma_max**2 I), where more noise
     would only move the start above sigma_max. The churn lets the chain correct the score's errors as Langevin
     dynamics does; S_churn = 0 is the deterministic Heun sampler (Algorithm 1).
@@ -96,7 +98,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         data_range: tuple[float, float] | None = None,
     ):
         check_sigma_range(sigma_max, sigma_min)
-        check_positive_int("num_noise_levels", num_noise_levels)
+        check_num_calls("num_noise_levels", num_noise_levels)
         check_positive_float("rho", rho, "EDM uses 7.")
         check_positive_float("s_gamma_max", s_gamma_max, "EDM uses sqrt(2) - 1.")
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -146,7 +148,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         if num_inference_steps is None:
             num_levels = self.config.num_noise_levels
         else:
-            check_positive_int("num_inference_steps", num_inference_steps)
+            check_num_calls("num_inference_steps", num_inference_steps)
             num_levels = (num_inference_steps + 1) // 2
         t = karras_sigmas(self.config.sigma_max, self.config.sigma_min, num_levels, self.config.rho).tolist() + [0.0]
         gamma = [

@@ -47,10 +47,25 @@ def check_choice(name: str, value, choices):
         raise ValueError(f"{name}={value!r} is not supported; choose one of {list(choices)}.")
 
 
-def check_positive_int(name: str, value, minimum: int = 1):
+# The longest chain a scheduler lays out: the papers' longest is ~2,000 calls; 10**9 would be killed for memory while
+# its schedule is built, with no message.
+MAX_MODEL_CALLS = 10**6
+
+
+def check_positive_int(name: str, value, minimum: int = 1, maximum: int | None = None):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name}={value!r} must be {kind}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(
+            f"{name}={value} is more than {maximum:,}: a chain of that many model calls would not fit in memory "
+            "(nor finish); the papers use at most a few thousand."
+        )
+
+
+def check_num_calls(name: str, value):
+    """A count of model calls, or of what multiplies into them (levels, steps per level): 1 to MAX_MODEL_CALLS."""
+    check_positive_int(name, value, maximum=MAX_MODEL_CALLS)
 
 
 def check_positive_float(name: str, value, hint: str = ""):

@@ -32,6 +32,9 @@ class ScoreSchedulerContract:
     num_inference_steps = 9
     # an index the partial chain may begin at (StochasticHeun: an Euler call)
     begin_index = 4
+    # a config whose calls per level do not divide most N, and the fewest calls it lays out
+    uneven_config: dict = {}
+    min_calls = 1
 
     def scheduler(self, **overrides):
         return self.scheduler_class(**{**self.config, **overrides})
@@ -105,3 +108,48 @@ class ScoreSchedulerContract:
             assert scheduler.index_for_timestep(t) == timesteps.index(t) <= i
         with pytest.raises(ValueError, match="is not in the schedule"):
             scheduler.index_for_timestep(12345.0)
+
+    @pytest.mark.parametrize("num_inference_steps", [1, 2, 5, 7, 12])
+    def test_set_timesteps_lays_out_exactly_n_calls(self, num_inference_steps):
+        """Catches issue 20 row 9: PC with k >= 2 laid out more calls than asked (N=5, k=3 gave 6)."""
+        scheduler = self.scheduler(**self.uneven_config)
+        if num_inference_steps < self.min_calls:
+            return
+        scheduler.set_timesteps(num_inference_steps)
+        assert len(scheduler.timesteps) == self.calls_laid_out(num_inference_steps)
+
+    def calls_laid_out(self, num_inference_steps: int) -> int:
+        return num_inference_steps
+
+    def test_configured_chain_has_len_calls(self):
+        scheduler = self.scheduler()
+        scheduler.set_timesteps()
+        assert len(scheduler.timesteps) == len(scheduler)
+
+    def test_final_denoise_ends_with_the_denoised_estimate_at_no_extra_call(self):
+        """One meaning, one cost: with `final_denoise` the last of the N calls returns x + sigma**2 s(x, sigma) at its
+        own input (its `pred_original_sample`); without, a noisy update; N calls either way."""
+        flags = (True, False) if "final_denoise" in self.scheduler().config else (None,)
+        for flag in flags:
+            scheduler = self.scheduler()
+            settings = {} if flag is None else {"final_denoise": flag}
+            scheduler.set_timesteps(self.num_inference_steps, **settings)
+            assert len(scheduler.timesteps) == self.num_inference_steps
+            generator = torch.Generator().manual_seed(0)
+            x = scheduler.initial_sample((2, 1, 3, 3), generator=generator)
+            x = run_chain(scheduler, x, generator, scheduler.timesteps[:-1])
+            t = scheduler.timesteps[-1]
+            out = scheduler.step(gaussian_score(x, t), t, x, generator=generator)
+            denoised = x + float(t) ** 2 * gaussian_score(x, t)
+            torch.testing.assert_close(out.pred_original_sample, denoised)
+            if flag is False:
+                assert not torch.allclose(out.prev_sample, denoised)
+            else:
+                torch.testing.assert_close(out.prev_sample, denoised)
+
+    def test_a_chain_too_long_to_lay_out_is_refused_with_a_message(self):
+        """Catches issue 20 row 14: set_timesteps(10**9) was killed for memory with no message."""
+        with pytest.raises(ValueError, match="num_inference_steps=1000000000 is more than 1,000,000"):
+            self.scheduler().set_timesteps(10**9)
+        with pytest.raises(ValueError, match="num_noise_levels=1000000000 is more than 1,000,000"):
+            self.scheduler(num_noise_levels=10**9)

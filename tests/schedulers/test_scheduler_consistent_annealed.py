@@ -8,3 +8,4 @@ from ncsn_diffusers import ConsistentAnnealedSamplingScheduler
 class TestConsistentAnnealedSamplingSchedulerContract(ScoreSchedulerContract):
     scheduler_class = ConsistentAnnealedSamplingScheduler
     config = dict(sigma_max=2.0, sigma_min=0.05, num_noise_levels=4)
+    min_calls = 2
