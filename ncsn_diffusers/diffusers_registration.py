@@ -8,7 +8,8 @@ diffusers resolves what a saved `model_index.json` names in two places that know
   loadable libraries, `LOADABLE_CLASSES` (as `"transformers"` is), or a module already imported, or a file
   `{component}/{library}.py` of the folder (remote code).
 
-So the pipelines are registered in the first place and the package name in the second: `save_pretrained` then writes
+So the pipelines (and the schedulers, for diffusers' `compatibles`, which resolves `_compatibles` in the same
+namespace) are registered in the first place and the package name in the second: `save_pretrained` then writes
 `["ncsn_diffusers", "NCSNUNet2DModel"]`, which loads through the top-level export whatever module defines the class.
 Folders saved by earlier releases name module paths (`ncsn_diffusers.unet_ncsn`,
 `ncsn_diffusers.scheduling_annealed_langevin`, `ncsn_diffusers.schedulers.scheduling_*`): each stays a registered,
@@ -60,8 +61,10 @@ def register_with_diffusers(*objects: type | types.ModuleType) -> None:
             pipeline_loading_utils.LOADABLE_CLASSES.setdefault(cls.__name__, {})
         elif not isinstance(cls, type):
             continue
-        elif issubclass(cls, DiffusionPipeline):
-            if not hasattr(diffusers, cls.__name__):  # never shadow a class of diffusers' own
-                setattr(diffusers, cls.__name__, cls)
-        elif issubclass(cls, (ModelMixin, SchedulerMixin)):
+        elif not issubclass(cls, (DiffusionPipeline, ModelMixin, SchedulerMixin)):
+            continue
+        # `_class_name` and `compatibles` (which reads `_compatibles`) resolve names in diffusers' namespace only
+        if issubclass(cls, (DiffusionPipeline, SchedulerMixin)) and not hasattr(diffusers, cls.__name__):
+            setattr(diffusers, cls.__name__, cls)  # never shadowing a class of diffusers' own
+        if issubclass(cls, (ModelMixin, SchedulerMixin)):
             pipeline_loading_utils.LOADABLE_CLASSES.setdefault(cls.__module__, {})

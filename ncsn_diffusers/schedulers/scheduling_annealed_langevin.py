@@ -11,6 +11,7 @@ from ..parameterization import append_dims, sample_from_score, score_from_model_
 from .noise_ladders import BETA_SCHEDULES, ddpm_alphas_cumprod, geometric_sigmas, vp_level_timesteps
 from .scheduling_utils import (
     INITIAL_DISTRIBUTIONS,
+    SCORE_SCHEDULER_NAMES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
@@ -20,6 +21,7 @@ from .scheduling_utils import (
     check_positive_float,
     check_positive_int,
     check_sigma_range,
+    is_foreign_config,
     resolve,
 )
 
@@ -108,7 +110,7 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             VP only: explicit betas, overriding `beta_start`, `beta_end` and `beta_schedule`.
     """
 
-    _compatibles = [e.name for e in KarrasDiffusionSchedulers] + ["ScoreSdeVeScheduler"]
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers] + ["ScoreSdeVeScheduler", *SCORE_SCHEDULER_NAMES]
 
     @register_to_config
     def __init__(
@@ -165,9 +167,7 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         # no `_class_name`, recognised by lacking our `noise_space`): a beta schedule means DDPM, so VP coordinates.
         # Its values are kept even where they are that class's defaults, which `from_config` would otherwise drop,
         # so that `from_config(DDPMScheduler().config)` keeps prediction_type="epsilon" and the DDPM betas.
-        source = config_dict.get("_class_name")
-        is_foreign = source != cls.__name__ if source is not None else "noise_space" not in config_dict
-        if is_foreign:
+        if is_foreign_config(cls, config_dict):
             config_dict = {k: v for k, v in config_dict.items() if k != "_use_default_values"}
             is_ddpm = "beta_schedule" in config_dict or "trained_betas" in config_dict
             if is_ddpm:
@@ -179,7 +179,8 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             num_train_timesteps = config_dict.get("num_train_timesteps") or 1000
             config_dict.setdefault("num_noise_levels", min(FOREIGN_NUM_NOISE_LEVELS, num_train_timesteps))
             config_dict.setdefault("steps_per_level", FOREIGN_STEPS_PER_LEVEL)
-            if "epsilon" not in config_dict:
+            if config_dict.get("epsilon") is None:  # none, or CAS's "the run's own window" (issue 20 row 15)
+                config_dict.pop("epsilon", None)
                 config_dict.setdefault("relative_epsilon", FOREIGN_RELATIVE_EPSILON)
         return super().extract_init_dict(config_dict, **kwargs)
 

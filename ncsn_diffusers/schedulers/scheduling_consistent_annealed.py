@@ -10,6 +10,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..parameterization import sample_from_score, score_from_model_output
 from .noise_ladders import geometric_sigmas
 from .scheduling_utils import (
+    SCORE_SCHEDULER_NAMES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
@@ -18,6 +19,7 @@ from .scheduling_utils import (
     check_num_calls,
     check_positive_float,
     check_sigma_range,
+    is_foreign_config,
     resolve,
 )
 
@@ -63,6 +65,8 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_1**2 I).
     """
 
+    _compatibles = list(SCORE_SCHEDULER_NAMES)
+
     @register_to_config
     def __init__(
         self,
@@ -85,7 +89,7 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
         # Another scheduler's epsilon (annealed Langevin's) is no valid CAS step: its bounds depend on gamma.
-        if config_dict.get("_class_name", cls.__name__) != cls.__name__:
+        if is_foreign_config(cls, config_dict):  # saved or not (issue 20 row 16)
             config_dict = {k: v for k, v in config_dict.items() if k != "epsilon"}
         return super().extract_init_dict(config_dict, **kwargs)
 

@@ -11,6 +11,7 @@ from ..parameterization import sample_from_score, score_from_model_output
 from .noise_ladders import geometric_sigmas
 from .scheduling_utils import (
     MAX_MODEL_CALLS,
+    SCORE_SCHEDULER_NAMES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
@@ -62,6 +63,8 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         data_range (`tuple[float, float]`, *optional*):
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_1**2 I).
     """
+
+    _compatibles = list(SCORE_SCHEDULER_NAMES)
 
     @register_to_config
     def __init__(

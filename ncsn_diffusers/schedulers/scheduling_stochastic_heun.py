@@ -10,6 +10,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import sample_from_score, score_from_model_output
 from .scheduling_utils import (
+    SCORE_SCHEDULER_NAMES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_choice,
@@ -81,6 +82,8 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         data_range (`tuple[float, float]`, *optional*):
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_max**2 I).
     """
+
+    _compatibles = list(SCORE_SCHEDULER_NAMES)
 
     @register_to_config
     def __init__(

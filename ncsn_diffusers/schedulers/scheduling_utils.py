@@ -2,6 +2,7 @@
 flattened chain (one entry of `timesteps` per model call): a step counter with diffusers' `set_begin_index`, and the
 check of the timestep passed to `step`."""
 
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -13,6 +14,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..parameterization import append_dims
 
 INITIAL_DISTRIBUTIONS = ("gaussian", "uniform")
+# The package's schedulers, each `from_config`-able from another's config: their `_compatibles`, which diffusers'
+# `compatibles` resolves once they are registered in its namespace (diffusers_registration.py).
+SCORE_SCHEDULER_NAMES = (
+    "AnnealedLangevinScheduler",
+    "PredictorCorrectorScheduler",
+    "ConsistentAnnealedSamplingScheduler",
+    "StochasticHeunScheduler",
+)
 
 
 @dataclass
@@ -113,6 +122,18 @@ def check_data_range(data_range) -> tuple[float, float]:
     ):
         raise ValueError(f"data_range={data_range} must be (low, high) with low < high, e.g. (-1.0, 1.0).")
     return float(data_range[0]), float(data_range[1])
+
+
+def is_foreign_config(cls, config_dict: dict) -> bool:
+    """
+    Whether `config_dict` is another class's config: by its `_class_name` once saved, and for a config never saved
+    (which has none) by its keys, which are exactly the arguments of the `__init__` that made it.
+    """
+    source = config_dict.get("_class_name")
+    if source is not None:
+        return source != cls.__name__
+    keys = {k for k in config_dict if not k.startswith("_")}
+    return keys != set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
 def reading_synchronises(tensor: torch.Tensor) -> bool:

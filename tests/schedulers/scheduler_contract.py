@@ -153,3 +153,15 @@ class ScoreSchedulerContract:
             self.scheduler().set_timesteps(10**9)
         with pytest.raises(ValueError, match="num_noise_levels=1000000000 is more than 1,000,000"):
             self.scheduler(num_noise_levels=10**9)
+
+    def test_compatibles_lists_the_package_schedulers_and_each_loads_this_config(self):
+        """Catches issue 20 row 18 (no `compatibles`) and rows 15-16 (a swap that fails or keeps a foreign step
+        size): each of the package's schedulers builds from this scheduler's config (never saved) and samples."""
+        from ncsn_diffusers.schedulers import SCORE_SCHEDULERS
+
+        scheduler = self.scheduler()
+        assert set(SCORE_SCHEDULERS) <= set(scheduler.compatibles)
+        for cls in SCORE_SCHEDULERS:  # (diffusers' own compatibles may need extras, torchsde)
+            other = cls.from_config(scheduler.config)
+            assert other.config.sigma_max == scheduler.config.sigma_max
+            assert torch.isfinite(self.full_chain(other)).all()

@@ -2,7 +2,7 @@
 
 from scheduler_contract import ScoreSchedulerContract
 
-from ncsn_diffusers import AnnealedLangevinScheduler
+from ncsn_diffusers import AnnealedLangevinScheduler, ConsistentAnnealedSamplingScheduler
 
 
 class TestAnnealedLangevinSchedulerContract(ScoreSchedulerContract):
@@ -10,3 +10,10 @@ class TestAnnealedLangevinSchedulerContract(ScoreSchedulerContract):
     config = dict(sigma_max=2.0, sigma_min=0.05, num_noise_levels=4)
     uneven_config = dict(steps_per_level=3, final_denoise=True)
     min_calls = 2
+
+
+def test_a_consistent_annealed_config_swaps_in():
+    """Catches issue 20 row 15: CAS's epsilon=None (its run's own window) was carried over and refused."""
+    cas = ConsistentAnnealedSamplingScheduler(sigma_max=2.0, sigma_min=0.05)
+    als = AnnealedLangevinScheduler.from_config(cas.config)
+    assert als.config.relative_epsilon == 0.2 and als.config.sigma_min == 0.05
