@@ -28,7 +28,15 @@ from ..schedulers import (
 from .edm_adapter import edm_model_output, takes_denoised_sample
 from .pairing import check_components, is_denoiser_scheduler
 from .pipeline_folder import HUB_KWARGS, resolve_pipeline_folder
-from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range, scheduler_overrides
+from .pipeline_utils import (
+    OUTPUT_TYPES,
+    check_callback,
+    check_generator,
+    format_images,
+    run_callback,
+    samples_to_unit_range,
+    scheduler_overrides,
+)
 
 # The range of the data when the scheduler does not record it (diffusers' EDM schedulers): diffusers' images.
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
@@ -198,6 +206,7 @@ class NCSNPipeline(DiffusionPipeline):
         """
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["sample"]
         self.check_inputs(batch_size, generator, output_type, callback_on_step_end_tensor_inputs)
+        check_callback(callback_on_step_end)
         # Again at each call: `pipe.unet = ...` or `pipe.scheduler = ...` after construction bypasses `__init__`.
         check_components(self.unet, self.scheduler)
         shape = (batch_size, self.unet.config.in_channels, *self._sample_size())
@@ -227,9 +236,7 @@ class NCSNPipeline(DiffusionPipeline):
             else:
                 model_output = self.unet(sample.to(unet_dtype), t).sample
             sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
-            if callback_on_step_end is not None:
-                callback_kwargs = {"sample": sample}
-                sample = callback_on_step_end(self, i, t, callback_kwargs).pop("sample", sample)
+            sample = run_callback(self, callback_on_step_end, i, t, sample)
 
         data_range = getattr(scheduler, "data_range", DEFAULT_DATA_RANGE)
         image = format_images(samples_to_unit_range(sample, data_range), output_type)
@@ -239,6 +246,7 @@ class NCSNPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=image)
 
     def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs):
+        check_generator(generator)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
         if isinstance(generator, list) and len(generator) != batch_size:
@@ -278,4 +286,10 @@ class NCSNPipeline(DiffusionPipeline):
                 "it with pipe.unet.register_to_config(sample_size=32) (height and width, or (height, width)), or build "
                 "the U-Net with sample_size=..."
             )
-        return (size, size) if isinstance(size, int) else tuple(size)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+            raise ValueError(
+                f"pipe.unet.config.sample_size={self.unet.config.sample_size!r} is no image size; set a positive "
+                "height and width with pipe.unet.register_to_config(sample_size=32) or sample_size=(32, 48)."
+            )
+        return size

@@ -11,11 +11,31 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .pairing import check_components, is_denoiser_scheduler
 from .pipeline_ncsn import NCSNPipeline
-from .pipeline_utils import format_images, samples_to_unit_range, scheduler_overrides
+from .pipeline_utils import (
+    check_callback,
+    check_generator,
+    format_images,
+    run_callback,
+    samples_to_unit_range,
+    scheduler_overrides,
+)
 
 ImageInput = (
     PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
 )
+
+
+# PIL modes of more than 8 bits, and the value of white in each: converting them to "L" clips them (issue 20 row 10).
+# 16-bit PNGs open as "I;16*" or "I"; "F" holds floats, taken to be in [0, 1] already.
+HIGH_BIT_WHITE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def pil_to_unit_array(image: PIL.Image.Image, mode: str) -> np.ndarray:
+    """A PIL image as a float32 array (H, W, C) in [0, 1] in the model's `mode` ("L" or "RGB"), at any bit depth."""
+    if image.mode not in HIGH_BIT_WHITE:
+        return np.asarray(image.convert(mode), dtype=np.float32).reshape(image.height, image.width, -1) / 255.0
+    gray = np.asarray(image, dtype=np.float32) / HIGH_BIT_WHITE[image.mode]  # (H, W), single-channel modes all
+    return np.repeat(gray[..., None], 1 if mode == "L" else 3, axis=-1)
 
 
 class NCSNInpaintPipeline(NCSNPipeline):
@@ -119,6 +139,8 @@ class NCSNInpaintPipeline(NCSNPipeline):
                 "StochasticHeunScheduler."
             )
         overrides = scheduler_overrides(self.scheduler, **scheduler_settings)
+        check_generator(generator)
+        check_callback(callback_on_step_end)
         reference, generate = self.prepare_image_and_mask(image, mask_image)  # (N, C, H, W) in [0, 1], (N, 1, H, W)
         num_outputs = len(reference) * batch_size
         if isinstance(generator, list) and len(generator) != num_outputs:
@@ -148,8 +170,7 @@ class NCSNInpaintPipeline(NCSNPipeline):
             sample = torch.where(generate, sample, known)
             model_output = self.unet(sample.to(unet_dtype), t).sample
             sample = self.scheduler.step(model_output, t, sample, generator=generator).prev_sample
-            if callback_on_step_end is not None:
-                sample = callback_on_step_end(self, i, t, {"sample": sample}).pop("sample", sample)
+            sample = run_callback(self, callback_on_step_end, i, t, sample)
 
         # The known pixels are the input's own values in [0, 1], not a round trip through the data range.
         image = torch.where(generate, samples_to_unit_range(sample, self.scheduler.data_range), reference)
@@ -166,12 +187,15 @@ class NCSNInpaintPipeline(NCSNPipeline):
         """
         if image is None or mask_image is None:
             raise ValueError("NCSNInpaintPipeline needs both `image` and `mask_image` (white = pixels to generate).")
+        for name, value in (("image", image), ("mask_image", mask_image)):
+            if isinstance(value, list) and not value:
+                raise ValueError(f"{name}=[] holds no image; pass at least one (PIL image, array or tensor).")
         channels = self.unet.config.in_channels
         if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
             mode = "L" if channels == 1 else "RGB"
             images = image if isinstance(image, list) else [image]
             if all(isinstance(i, PIL.Image.Image) for i in images):
-                image = [i.convert(mode) for i in images]
+                image = np.stack([pil_to_unit_array(i, mode) for i in images])  # (B, H, W, C) in [0, 1]
         image_processor = VaeImageProcessor(do_resize=False, do_normalize=False)
         # masks as diffusers' inpainting pipelines take them: (H, W), (B, H, W), (B, 1, H, W) or PIL
         mask_processor = VaeImageProcessor(do_resize=False, do_normalize=False, do_convert_grayscale=True)

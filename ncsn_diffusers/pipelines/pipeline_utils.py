@@ -24,6 +24,38 @@ def format_images(image: torch.Tensor, output_type: str) -> torch.Tensor | np.nd
     return DiffusionPipeline.numpy_to_pil(image) if output_type == "pil" else image
 
 
+def check_generator(generator) -> None:
+    """Refuses a `generator` that is not None, a torch.Generator or a list of them (a seed such as 0, say)."""
+    generators = generator if isinstance(generator, list) else [generator]
+    if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+        raise ValueError(
+            f"generator={generator!r} must be a torch.Generator, a list of them or None; for a seed, pass "
+            "generator=torch.Generator().manual_seed(seed)."
+        )
+
+
+def check_callback(callback_on_step_end) -> None:
+    if callback_on_step_end is not None and not callable(callback_on_step_end):
+        raise ValueError(
+            f"callback_on_step_end={callback_on_step_end!r} is not callable; pass a function "
+            "callback(pipe, i, t, callback_kwargs) that returns a dict, or None."
+        )
+
+
+def run_callback(pipe, callback_on_step_end, i: int, t, sample: torch.Tensor) -> torch.Tensor:
+    """The sample after `callback_on_step_end` (if any), which may replace it by one of the same shape."""
+    if callback_on_step_end is None:
+        return sample
+    new_sample = callback_on_step_end(pipe, i, t, {"sample": sample}).pop("sample", sample)
+    if not isinstance(new_sample, torch.Tensor) or new_sample.shape != sample.shape:
+        shape = tuple(new_sample.shape) if isinstance(new_sample, torch.Tensor) else type(new_sample).__name__
+        raise ValueError(
+            f"callback_on_step_end returned a 'sample' of shape {shape} at step {i}; the chain's is "
+            f"{tuple(sample.shape)}: return a tensor of that shape, or no 'sample' key to keep it."
+        )
+    return new_sample
+
+
 def scheduler_overrides(scheduler, **settings) -> dict:
     """The per-call settings that are given (not None), checked against what `scheduler.set_timesteps` accepts."""
     overrides = {name: value for name, value in settings.items() if value is not None}

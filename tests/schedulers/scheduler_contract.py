@@ -165,3 +165,12 @@ class ScoreSchedulerContract:
             other = cls.from_config(scheduler.config)
             assert other.config.sigma_max == scheduler.config.sigma_max
             assert torch.isfinite(self.full_chain(other)).all()
+
+    def test_an_integer_sample_comes_back_float(self):
+        """Catches issue 20 row 12: an int64 sample came back int64 from `step`, its update truncated."""
+        scheduler = self.scheduler()
+        scheduler.set_timesteps(self.num_inference_steps)
+        x = torch.ones(1, 4, dtype=torch.int64)
+        t = scheduler.timesteps[0]
+        out = scheduler.step(gaussian_score(x, t), t, x, generator=torch.Generator().manual_seed(0))
+        assert out.prev_sample.dtype == torch.float32 and out.pred_original_sample.dtype == torch.float32
