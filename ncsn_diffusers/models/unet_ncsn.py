@@ -27,6 +27,7 @@ from diffusers.models.embeddings import GaussianFourierProjection, TimestepEmbed
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
+from diffusers.utils import is_accelerate_available
 
 # Blocks whose forward is (hidden_states, temb) -> (hidden_states, res_samples) going down and
 # (hidden_states, res_hidden_states_tuple, temb) -> hidden_states going up.
@@ -130,8 +131,10 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
 
     _supports_gradient_checkpointing = True
     # The Fourier frequencies stay float32 under `from_pretrained(..., torch_dtype=...)` (and under `.to(dtype)`, see
-    # `Float32GaussianFourierProjection`).
-    _keep_in_fp32_modules = ["sigma_proj"]
+    # `Float32GaussianFourierProjection`). diffusers keeps such modules only through accelerate's loading, and without
+    # accelerate refuses to load a class that names any (issue 20 row 23); there it loads in float32 and casts with
+    # `.to(dtype)`, which keeps the frequencies float32 all the same.
+    _keep_in_fp32_modules = ["sigma_proj"] if is_accelerate_available() else None
     _skip_layerwise_casting_patterns = ["sigma_proj", "norm"]
     # Saved configs get `auto_map: {"AutoModel": "unet_ncsn.NCSNUNet2DModel"}`, pointing at the copy of this file.
     _auto_class = "AutoModel"
