@@ -27,3 +27,14 @@ def test_legacy_folder_loads_and_samples_the_saved_images(name, loader):
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
     torch.testing.assert_close(images, load_file(FIXTURES / name / "images.safetensors")["images"], rtol=0, atol=0)
+
+
+def test_every_old_module_path_imports_as_its_new_module():
+    """Catches a moved module whose old path (in saved folders and user code) no longer imports."""
+    import importlib
+
+    from ncsn_diffusers.diffusers_registration import MOVED_MODULES
+
+    for old, new in MOVED_MODULES.items():
+        assert importlib.import_module(old) is importlib.import_module(new)
+    from ncsn_diffusers.unet_ncsn import NCSNUNet2DModel  # noqa: F401  (the statement users wrote)
