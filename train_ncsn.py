@@ -335,8 +335,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--hub_token",
         default=None,
-        help="Hub token; better leave it out and log in once with `hf auth login` (or set HF_TOKEN). It is used for "
-        "the upload only and never written to a file, a tracker or the log.",
+        help="Hub token; better leave it out and set HF_TOKEN or log in once with `hf auth login`: a flag is visible "
+        "to every user of the machine (`ps`). Used for the upload only, never written to a file or the log; refused "
+        "with --report_to wandb or all (W&B records the command line).",
     )
     add("--hub_private_repo", action="store_true")
     add("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
@@ -426,6 +427,11 @@ def check_args(args: argparse.Namespace):
         raise ValueError(f"--num_projections must be >= 1, got {args.num_projections}.")
     if args.hub_model_id is not None and not args.push_to_hub:
         raise ValueError("--hub_model_id is only used with --push_to_hub; add --push_to_hub or drop it.")
+    if args.hub_token is not None and args.report_to in ("wandb", "all"):
+        raise ValueError(
+            f"--hub_token with --report_to {args.report_to}: Weights & Biases records the command line (sys.argv) "
+            "and uploads it, token included. Drop --hub_token and set HF_TOKEN or log in once with `hf auth login`."
+        )
     if args.resume_from_checkpoint is not None and args.overwrite_output_dir:
         raise ValueError("--resume_from_checkpoint and --overwrite_output_dir contradict each other; pass one.")
     if args.report_to == "tensorboard":

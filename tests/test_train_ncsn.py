@@ -385,6 +385,12 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         (["--hub_model_id", "me/model"], "only used with --push_to_hub"),
         (["--resume_from_checkpoint", "latest", "--overwrite_output_dir"], "contradict each other"),
         (["--objective", "epsilon", "--sampler", "stochastic_heun"], "--sampler stochastic_heun samples score models"),
+        # W&B uploads sys.argv: the token would leave the machine (issue 20, row 2)
+        (
+            ["--hub_token", "hf_x", "--report_to", "wandb"],
+            "Drop --hub_token and set HF_TOKEN or log in once with `hf auth login`",
+        ),
+        (["--hub_token", "hf_x", "--report_to", "all"], "--report_to all: Weights & Biases"),
     ],
 )
 def test_contradictory_or_invalid_flags_exit_with_a_message(argv, message, capsys):
