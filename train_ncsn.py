@@ -264,7 +264,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--overwrite_output_dir",
         action="store_true",
-        help="Start afresh even if --output_dir holds checkpoints or a saved pipeline (both are replaced).",
+        help="Start afresh even if --output_dir holds checkpoints or a saved pipeline (both are replaced). Deletes "
+        "only the files an earlier run wrote (docs/security.md, Ownership); never another tool's checkpoint-*.",
     )
     add("--train_batch_size", type=int, default=128, help="Batch size per process.")
     add(
@@ -938,7 +939,8 @@ def upload_patterns(output_dir: Path) -> list[str]:
 
 
 class JsonLog:
-    """The plain training log, output_dir/logs/train_log.jsonl: one JSON object per logging step.
+    """The plain training log, <logging folder>/train_log.jsonl (see `run_logging_dir`): one JSON object per
+    logging step.
 
     On resume the entries past the checkpoint (written by the killed run) are dropped, and so is a torn last line (a
     power loss or a full disk mid-write), with a warning; the file is rewritten atomically, so no earlier line is ever

@@ -404,6 +404,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
             "Drop --hub_token and set HF_TOKEN or log in once with `hf auth login`",
         ),
         (["--hub_token", "hf_x", "--report_to", "all"], "--report_to all: Weights & Biases"),
+        # logs inside an uploaded folder would be pushed with it, or mixed with the pipeline's files
+        (["--logging_dir", "unet/tb"], "--logging_dir unet/tb lies in unet, which the run writes itself"),
     ],
 )
 def test_contradictory_or_invalid_flags_exit_with_a_message(argv, message, capsys):
