@@ -12,6 +12,7 @@ from .digits import load_digits_images
 from .losses import dsm_loss, epsilon_loss, ssm_loss
 from .model_card import render_model_card, write_model_card
 from .models import NCSNRefineNet, NCSNv2Model
+from .models.noise_conditional_classifier import NoiseConditionalClassifier
 from .ncsnv2_techniques import ncsnv2_hyperparameters, ncsnv2_scheduler_config
 from .parameterization import (
     denoiser_model_output,
@@ -44,6 +45,7 @@ __all__ = [
     "NCSNPipeline",
     "NCSNRefineNet",
     "NCSNv2Model",
+    "NoiseConditionalClassifier",
     "NCSNUNet2DModel",
     "PredictorCorrectorScheduler",
     "ScoreSchedulerOutput",
