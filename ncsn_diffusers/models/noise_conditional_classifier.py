@@ -3,7 +3,8 @@
 Its log-likelihood gradient grad_x log p_phi(y | x, sigma) turns an unconditional score model into a class-conditional
 one (Song et al., 2021, Sec. 5 and App. I): s(x, sigma) + w grad_x log p_phi(y | x, sigma), see `guidance.py`. Like the
 score U-Net ([`NCSNUNet2DModel`]) it embeds c_noise = log(sigma) with Gaussian Fourier features and feeds the
-embedding to every ResNet block; it has the U-Net's down path only, then a global average pool and a linear head.
+embedding to every ResNet block; it has the U-Net's down path only (on the input scaled by EDM's
+c_in = 1 / sqrt(1 + sigma**2)), then a global average pool and a linear head.
 """
 
 from dataclasses import dataclass
@@ -98,7 +99,6 @@ class NoiseConditionalClassifier(ModelMixin, ConfigMixin):
             )
             for i, block_type in enumerate(down_block_types)
         )
-        self.norm_out = nn.GroupNorm(num_groups=norm_num_groups, num_channels=channels[-1])
         self.act = nn.SiLU()
         self.head = nn.Linear(channels[-1], num_classes)
 
@@ -126,10 +126,13 @@ class NoiseConditionalClassifier(ModelMixin, ConfigMixin):
             )
         sigma = NCSNUNet2DModel._sigma_per_sample(sigma, sample.shape[0], sample.device)  # (B,) float32
         emb = self.time_embedding(self.sigma_proj(torch.log(sigma)).to(sample.dtype))  # (B, 4 C_0)
-        hidden = self.conv_in(sample)
+        # EDM's c_in = 1 / sqrt(1 + sigma**2): inputs of order one at every noise level (for data of scale ~1)
+        c_in = (1 + sigma**2).rsqrt().reshape(-1, 1, 1, 1).to(sample.dtype)
+        hidden = self.conv_in(sample * c_in)
         for block in self.down_blocks:
             hidden, _ = block(hidden_states=hidden, temb=emb)
-        features = self.act(self.norm_out(hidden)).mean(dim=(2, 3))  # (B, C_last)
+        # No GroupNorm before the pool: it would remove each channel's mean, and with it the image's brightness
+        features = self.act(hidden).mean(dim=(2, 3))  # (B, C_last)
         logits = self.head(features)
         if not return_dict:
             return (logits,)
