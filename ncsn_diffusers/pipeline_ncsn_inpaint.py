@@ -6,11 +6,10 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import ImagePipelineOutput
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from .pipeline_ncsn import NCSNPipeline, check_components, is_denoiser_scheduler
-from .pipeline_utils import format_images, samples_to_unit_range, scheduler_overrides
+from .pipeline_utils import format_images, prepare_images, prepare_mask, samples_to_unit_range, scheduler_overrides
 
 ImageInput = (
     PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
@@ -179,38 +178,5 @@ class NCSNInpaintPipeline(NCSNPipeline):
         """
         if image is None or mask_image is None:
             raise ValueError("NCSNInpaintPipeline needs both `image` and `mask_image` (white = pixels to generate).")
-        channels = self.unet.config.in_channels
-        if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
-            mode = "L" if channels == 1 else "RGB"
-            images = image if isinstance(image, list) else [image]
-            if all(isinstance(i, PIL.Image.Image) for i in images):
-                image = [i.convert(mode) for i in images]
-        image_processor = VaeImageProcessor(do_resize=False, do_normalize=False)
-        # masks as diffusers' inpainting pipelines take them: (H, W), (B, H, W), (B, 1, H, W) or PIL
-        mask_processor = VaeImageProcessor(do_resize=False, do_normalize=False, do_convert_grayscale=True)
-        reference = image_processor.preprocess(image).float()
-        mask = mask_processor.preprocess(mask_image).float()
-        for name, values in (("image", reference), ("mask_image", mask)):
-            if values.numel() == 0 or not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-                raise ValueError(
-                    f"{name} has values in [{values.min().item():.3g}, {values.max().item():.3g}]; it must lie in "
-                    "[0, 1] (PIL images are converted; scale arrays and tensors, e.g. (x + 1) / 2 for [-1, 1])."
-                )
-        if reference.shape[1] != channels:
-            raise ValueError(
-                f"image has {reference.shape[1]} channel(s) but the model takes {channels}; pass images with "
-                f"{channels} channel(s)."
-            )
-        if mask.shape[1] != 1 or mask.shape[-2:] != reference.shape[-2:] or len(mask) not in (1, len(reference)):
-            raise ValueError(
-                f"mask_image of shape {tuple(mask.shape)} does not fit image of shape {tuple(reference.shape)}: "
-                "pass one single-channel mask of the image's height and width, or one per image."
-            )
-        size = self.unet.config.sample_size
-        size = (size, size) if isinstance(size, int) else size
-        if size is not None and tuple(reference.shape[-2:]) != tuple(size):
-            raise ValueError(
-                f"image is {tuple(reference.shape[-2:])} pixels (H, W) but the model samples {tuple(size)}; resize "
-                f"image and mask_image to {tuple(size)}."
-            )
-        return reference, (mask >= 0.5).expand(len(reference), -1, -1, -1)
+        reference = prepare_images(image, self.unet.config.in_channels, self.unet.config.sample_size)
+        return reference, prepare_mask(mask_image, reference)
