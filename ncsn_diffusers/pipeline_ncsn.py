@@ -18,8 +18,10 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo, snapshot_download
 
+from .guidance import check_guidance, guided_score
 from .model_card import write_model_card
 from .models import NCSNRefineNet, NCSNv2Model
+from .models.noise_conditional_classifier import NoiseConditionalClassifier
 from .parameterization import denoiser_model_output, sample_from_score
 from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range, scheduler_overrides
 from .schedulers import (
@@ -58,9 +60,12 @@ class NCSNPipeline(DiffusionPipeline):
         scheduler ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`],
             [`ConsistentAnnealedSamplingScheduler`], [`StochasticHeunScheduler`], or a diffusers EDM scheduler):
             The sampler, in the coordinates of the network.
+        classifier ([`NoiseConditionalClassifier`], *optional*):
+            p_phi(y | x, sigma), for class-conditional sampling with `class_labels` (classifier guidance).
     """
 
     model_cpu_offload_seq = "unet"
+    _optional_components = ["classifier"]
     _callback_tensor_inputs = ["sample"]
 
     def __init__(
@@ -72,10 +77,11 @@ class NCSNPipeline(DiffusionPipeline):
         | StochasticHeunScheduler
         | EDMEulerScheduler
         | EDMDPMSolverMultistepScheduler,
+        classifier: NoiseConditionalClassifier | None = None,
     ):
         super().__init__()
         check_components(unet, scheduler)
-        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
         self.model_card_kwargs = {}
 
     @classmethod
@@ -145,6 +151,8 @@ class NCSNPipeline(DiffusionPipeline):
         final_denoise: bool | None = None,
         corrector_steps: int | None = None,
         snr: float | None = None,
+        class_labels: int | list[int] | torch.Tensor | None = None,
+        guidance_scale: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNPipeline", int, torch.Tensor, dict], dict] | None = None,
@@ -173,6 +181,11 @@ class NCSNPipeline(DiffusionPipeline):
                 k, the Langevin corrector steps per level, for this call only (predictor-corrector).
             snr (`float`, *optional*):
                 r, the corrector's signal-to-noise ratio, for this call only (predictor-corrector).
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
+                y, the class to sample: one for every image, or one per image. Needs `pipe.classifier`; every step
+                then uses s(x, sigma) + w grad_x log p_phi(y | x, sigma) (see `guidance.py`).
+            guidance_scale (`float`, *optional*, defaults to 1.0 when `class_labels` are given):
+                w; 1 samples p(x | y), larger values sharpen it, 0 samples unguided without calling the classifier.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"` (`PIL.Image.Image`), `"np"` (`np.ndarray` of shape `(B, H, W, C)`) or `"pt"` (`torch.Tensor` of
                 shape `(B, C, H, W)`), in [0, 1].
@@ -214,6 +227,10 @@ class NCSNPipeline(DiffusionPipeline):
             snr=snr,
         )
         uses_denoiser = is_denoiser_scheduler(scheduler)
+        labels = check_guidance(self.classifier, class_labels, guidance_scale, batch_size, device)
+        if labels is not None and not uses_denoiser:
+            check_guidable(scheduler)
+        guidance = (self.classifier, labels, 1.0 if guidance_scale is None else guidance_scale)
 
         # The chain lives in float32; only the U-Net sees its own dtype.
         if uses_denoiser:
@@ -230,10 +247,10 @@ class NCSNPipeline(DiffusionPipeline):
         step_kwargs = {}
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
             if uses_denoiser:
-                model_output = self._denoiser_model_output(sample, t, unet_dtype, takes_denoised)
+                model_output = self._denoiser_model_output(sample, t, unet_dtype, takes_denoised, guidance)
                 step_kwargs = {"pred_original_sample": model_output} if takes_denoised else {}
             else:
-                model_output = self.unet(sample.to(unet_dtype), t).sample
+                model_output = guided_score(self.unet(sample.to(unet_dtype), t).sample, sample, t, *guidance)
             sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 callback_kwargs = {"sample": sample}
@@ -247,15 +264,15 @@ class NCSNPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=image)
 
     def _denoiser_model_output(
-        self, sample: torch.Tensor, t: torch.Tensor, unet_dtype: torch.dtype, denoised: bool
+        self, sample: torch.Tensor, t: torch.Tensor, unet_dtype: torch.dtype, denoised: bool, guidance: tuple
     ) -> torch.Tensor:
         """A diffusers EDM scheduler's step: the score model at the unscaled x and the real sigma, handed over as the
         denoiser D(x, sigma) = x + sigma**2 s itself (`denoised`) or as the model output that the scheduler's
-        `precondition_outputs` turns into D."""
+        `precondition_outputs` turns into D. `guidance` (classifier, labels, w) makes s the guided score."""
         # only to let the scheduler find its step index: the network takes x unscaled, so scale no image
         self.scheduler.scale_model_input(sample[:0], t)
         sigma = self.scheduler.sigmas[self.scheduler.step_index].item()  # sigmas live on the CPU: no device sync
-        score = self.unet(sample.to(unet_dtype), sigma).sample.float()
+        score = guided_score(self.unet(sample.to(unet_dtype), sigma).sample.float(), sample, sigma, *guidance)
         if denoised:
             return sample_from_score(score, sample.float(), sigma)
         return denoiser_model_output(self.scheduler, score, sample, sigma)
@@ -293,6 +310,16 @@ _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_down
 def is_denoiser_scheduler(scheduler) -> bool:
     """A diffusers scheduler that steps with a denoiser D(x, sigma) through `precondition_outputs` (the EDM family)."""
     return not isinstance(scheduler, SCORE_SCHEDULERS) and callable(getattr(scheduler, "precondition_outputs", None))
+
+
+def check_guidable(scheduler):
+    """Classifier guidance adds to a VE score conditioned on sigma = the timestep: refuse any other chain."""
+    noise_space = getattr(scheduler.config, "noise_space", "ve")
+    if noise_space != "ve" or scheduler.config.prediction_type != "score":
+        raise ValueError(
+            f"class_labels guide a VE score model, but the scheduler has noise_space={noise_space!r}, "
+            f"prediction_type={scheduler.config.prediction_type!r}; sample an NCSN score model (VE, 'score')."
+        )
 
 
 def check_components(unet, scheduler):
