@@ -23,6 +23,7 @@ from .parameterization import (
     score_from_sample,
 )
 from .pipeline_ncsn import NCSNPipeline, resolve_pipeline_folder
+from .pipeline_ncsn_img2img import NCSNImg2ImgPipeline
 from .pipeline_ncsn_inpaint import NCSNInpaintPipeline
 from .schedulers import (
     AnnealedLangevinScheduler,
@@ -41,6 +42,7 @@ __all__ = [
     "AnnealedLangevinScheduler",
     "AnnealedLangevinSchedulerOutput",
     "ConsistentAnnealedSamplingScheduler",
+    "NCSNImg2ImgPipeline",
     "NCSNInpaintPipeline",
     "NCSNPipeline",
     "NCSNRefineNet",

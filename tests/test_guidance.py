@@ -2,12 +2,51 @@
 classifier: at w = 1 the guided score is the score of the requested component, so every sampler must land all its
 chains in that component, with the component's own variance."""
 
+import pytest
 import torch
 from analytic_classifier import MixturePosteriorClassifier
-from test_samplers import STD, WEIGHTS
+from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
+from test_samplers import STD, VE, WEIGHTS, mixture_model
 
+from ncsn_diffusers import (
+    AnnealedLangevinScheduler,
+    ConsistentAnnealedSamplingScheduler,
+    NCSNImg2ImgPipeline,
+    NCSNPipeline,
+    PredictorCorrectorScheduler,
+    StochasticHeunScheduler,
+)
 from ncsn_diffusers.guidance import guided_score
 from ncsn_diffusers.toy import mixture_score
+
+# (scheduler, U-Net calls, pixels): budgets at which each sampler's own discretisation leaves the variance within 8%
+SAMPLERS = {
+    "AnnealedLangevin": (lambda: AnnealedLangevinScheduler(**VE, epsilon=4e-5, num_noise_levels=10), 400, 2),
+    "PredictorCorrector": (lambda: PredictorCorrectorScheduler(**VE, corrector_steps=1, snr=0.16), 100, 256),
+    "ConsistentAnnealed": (lambda: ConsistentAnnealedSamplingScheduler(**VE), 100, 2),
+    "StochasticHeun": (lambda: StochasticHeunScheduler(**VE, s_churn=80.0), 199, 2),
+    "EDMEuler": (lambda: EDMEulerScheduler(sigma_min=0.01, sigma_max=8.0), 40, 2),
+    "EDMDPMSolver": (lambda: EDMDPMSolverMultistepScheduler(sigma_min=0.01, sigma_max=8.0), 40, 2),
+}
+
+
+def guided_pipeline(scheduler, num_pixels):
+    model, a = mixture_model(num_pixels)
+    classifier = MixturePosteriorClassifier(model.mu.tolist(), WEIGHTS, STD, num_classes=2)
+    pipe = NCSNPipeline(model, scheduler, classifier=classifier)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, a
+
+
+def run(pipe, calls, seed=0, batch_size=1024, **kwargs):
+    images = pipe(
+        batch_size=batch_size,
+        num_inference_steps=calls,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        **kwargs,
+    ).images
+    return (images * 2 - 1).flatten(1)  # data_range (-1, 1)
 
 
 def test_guided_score_at_w_1_is_the_score_of_the_requested_component():
@@ -29,3 +68,70 @@ def test_guidance_scale_0_returns_the_score_itself_without_the_classifier():
     score, x = torch.randn(3, 1, 1, 1), torch.randn(3, 1, 1, 1)
     assert guided_score(score, x, 1.0, classifier, torch.zeros(3, dtype=torch.long), 0.0) is score
     assert classifier.calls == 0
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("k", [0, 1])
+def test_guided_chains_land_in_the_requested_component_with_its_variance(name, k):
+    make_scheduler, calls, num_pixels = SAMPLERS[name]
+    pipe, a = guided_pipeline(make_scheduler(), num_pixels)
+    x = run(pipe, calls, class_labels=k, guidance_scale=1.0)
+    mean = -a if k == 0 else a
+    assert ((x.mean(1) < 0) == (k == 0)).all()  # 100% of the chains, for the 0.2 component as for the 0.8 one
+    assert ((x - mean).var() / STD**2).item() == pytest.approx(1.0, rel=0.1)
+    assert (x.mean() - mean).abs().item() < 0.1 * STD
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_guidance_scale_0_is_unguided_sampling_bit_for_bit(name):
+    make_scheduler, _, num_pixels = SAMPLERS[name]
+    pipe, _ = guided_pipeline(make_scheduler(), num_pixels)
+    unguided = run(pipe, 12, batch_size=64)
+    guided = run(pipe, 12, batch_size=64, class_labels=0, guidance_scale=0.0)
+    assert torch.equal(guided, unguided)
+    assert pipe.classifier.calls == 0  # w = 0 never calls the classifier
+
+
+def test_one_label_per_image():
+    pipe, a = guided_pipeline(ConsistentAnnealedSamplingScheduler(**VE), 2)
+    labels = torch.tensor([0, 1] * 64)
+    x = run(pipe, 50, batch_size=128, class_labels=labels)  # guidance_scale defaults to 1
+    assert torch.equal((x.mean(1) > 0).long(), labels)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"guidance_scale": 2.0}, "guidance_scale=2.0 needs class_labels"),
+        ({"class_labels": 0, "guidance_scale": -1.0}, "guidance_scale=-1.0 must be a number >= 0"),
+        ({"class_labels": 2}, r"class_labels must lie in 0..1"),
+        ({"class_labels": [0, 1, 1]}, "class_labels has 3 labels for batch_size=2"),
+        ({"class_labels": 0.5}, "must be an int or a list"),
+    ],
+)
+def test_bad_guidance_arguments_name_the_fix(kwargs, message):
+    pipe, _ = guided_pipeline(ConsistentAnnealedSamplingScheduler(**VE), 2)
+    with pytest.raises(ValueError, match=message):
+        pipe(batch_size=2, num_inference_steps=3, **kwargs)
+
+
+def test_class_labels_without_a_classifier_name_the_fix():
+    pipe = NCSNPipeline(mixture_model(2)[0], ConsistentAnnealedSamplingScheduler(**VE))
+    with pytest.raises(ValueError, match="has no classifier; load one with"):
+        pipe(batch_size=2, num_inference_steps=3, class_labels=1)
+
+
+def test_guided_image_to_image_lands_in_the_requested_component():
+    # from a guide at +a (component 1), strength 0.8 and w = 1 towards component 0: every edit ends at -a
+    model, a = mixture_model(2)
+    classifier = MixturePosteriorClassifier(model.mu.tolist(), WEIGHTS, STD, num_classes=2)
+    pipe = NCSNImg2ImgPipeline(model, ConsistentAnnealedSamplingScheduler(**VE), classifier=classifier)
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.full((1, 2, 1, 1), (a + 1) / 2)
+    generator = torch.Generator().manual_seed(0)
+    kwargs = dict(strength=0.8, batch_size=512, num_inference_steps=100, generator=generator, output_type="pt")
+    x = (pipe(image, class_labels=0, **kwargs).images * 2 - 1).flatten(1)
+    assert (x.mean(1) < 0).all()
+    assert ((x + a).var() / STD**2).item() == pytest.approx(1.0, rel=0.1)
+    unguided = (pipe(image, **kwargs).images * 2 - 1).flatten(1)
+    assert (unguided.mean(1) > 0).float().mean() > 0.5  # without guidance most edits stay near the guide
