@@ -5,8 +5,8 @@ chains in that component, with the component's own variance."""
 import pytest
 import torch
 from analytic_classifier import MixturePosteriorClassifier
+from analytic_models import ImageMixtureScoreModel
 from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
-from test_samplers import STD, VE, WEIGHTS, mixture_model
 
 from ncsn_diffusers import (
     AnnealedLangevinScheduler,
@@ -18,6 +18,20 @@ from ncsn_diffusers import (
 )
 from ncsn_diffusers.guidance import guided_score
 from ncsn_diffusers.toy import mixture_score
+
+# A two-Gaussian mixture of constant images -a and +a (weights 0.2 / 0.8, pixel std 0.1), sampled in [-1, 1]
+WEIGHTS, STD = [0.2, 0.8], 0.1
+VE = dict(sigma_max=8.0, sigma_min=0.01, data_range=(-1.0, 1.0))
+
+
+def mixture_model(num_pixels: int):
+    """The mixture on a 1x1 image of 2 channels (modes at -/+0.5) or on 1 x n x n images (modes 10 stds apart)."""
+    if num_pixels == 2:
+        return ImageMixtureScoreModel([[-0.5, -0.5], [0.5, 0.5]], WEIGHTS, STD, sample_size=1, in_channels=2), 0.5
+    a = 0.5 * 10 * STD / num_pixels**0.5
+    size = int(num_pixels**0.5)
+    return ImageMixtureScoreModel([[-a] * num_pixels, [a] * num_pixels], WEIGHTS, STD, sample_size=size), a
+
 
 # (scheduler, U-Net calls, pixels): budgets at which each sampler's own discretisation leaves the variance within 8%
 SAMPLERS = {

@@ -17,7 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import get_down_block
 from diffusers.utils import BaseOutput
 
-from ..unet_ncsn import DOWN_BLOCK_TYPES, Float32GaussianFourierProjection, NCSNUNet2DModel
+from .unet_ncsn import DOWN_BLOCK_TYPES, Float32GaussianFourierProjection, NCSNUNet2DModel
 
 
 @dataclass

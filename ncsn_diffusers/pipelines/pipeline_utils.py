@@ -26,6 +26,38 @@ def format_images(image: torch.Tensor, output_type: str) -> torch.Tensor | np.nd
     return DiffusionPipeline.numpy_to_pil(image) if output_type == "pil" else image
 
 
+def check_generator(generator) -> None:
+    """Refuses a `generator` that is not None, a torch.Generator or a list of them (a seed such as 0, say)."""
+    generators = generator if isinstance(generator, list) else [generator]
+    if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+        raise ValueError(
+            f"generator={generator!r} must be a torch.Generator, a list of them or None; for a seed, pass "
+            "generator=torch.Generator().manual_seed(seed)."
+        )
+
+
+def check_callback(callback_on_step_end) -> None:
+    if callback_on_step_end is not None and not callable(callback_on_step_end):
+        raise ValueError(
+            f"callback_on_step_end={callback_on_step_end!r} is not callable; pass a function "
+            "callback(pipe, i, t, callback_kwargs) that returns a dict, or None."
+        )
+
+
+def run_callback(pipe, callback_on_step_end, i: int, t, sample: torch.Tensor) -> torch.Tensor:
+    """The sample after `callback_on_step_end` (if any), which may replace it by one of the same shape."""
+    if callback_on_step_end is None:
+        return sample
+    new_sample = callback_on_step_end(pipe, i, t, {"sample": sample}).pop("sample", sample)
+    if not isinstance(new_sample, torch.Tensor) or new_sample.shape != sample.shape:
+        shape = tuple(new_sample.shape) if isinstance(new_sample, torch.Tensor) else type(new_sample).__name__
+        raise ValueError(
+            f"callback_on_step_end returned a 'sample' of shape {shape} at step {i}; the chain's is "
+            f"{tuple(sample.shape)}: return a tensor of that shape, or no 'sample' key to keep it."
+        )
+    return new_sample
+
+
 def scheduler_overrides(scheduler, **settings) -> dict:
     """The per-call settings that are given (not None), checked against what `scheduler.set_timesteps` accepts."""
     overrides = {name: value for name, value in settings.items() if value is not None}
@@ -39,6 +71,19 @@ def scheduler_overrides(scheduler, **settings) -> dict:
     return overrides
 
 
+# PIL modes of more than 8 bits, and the value of white in each: converting them to "L" clips them (issue 20 row 10).
+# 16-bit PNGs open as "I;16*" or "I"; "F" holds floats, taken to be in [0, 1] already.
+HIGH_BIT_WHITE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def pil_to_unit_array(image: PIL.Image.Image, mode: str) -> np.ndarray:
+    """A PIL image as a float32 array (H, W, C) in [0, 1] in the model's `mode` ("L" or "RGB"), at any bit depth."""
+    if image.mode not in HIGH_BIT_WHITE:
+        return np.asarray(image.convert(mode), dtype=np.float32).reshape(image.height, image.width, -1) / 255.0
+    gray = np.asarray(image, dtype=np.float32) / HIGH_BIT_WHITE[image.mode]  # (H, W), single-channel modes all
+    return np.repeat(gray[..., None], 1 if mode == "L" else 3, axis=-1)
+
+
 def prepare_images(image, channels: int, sample_size, name: str = "image") -> torch.Tensor:
     """
     Images in diffusers' forms (PIL, `(H, W, C)` / `(B, H, W, C)` arrays, `(C, H, W)` / `(B, C, H, W)` tensors, or
@@ -47,10 +92,13 @@ def prepare_images(image, channels: int, sample_size, name: str = "image") -> to
     """
     if image is None:
         raise ValueError(f"`{name}` is required: PIL images, arrays or tensors in [0, 1].")
+    if isinstance(image, list) and not image:
+        raise ValueError(f"{name}=[] holds no image; pass at least one (PIL image, array or tensor).")
     if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
         images = image if isinstance(image, list) else [image]
         if all(isinstance(i, PIL.Image.Image) for i in images):
-            image = [i.convert("L" if channels == 1 else "RGB") for i in images]
+            mode = "L" if channels == 1 else "RGB"
+            image = np.stack([pil_to_unit_array(i, mode) for i in images])  # (B, H, W, C) in [0, 1]
     values = VaeImageProcessor(do_resize=False, do_normalize=False).preprocess(image).float()
     check_unit_range(name, values)
     if values.shape[1] != channels:
@@ -72,6 +120,8 @@ def prepare_mask(mask_image, images: torch.Tensor) -> torch.Tensor:
     A mask in diffusers' inpainting forms (PIL, `(H, W)`, `(B, H, W)` or `(B, 1, H, W)`) as a boolean tensor
     `(B, 1, H, W)`, True where pixels are generated (white, >= 0.5); one mask for all `images` or one per image.
     """
+    if isinstance(mask_image, list) and not mask_image:
+        raise ValueError("mask_image=[] holds no image; pass at least one (PIL image, array or tensor).")
     processor = VaeImageProcessor(do_resize=False, do_normalize=False, do_convert_grayscale=True)
     mask = processor.preprocess(mask_image).float()
     check_unit_range("mask_image", mask)

@@ -1,16 +1,26 @@
 """NCSNImg2ImgPipeline: image-to-image translation and editing with a score model (SDEdit, Meng et al., ICLR 2022)."""
 
-import inspect
 from collections.abc import Callable
 
 import torch
 from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .guidance import check_guidance, guided_score
-from .pipeline_ncsn import DEFAULT_DATA_RANGE, NCSNPipeline, check_components, check_guidable, is_denoiser_scheduler
-from .pipeline_utils import format_images, prepare_images, prepare_mask, samples_to_unit_range, scheduler_overrides
-from .schedulers import StochasticHeunScheduler
+from ..guidance import check_guidance, guided_score
+from ..schedulers import StochasticHeunScheduler
+from .edm_adapter import edm_model_output, takes_denoised_sample
+from .pairing import check_components, check_guidable, is_denoiser_scheduler
+from .pipeline_ncsn import DEFAULT_DATA_RANGE, NCSNPipeline
+from .pipeline_utils import (
+    check_callback,
+    check_generator,
+    format_images,
+    prepare_images,
+    prepare_mask,
+    run_callback,
+    samples_to_unit_range,
+    scheduler_overrides,
+)
 
 
 class NCSNImg2ImgPipeline(NCSNPipeline):
@@ -40,17 +50,13 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
         batch_size: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int | None = None,
-        steps_per_level: int | None = None,
-        epsilon: float | None = None,
-        final_denoise: bool | None = None,
-        corrector_steps: int | None = None,
-        snr: float | None = None,
         class_labels: int | list[int] | torch.Tensor | None = None,
         guidance_scale: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNImg2ImgPipeline", int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        **scheduler_settings,
     ) -> ImagePipelineOutput | tuple:
         r"""
         The call function to the pipeline for image-to-image generation.
@@ -74,8 +80,6 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
                 A generator, or one per output image.
             num_inference_steps (`int`, *optional*):
                 The number of model calls of the whole chain, of which the last `strength` fraction runs.
-            steps_per_level, epsilon, final_denoise, corrector_steps, snr:
-                The per-call sampler settings of [`NCSNPipeline`].
             class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
                 Guide every step towards class y with `pipe.classifier`, as [`NCSNPipeline`] does (one label, or one
                 per output image).
@@ -90,6 +94,9 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
                 with a replacement `"sample"`.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
                 The tensors passed in `callback_kwargs`; only `"sample"` is available.
+            scheduler_settings (*optional*):
+                Settings of the scheduler for this call only, as in [`NCSNPipeline`] (any keyword its
+                `set_timesteps` accepts).
 
         Examples:
 
@@ -108,14 +115,9 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
         scheduler = self.scheduler
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
             raise ValueError(f"strength={strength!r} must lie in [0, 1] (0 returns the image, 1 ignores it).")
-        overrides = scheduler_overrides(
-            scheduler,
-            steps_per_level=steps_per_level,
-            epsilon=epsilon,
-            final_denoise=final_denoise,
-            corrector_steps=corrector_steps,
-            snr=snr,
-        )
+        overrides = scheduler_overrides(scheduler, **scheduler_settings)
+        check_generator(generator)
+        check_callback(callback_on_step_end)
         reference = prepare_images(image, self.unet.config.in_channels, self.unet.config.sample_size)
         edit = None if mask_image is None else prepare_mask(mask_image, reference)  # (N, 1, H, W), True = edit
         num_outputs = len(reference) * batch_size
@@ -146,23 +148,22 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
         low, high = getattr(scheduler, "data_range", DEFAULT_DATA_RANGE)
         y = low + (high - low) * reference  # the guide in the model's data range
         z = randn_tensor(y.shape, generator=generator, device=device, dtype=torch.float32)
-        start_at(scheduler, begin)
+        scheduler.set_begin_index(begin)
         timesteps = scheduler.timesteps[begin:]
         sample = self._perturb(y, z, begin)
         unet_dtype = self.unet.dtype
-        takes_denoised = uses_denoiser and "pred_original_sample" in inspect.signature(scheduler.step).parameters
+        takes_denoised = uses_denoiser and takes_denoised_sample(scheduler)
         step_kwargs = {}
         for i, t in enumerate(self.progress_bar(timesteps)):
             if edit is not None:
                 sample = torch.where(edit, sample, self._perturb(y, z, begin + i))
             if uses_denoiser:
-                model_output = self._denoiser_model_output(sample, t, unet_dtype, takes_denoised, guidance)
+                model_output = edm_model_output(scheduler, self.unet, sample, t, unet_dtype, takes_denoised, guidance)
                 step_kwargs = {"pred_original_sample": model_output} if takes_denoised else {}
             else:
                 model_output = guided_score(self.unet(sample.to(unet_dtype), t).sample, sample, t, *guidance)
             sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
-            if callback_on_step_end is not None:
-                sample = callback_on_step_end(self, i, t, {"sample": sample}).pop("sample", sample)
+            sample = run_callback(self, callback_on_step_end, i, t, sample)
 
         image = samples_to_unit_range(sample, (low, high))
         if edit is not None:  # the kept pixels are the input's own values, not a round trip through the chain
@@ -202,11 +203,3 @@ def starts_a_level(scheduler, timesteps: list[float], index: int) -> bool:
     if isinstance(scheduler, StochasticHeunScheduler):
         return index % 2 == 0
     return timesteps[index] != timesteps[index - 1]
-
-
-def start_at(scheduler, begin: int):
-    """Makes the scheduler's next `step` serve model call `begin` (diffusers' `set_begin_index`)."""
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(begin)
-    else:  # TODO(infer): the score schedulers' set_begin_index
-        scheduler._step_index = begin
