@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -69,20 +68,31 @@ from ncsn_diffusers.recipes import (
 from ncsn_diffusers.training_utils import (
     ABANDONED_PREFIX,
     LOCK_FILE,
+    LOG_FILE,
+    LOG_FILES,
+    SAMPLE_GRID,
+    STATE_FILE,
     BatchOrder,
     OutputDirLock,
     abandon_later_checkpoints,
+    check_logging_dir,
+    claim_logging_dir,
     compare_run_settings,
     complete_checkpoints,
     decode_images,
     derived_seed,
+    discard_checkpoint,
+    end_distributed_run,
+    foreign_checkpoints,
     hub_dataset_sources,
     image_folder_sources,
     latest_checkpoint,
     load_checkpoint,
     num_update_steps,
     read_training_state,
+    remove_owned_files,
     remove_stale_temporaries,
+    run_logging_dir,
     save_checkpoint,
 )
 from ncsn_diffusers.unet_ncsn import PRESETS
@@ -254,7 +264,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--overwrite_output_dir",
         action="store_true",
-        help="Start afresh even if --output_dir holds checkpoints or a saved pipeline (both are replaced).",
+        help="Start afresh even if --output_dir holds checkpoints or a saved pipeline (both are replaced). Deletes "
+        "only the files an earlier run wrote (docs/security.md, Ownership); never another tool's checkpoint-*.",
     )
     add("--train_batch_size", type=int, default=128, help="Batch size per process.")
     add(
@@ -317,7 +328,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="tensorboard",
         help='Tracker of accelerate ("tensorboard", "wandb", "all", "none"); a JSON-lines log is always written.',
     )
-    add("--logging_dir", default="logs", help="Under --output_dir.")
+    add(
+        "--logging_dir",
+        default="logs",
+        help="Relative to --output_dir. A folder outside it (absolute, ../) may be shared: each run logs to its own "
+        "subfolder there, named after --output_dir.",
+    )
     add("--logging_steps", type=int, default=25, help="Log (and check the loss is finite) every N steps.")
     add("--save_images_steps", type=int, default=0, help="Sample a grid every N steps (0: only at the end).")
     add("--num_sample_images", type=int, default=64, help="Images in each sample grid.")
@@ -335,8 +351,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--hub_token",
         default=None,
-        help="Hub token; better leave it out and log in once with `hf auth login` (or set HF_TOKEN). It is used for "
-        "the upload only and never written to a file, a tracker or the log.",
+        help="Hub token; better leave it out and set HF_TOKEN or log in once with `hf auth login`: a flag is visible "
+        "to every user of the machine (`ps`). Used for the upload only, never written to a file or the log; refused "
+        "with --report_to wandb or all (W&B records the command line).",
     )
     add("--hub_private_repo", action="store_true")
     add("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
@@ -426,6 +443,17 @@ def check_args(args: argparse.Namespace):
         raise ValueError(f"--num_projections must be >= 1, got {args.num_projections}.")
     if args.hub_model_id is not None and not args.push_to_hub:
         raise ValueError("--hub_model_id is only used with --push_to_hub; add --push_to_hub or drop it.")
+    top = Path(args.logging_dir).parts[0] if Path(args.logging_dir).parts else "."
+    if top in (OWN_ENTRIES - {"logs"}) | {"."} or top.startswith(("checkpoint-", ABANDONED_PREFIX)):
+        raise ValueError(
+            f"--logging_dir {args.logging_dir} lies in {top}, which the run writes itself; pass another folder "
+            "(default: logs)."
+        )
+    if args.hub_token is not None and args.report_to in ("wandb", "all"):
+        raise ValueError(
+            f"--hub_token with --report_to {args.report_to}: Weights & Biases records the command line (sys.argv) "
+            "and uploads it, token included. Drop --hub_token and set HF_TOKEN or log in once with `hf auth login`."
+        )
     if args.resume_from_checkpoint is not None and args.overwrite_output_dir:
         raise ValueError("--resume_from_checkpoint and --overwrite_output_dir contradict each other; pass one.")
     if args.report_to == "tensorboard":
@@ -472,12 +500,23 @@ def check_output_dir(args: argparse.Namespace) -> bool:
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output_dir {output_dir} is a file; pass a folder.")
+    logging_dir, outside = run_logging_dir(output_dir, args.logging_dir)
+    if outside:
+        check_logging_dir(logging_dir, output_dir)
     if not output_dir.is_dir():
         return False
+    not_ours = foreign_checkpoints(output_dir)
+    if not_ours:
+        raise ValueError(
+            f"--output_dir {output_dir} holds {', '.join(p.name for p in not_ours[:3])}, which train_ncsn.py did not "
+            f"write (no {STATE_FILE}): this run would replace it. Move it out of {output_dir} or pass another "
+            "--output_dir; it is never deleted, not even with --overwrite_output_dir."
+        )
+    own = OWN_ENTRIES if outside else OWN_ENTRIES | {Path(args.logging_dir).parts[0]}
     foreign = sorted(
         p.name
         for p in output_dir.iterdir()
-        if p.name not in OWN_ENTRIES and not p.name.startswith(("checkpoint-", ABANDONED_PREFIX + "checkpoint-"))
+        if p.name not in own and not p.name.startswith(("checkpoint-", ABANDONED_PREFIX + "checkpoint-"))
     )
     if foreign:
         raise ValueError(
@@ -506,12 +545,14 @@ def check_output_dir(args: argparse.Namespace) -> bool:
     return False
 
 
-def clear_earlier_run(output_dir: Path):
-    """--overwrite_output_dir: deletes an earlier run's checkpoints, samples and logs (the pipeline is replaced at the
-    end)."""
-    for path in output_dir.iterdir():
-        if path.name.startswith("checkpoint-") or path.name in ("samples", "logs"):
-            shutil.rmtree(path)
+def clear_earlier_run(output_dir: Path, logging_dir: Path):
+    """--overwrite_output_dir: deletes what an earlier run wrote (the pipeline is replaced at the end): the files of
+    its checkpoints, sample grids and logs, recognised by content and name (docs/security.md, "Ownership"). A file
+    someone else put there (samples/mine.png, logs/notes.txt) stays; so do moved-aside checkpoints."""
+    for _, checkpoint in complete_checkpoints(output_dir):
+        discard_checkpoint(checkpoint)
+    remove_owned_files(output_dir / "samples", SAMPLE_GRID)
+    remove_owned_files(logging_dir, LOG_FILES)
 
 
 def resume_path(args: argparse.Namespace) -> Path | None:
@@ -543,8 +584,11 @@ class OutputDirClaim:
         self.existing |= {p for p in self.output_dir.rglob("*") if p.is_dir()}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
+        logging_dir, outside = run_logging_dir(self.output_dir, self.args.logging_dir)
         if clear:
-            clear_earlier_run(self.output_dir)
+            clear_earlier_run(self.output_dir, logging_dir)
+        if outside:
+            claim_logging_dir(logging_dir, self.output_dir)
         remove_stale_temporaries(self.output_dir)
 
     def failed(self):
@@ -855,10 +899,10 @@ def dataset_label(args: argparse.Namespace) -> str:
 
 
 def push_to_hub(args, repo_id: str) -> str:
-    """Uploads --output_dir (pipeline, model card, sample grids) to the Hub repo `repo_id`.
+    """Uploads the allow-list of [`upload_patterns`] from --output_dir to the Hub repo `repo_id`.
 
-    Checkpoints, logs and training_args.json (local paths) stay local. `--hub_token` is passed to the client only;
-    without it, huggingface_hub uses the cached login (`hf auth login`) or HF_TOKEN.
+    `--hub_token` is passed to the client only; without it, huggingface_hub uses HF_TOKEN or the cached login
+    (`hf auth login`).
     """
     from huggingface_hub import create_repo, upload_folder
 
@@ -872,17 +916,21 @@ def push_to_hub(args, repo_id: str) -> str:
         repo_id=repo_id,
         folder_path=args.output_dir,
         commit_message="Training run of train_ncsn.py",
-        ignore_patterns=[
-            "checkpoint-*",
-            f"{ABANDONED_PREFIX}*",
-            "*.tmp*",
-            "logs/**",
-            "training_args.json",
-            LOCK_FILE,
-        ],
+        allow_patterns=upload_patterns(Path(args.output_dir)),
         token=args.hub_token,
     )
     return repo_id
+
+
+def upload_patterns(output_dir: Path) -> list[str]:
+    """What a push uploads, and nothing else: model_index.json, the folder of every component it names (unet/,
+    scheduler/, ...), the model card and the sample grids `samples/step_<step>.png`. Logs (any --logging_dir),
+    training_args.json, checkpoints and the lock file hold local paths or are of no use on the Hub: never uploaded."""
+    index = json.loads((output_dir / "model_index.json").read_text())
+    components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
+    return ["model_index.json", "README.md", "samples/step_[0-9][0-9][0-9][0-9][0-9][0-9].png"] + [
+        f"{name}/*" for name in components
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -891,7 +939,8 @@ def push_to_hub(args, repo_id: str) -> str:
 
 
 class JsonLog:
-    """The plain training log, output_dir/logs/train_log.jsonl: one JSON object per logging step.
+    """The plain training log, <logging folder>/train_log.jsonl (see `run_logging_dir`): one JSON object per
+    logging step.
 
     On resume the entries past the checkpoint (written by the killed run) are dropped, and so is a torn last line (a
     power loss or a full disk mid-write), with a warning; the file is rewritten atomically, so no earlier line is ever
@@ -952,13 +1001,12 @@ def run_settings(args: argparse.Namespace, num_processes: int, max_train_steps: 
 
 def train(args: argparse.Namespace, claim: OutputDirClaim):
     output_dir = Path(args.output_dir)
+    logging_dir, _ = run_logging_dir(output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
-        ),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(logging_dir)),
     )
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -1021,9 +1069,7 @@ def train(args: argparse.Namespace, claim: OutputDirClaim):
     if accelerator.is_main_process:
         (output_dir / "training_args.json").write_text(json.dumps(public_args(args), indent=2))
         accelerator.init_trackers("train_ncsn", config={k: v for k, v in public_args(args).items() if v is not None})
-    json_log = (
-        JsonLog(output_dir / args.logging_dir / "train_log.jsonl", start_step) if accelerator.is_main_process else None
-    )
+    json_log = JsonLog(logging_dir / LOG_FILE, start_step) if accelerator.is_main_process else None
 
     logger.info(
         f"{len(images)} training images {tuple(images.shape[1:])}, objective {args.objective}, "
@@ -1051,7 +1097,8 @@ def train(args: argparse.Namespace, claim: OutputDirClaim):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last)
-    accelerator.end_training()
+    del unet, optimizer, lr_scheduler, ema  # the DDP reducer goes before the process group (end_distributed_run)
+    end_distributed_run(accelerator)
 
 
 def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int) -> int:

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -33,6 +32,10 @@ STATE_FILE = "training_state.json"
 # 1: accelerate's `save_state` (pickles, never loaded: a pickle can run code); 2: safetensors + training_state.json.
 CHECKPOINT_FORMAT = 2
 ABANDONED_PREFIX = "abandoned-"
+# The files `save_checkpoint` writes into a checkpoint folder: the only ones ever deleted from one.
+CHECKPOINT_FILE = re.compile(
+    r"^((model|optimizer|lr_scheduler|ema)\.safetensors|rng_state_\d+\.safetensors|" + re.escape(STATE_FILE) + r")$"
+)
 LOCK_FILE = ".train_ncsn.lock"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -65,14 +68,51 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def remove_stale_temporaries(output_dir: str | os.PathLike) -> list[Path]:
-    """Deletes `checkpoint-*.tmp*` folders left by a killed run; returns what was removed."""
+    """Removes the `checkpoint-*.tmp*` folders left by a killed run; returns those removed.
+
+    Only the files [`save_checkpoint`] writes are deleted ([`CHECKPOINT_FILE`] names); a folder that still holds
+    anything else is left in place, with a warning naming it.
+    """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
     stale = [p for p in output_dir.iterdir() if p.name.startswith("checkpoint-") and TMP_SUFFIX in p.name]
+    removed = []
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return stale
+        if path.is_dir() and not remove_checkpoint_files(path):
+            removed.append(path)
+        elif path.is_dir():
+            logger.warning(f"Left {path} in place: it holds files train_ncsn.py did not write.")
+    return removed
+
+
+def foreign_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The `checkpoint-*` entries of `output_dir` that no run of train_ncsn.py wrote: files, or folders without
+    `STATE_FILE` (every checkpoint [`save_checkpoint`] renames into place holds one). `*.tmp*` folders are not
+    counted: they are temporaries, of which only our own files are ever removed."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in output_dir.iterdir()
+        if p.name.startswith("checkpoint-") and TMP_SUFFIX not in p.name and not (p / STATE_FILE).is_file()
+    )
+
+
+def remove_checkpoint_files(folder: Path) -> list[Path]:
+    """Deletes the files of `folder` that [`save_checkpoint`] writes, then the folder if it is empty.
+
+    Returns:
+        `list[Path]`: what is left (files someone else put there), never deleted.
+    """
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink() and CHECKPOINT_FILE.match(path.name):
+            path.unlink()
+    left = sorted(folder.iterdir())
+    if not left:
+        folder.rmdir()
+    return left
 
 
 def read_training_state(checkpoint: str | os.PathLike) -> dict:
@@ -140,8 +180,8 @@ def save_checkpoint(
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f"checkpoint-{step}{TMP_SUFFIX}"
     if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        if tmp.exists() and remove_checkpoint_files(tmp):
+            raise RuntimeError(f"{tmp} holds files train_ncsn.py did not write; move them away and resume.")
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     save_file(rng_state(), tmp / f"rng_state_{accelerator.process_index}.safetensors")
@@ -163,11 +203,11 @@ def save_checkpoint(
         record = {**state, "step": step, "checkpoint_format": CHECKPOINT_FORMAT, **parts, "files": files}
         (tmp / STATE_FILE).write_text(json.dumps(record, indent=1))
         if final.exists():  # a re-run from an older checkpoint overwrites the later one it reaches again
-            _discard(final)
+            discard_checkpoint(final)
         os.replace(tmp, final)
         if total_limit is not None:
             for _, old in complete_checkpoints(output_dir)[:-total_limit]:
-                _discard(old)
+                discard_checkpoint(old)
     accelerator.wait_for_everyone()
     return final
 
@@ -283,17 +323,22 @@ def abandon_later_checkpoints(output_dir: str | os.PathLike, step: int) -> list[
     an earlier checkpoint: they belong to the abandoned continuation, so `latest` must not find them and the new run's
     pruning must not delete them. Returns the (old, new) paths.
     """
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     moved = []
     for later_step, path in complete_checkpoints(output_dir):
         if later_step > step:
-            target = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}")
-            suffix = 1
-            while target.exists():
-                target, suffix = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}-{suffix}"), suffix + 1
+            target = _abandoned_name(path)
             os.replace(path, target)
             moved.append((path, target))
     return moved
+
+
+def _abandoned_name(path: Path) -> Path:
+    """A free `abandoned-<name>-<UTC time>[-n]` beside `path`."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target, suffix = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}"), 1
+    while target.exists():
+        target, suffix = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}-{suffix}"), suffix + 1
+    return target
 
 
 def compare_run_settings(checkpoint: str | os.PathLike, saved: dict, current: dict, must_match) -> list[str]:
@@ -403,10 +448,119 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _discard(path: Path):
+def discard_checkpoint(path: Path):
+    """Deletes a checkpoint written by [`save_checkpoint`]; files someone else put in it are moved aside with it to
+    `abandoned-checkpoint-<step>-<time>` (with a warning), never deleted. A folder without `STATE_FILE` is refused."""
+    if not (path / STATE_FILE).is_file():
+        raise RuntimeError(
+            f"{path} was not written by train_ncsn.py (no {STATE_FILE}) and is in the way of this run's checkpoint; "
+            "move it out of --output_dir and resume."
+        )
     doomed = path.with_name(path.name + TMP_SUFFIX + "-delete")
     os.replace(path, doomed)
-    shutil.rmtree(doomed)
+    (doomed / STATE_FILE).unlink()  # first: a half-deleted folder is never taken for a checkpoint
+    if remove_checkpoint_files(doomed):
+        target = _abandoned_name(path)
+        os.replace(doomed, target)
+        logger.warning(f"{path} held files train_ncsn.py did not write; moved them aside to {target}, not deleted.")
+
+
+def end_distributed_run(accelerator):
+    """Ends a run explicitly, so that no process hangs at exit: a last barrier, accelerate's references to the
+    prepared (DDP-wrapped) model and optimizer dropped and collected, then the trackers closed and the process group
+    destroyed (`end_training`). Left to interpreter exit, DDP's reducer may be freed after the gloo process group,
+    whose destructor then blocks forever (issue 20, "A hang"). The caller drops its own references first.
+    """
+    import gc
+
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    gc.collect()  # the reducer goes now, while the process group is alive
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What a run owns outside its checkpoints (docs/security.md, "Ownership")
+# ---------------------------------------------------------------------------------------------------------------------
+
+LOG_FILE = "train_log.jsonl"
+TRACKER_PROJECT = "train_ncsn"  # accelerate's trackers write under <logging folder>/train_ncsn/
+# Marks a logging folder outside --output_dir as this run's: it holds the resolved --output_dir.
+LOG_CLAIM_FILE = ".train_ncsn_output_dir"
+SAMPLE_GRID = re.compile(r"^step_\d{6}\.png$")  # samples/step_<step>.png
+# Files of a logging folder a run writes: the JSON-lines log, and TensorBoard's event files and hparams.yml (at
+# train_ncsn/ and in the per-launch subfolder named by time.time() that accelerate's add_hparams creates).
+LOG_FILES = re.compile(
+    rf"^({re.escape(LOG_FILE)}(\.tmp)?|{re.escape(LOG_CLAIM_FILE)}|"
+    rf"{TRACKER_PROJECT}/(\d+(\.\d+)?/)?(events\.out\.tfevents\.[^/]+|hparams\.yml))$"
+)
+
+
+def run_logging_dir(output_dir: str | os.PathLike, logging_dir: str | os.PathLike) -> tuple[Path, bool]:
+    """Where a run's logs go, and whether that folder lies outside `output_dir`.
+
+    A relative `logging_dir` that stays inside `output_dir` is used as is (the output folder's rules protect it). One
+    outside it (absolute, or `../`) may be shared by many runs, as TensorBoard's `--logdir` expects: the run writes
+    to its own subfolder there, named after `output_dir`, and claims it with [`LOG_CLAIM_FILE`].
+    """
+    output_dir = Path(output_dir)
+    root, path = output_dir.resolve(), (output_dir / logging_dir).resolve()
+    if root in path.parents:
+        return output_dir / logging_dir, False
+    if path == root:
+        raise ValueError(
+            f"--logging_dir {logging_dir} is --output_dir itself; pass a subfolder (default: logs) or a folder outside."
+        )
+    return path / root.name, True
+
+
+def check_logging_dir(folder: Path, output_dir: str | os.PathLike):
+    """Refuses an outside logging folder (see [`run_logging_dir`]) that holds another run's logs; changes nothing."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    claim = folder / LOG_CLAIM_FILE
+    owner = claim.read_text().strip() if claim.is_file() else None
+    if owner != str(Path(output_dir).resolve()):
+        whose = f"the run of --output_dir {owner}" if owner else "another program (no " + LOG_CLAIM_FILE + ")"
+        raise ValueError(
+            f"--logging_dir: {folder} holds the logs of {whose}, which this run would mix with its own; pass "
+            "another --logging_dir, or an --output_dir of another name (the subfolder is named after it)."
+        )
+
+
+def claim_logging_dir(folder: Path, output_dir: str | os.PathLike):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LOG_CLAIM_FILE).write_text(str(Path(output_dir).resolve()) + "\n")
+
+
+def owned_files(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """The regular files under `folder` whose path relative to it matches `pattern` (no symlinks followed)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.is_symlink() and pattern.match(p.relative_to(folder).as_posix())
+    )
+
+
+def remove_owned_files(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """Deletes [`owned_files`], then the folders they leave empty (`folder` included); everything else stays.
+
+    Returns:
+        `list[Path]`: the deleted files.
+    """
+    doomed = owned_files(folder, pattern)
+    for path in doomed:
+        path.unlink()
+    parents = {p.parent for p in doomed} | ({folder} if doomed else set())
+    for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):  # deepest first
+        while parent != folder.parent and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    return doomed
 
 
 # ---------------------------------------------------------------------------------------------------------------------
