@@ -227,10 +227,7 @@ class NCSNPipeline(DiffusionPipeline):
         scheduler = self.scheduler
         overrides = scheduler_overrides(scheduler, **scheduler_settings)
         uses_denoiser = is_denoiser_scheduler(scheduler)
-        labels = check_guidance(self.classifier, class_labels, guidance_scale, batch_size, device)
-        if labels is not None and not uses_denoiser:
-            check_guidable(scheduler)
-        guidance = (self.classifier, labels, 1.0 if guidance_scale is None else guidance_scale)
+        guidance = self.prepare_guidance(class_labels, guidance_scale, batch_size, device)
 
         # The chain lives in float32; only the U-Net sees its own dtype.
         latents = self.check_latents(latents, shape)
@@ -244,13 +241,10 @@ class NCSNPipeline(DiffusionPipeline):
         scheduler.set_timesteps(num_inference_steps, device=device, **overrides)
         unet_dtype = self.unet.dtype  # a walk over every module: read once, not at each of the N calls
         takes_denoised = uses_denoiser and takes_denoised_sample(scheduler)
-        step_kwargs = {}
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
-            if uses_denoiser:
-                model_output = edm_model_output(scheduler, self.unet, sample, t, unet_dtype, takes_denoised, guidance)
-                step_kwargs = {"pred_original_sample": model_output} if takes_denoised else {}
-            else:
-                model_output = guided_score(self.unet(sample.to(unet_dtype), t).sample, sample, t, *guidance)
+            model_output, step_kwargs = self._step_model_output(
+                sample, t, unet_dtype, uses_denoiser, takes_denoised, guidance
+            )
             sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
             sample = run_callback(self, callback_on_step_end, i, t, sample)
 
@@ -260,6 +254,26 @@ class NCSNPipeline(DiffusionPipeline):
         if not return_dict:
             return (image,)
         return ImagePipelineOutput(images=image)
+
+    def prepare_guidance(self, class_labels, guidance_scale: float | None, num_images: int, device) -> tuple:
+        """(classifier, labels, w) for `guided_score`: labels `None` (no guidance) unless `class_labels` are given."""
+        labels = check_guidance(self.classifier, class_labels, guidance_scale, num_images, device)
+        if labels is not None and not is_denoiser_scheduler(self.scheduler):
+            check_guidable(self.scheduler)
+        return self.classifier, labels, 1.0 if guidance_scale is None else guidance_scale
+
+    def _step_model_output(
+        self, sample: torch.Tensor, t, unet_dtype: torch.dtype, uses_denoiser: bool, takes_denoised: bool, guidance
+    ) -> tuple[torch.Tensor, dict]:
+        """
+        What `scheduler.step` takes at (sample, t), with its extra keyword arguments: the (guided) score for the
+        package's schedulers, the denoiser D = x + sigma**2 s (or the output its `precondition_outputs` turns into D)
+        for diffusers' EDM schedulers.
+        """
+        if uses_denoiser:
+            output = edm_model_output(self.scheduler, self.unet, sample, t, unet_dtype, takes_denoised, guidance)
+            return output, ({"pred_original_sample": output} if takes_denoised else {})
+        return guided_score(self.unet(sample.to(unet_dtype), t).sample, sample, t, *guidance), {}
 
     def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs):
         check_generator(generator)

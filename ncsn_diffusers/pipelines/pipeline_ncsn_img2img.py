@@ -6,10 +6,9 @@ import torch
 from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..guidance import check_guidance, guided_score
 from ..schedulers import StochasticHeunScheduler
-from .edm_adapter import edm_model_output, takes_denoised_sample
-from .pairing import check_components, check_guidable, is_denoiser_scheduler
+from .edm_adapter import takes_denoised_sample
+from .pairing import check_components, is_denoiser_scheduler
 from .pipeline_ncsn import DEFAULT_DATA_RANGE, NCSNPipeline
 from .pipeline_utils import (
     check_callback,
@@ -129,10 +128,7 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
         self.check_inputs(batch_size, None, output_type, callback_on_step_end_tensor_inputs or ["sample"])
         device = self._execution_device
         uses_denoiser = is_denoiser_scheduler(scheduler)
-        labels = check_guidance(self.classifier, class_labels, guidance_scale, num_outputs, device)
-        if labels is not None and not uses_denoiser:
-            check_guidable(scheduler)
-        guidance = (self.classifier, labels, 1.0 if guidance_scale is None else guidance_scale)
+        guidance = self.prepare_guidance(class_labels, guidance_scale, num_outputs, device)
 
         reference = reference.repeat_interleave(batch_size, dim=0).to(device)
         if edit is not None:
@@ -153,15 +149,12 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
         sample = self._perturb(y, z, begin)
         unet_dtype = self.unet.dtype
         takes_denoised = uses_denoiser and takes_denoised_sample(scheduler)
-        step_kwargs = {}
         for i, t in enumerate(self.progress_bar(timesteps)):
             if edit is not None:
                 sample = torch.where(edit, sample, self._perturb(y, z, begin + i))
-            if uses_denoiser:
-                model_output = edm_model_output(scheduler, self.unet, sample, t, unet_dtype, takes_denoised, guidance)
-                step_kwargs = {"pred_original_sample": model_output} if takes_denoised else {}
-            else:
-                model_output = guided_score(self.unet(sample.to(unet_dtype), t).sample, sample, t, *guidance)
+            model_output, step_kwargs = self._step_model_output(
+                sample, t, unet_dtype, uses_denoiser, takes_denoised, guidance
+            )
             sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
             sample = run_callback(self, callback_on_step_end, i, t, sample)
 
