@@ -13,7 +13,7 @@ from .digits import load_digits_images
 from .likelihood import LikelihoodOutput, bits_per_dim_offset, log_likelihood
 from .losses import dsm_loss, epsilon_loss, ssm_loss
 from .model_card import render_model_card, write_model_card
-from .models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+from .models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 from .parameterization import (
     denoiser_model_output,
     epsilon_from_score,
@@ -22,7 +22,7 @@ from .parameterization import (
     score_from_model_output,
     score_from_sample,
 )
-from .pipelines import NCSNInpaintPipeline, NCSNPipeline, resolve_pipeline_folder
+from .pipelines import NCSNImg2ImgPipeline, NCSNInpaintPipeline, NCSNPipeline, resolve_pipeline_folder
 from .schedulers import (
     AnnealedLangevinScheduler,
     AnnealedLangevinSchedulerOutput,
@@ -41,10 +41,12 @@ __all__ = [
     "AnnealedLangevinSchedulerOutput",
     "ConsistentAnnealedSamplingScheduler",
     "LikelihoodOutput",
+    "NCSNImg2ImgPipeline",
     "NCSNInpaintPipeline",
     "NCSNPipeline",
     "NCSNRefineNet",
     "NCSNv2Model",
+    "NoiseConditionalClassifier",
     "NCSNUNet2DModel",
     "PredictorCorrectorScheduler",
     "ScoreSchedulerOutput",

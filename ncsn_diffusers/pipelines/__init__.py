@@ -4,9 +4,11 @@ pipeline folder, the output formatting and the per-call scheduler settings."""
 from .pairing import check_components, is_denoiser_scheduler
 from .pipeline_folder import resolve_pipeline_folder
 from .pipeline_ncsn import NCSNPipeline
+from .pipeline_ncsn_img2img import NCSNImg2ImgPipeline
 from .pipeline_ncsn_inpaint import NCSNInpaintPipeline
 
 __all__ = [
+    "NCSNImg2ImgPipeline",
     "NCSNInpaintPipeline",
     "NCSNPipeline",
     "check_components",

@@ -5,6 +5,7 @@ import inspect
 
 import torch
 
+from ..guidance import guided_score
 from ..parameterization import denoiser_model_output, sample_from_score
 
 
@@ -15,17 +16,26 @@ def takes_denoised_sample(scheduler) -> bool:
 
 
 def edm_model_output(
-    scheduler, unet, sample: torch.Tensor, t: torch.Tensor, unet_dtype: torch.dtype, denoised: bool
+    scheduler,
+    unet,
+    sample: torch.Tensor,
+    t: torch.Tensor,
+    unet_dtype: torch.dtype,
+    denoised: bool,
+    guidance: tuple | None = None,
 ) -> torch.Tensor:
     """
     What a diffusers EDM scheduler's step takes at timestep `t`: the score model at the unscaled x and the real sigma,
     handed over as the denoiser D(x, sigma) itself (`denoised`) or as the model output that the scheduler's
-    `precondition_outputs` turns into D.
+    `precondition_outputs` turns into D. `guidance` = (classifier, class_labels, w) makes s the guided score
+    s + w grad_x log p(y | x, sigma) (see `guidance.py`), so that D = x + sigma**2 (s + w grad_x log p).
     """
     # only to let the scheduler find its step index: the network takes x unscaled, so scale no image
     scheduler.scale_model_input(sample[:0], t)
     sigma = scheduler.sigmas[scheduler.step_index].item()  # sigmas live on the CPU: no device sync
     score = unet(sample.to(unet_dtype), sigma).sample.float()
+    if guidance is not None:
+        score = guided_score(score, sample, sigma, *guidance)
     if denoised:
         return sample_from_score(score, sample.float(), sigma)
     return denoiser_model_output(scheduler, score, sample, sigma)

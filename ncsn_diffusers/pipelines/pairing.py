@@ -13,6 +13,16 @@ def is_denoiser_scheduler(scheduler) -> bool:
     return not isinstance(scheduler, SCORE_SCHEDULERS) and callable(getattr(scheduler, "precondition_outputs", None))
 
 
+def check_guidable(scheduler):
+    """Classifier guidance adds to a VE score conditioned on sigma = the timestep: refuses any other score chain."""
+    noise_space = getattr(scheduler.config, "noise_space", "ve")
+    if noise_space != "ve" or scheduler.config.prediction_type != "score":
+        raise ValueError(
+            f"class_labels guide a VE score model, but the scheduler has noise_space={noise_space!r}, "
+            f"prediction_type={scheduler.config.prediction_type!r}; sample an NCSN score model (VE, 'score')."
+        )
+
+
 def check_components(unet, scheduler):
     """
     Raises a ValueError for a U-Net and scheduler that cannot sample together, saying how to pair them. The one place

@@ -17,8 +17,9 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo
 
+from ..guidance import check_guidance, guided_score
 from ..model_card import write_model_card
-from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 from ..schedulers import (
     AnnealedLangevinScheduler,
     ConsistentAnnealedSamplingScheduler,
@@ -26,7 +27,7 @@ from ..schedulers import (
     StochasticHeunScheduler,
 )
 from .edm_adapter import edm_model_output, takes_denoised_sample
-from .pairing import check_components, is_denoiser_scheduler
+from .pairing import check_components, check_guidable, is_denoiser_scheduler
 from .pipeline_folder import HUB_KWARGS, resolve_pipeline_folder
 from .pipeline_utils import (
     OUTPUT_TYPES,
@@ -65,9 +66,12 @@ class NCSNPipeline(DiffusionPipeline):
         scheduler ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`],
             [`ConsistentAnnealedSamplingScheduler`], [`StochasticHeunScheduler`], or a diffusers EDM scheduler):
             The sampler, in the coordinates of the network.
+        classifier ([`NoiseConditionalClassifier`], *optional*):
+            p_phi(y | x, sigma), for class-conditional sampling with `class_labels` (classifier guidance).
     """
 
     model_cpu_offload_seq = "unet"
+    _optional_components = ["classifier"]
     _callback_tensor_inputs = ["sample"]
 
     def __init__(
@@ -79,10 +83,11 @@ class NCSNPipeline(DiffusionPipeline):
         | StochasticHeunScheduler
         | EDMEulerScheduler
         | EDMDPMSolverMultistepScheduler,
+        classifier: NoiseConditionalClassifier | None = None,
     ):
         super().__init__()
         check_components(unet, scheduler)
-        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
         self.model_card_kwargs = {}
 
     @classmethod
@@ -148,6 +153,8 @@ class NCSNPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int | None = None,
         latents: torch.Tensor | None = None,
+        class_labels: int | list[int] | torch.Tensor | None = None,
+        guidance_scale: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNPipeline", int, torch.Tensor, dict], dict] | None = None,
@@ -173,6 +180,11 @@ class NCSNPipeline(DiffusionPipeline):
                 sampler starts at sigma_max, at the centre of the scheduler's `data_range` + sigma_max z (VE score
                 schedulers; with `initial_distribution="uniform"`, Phi(z) over `data_range`), at z (VP), or at
                 `init_noise_sigma` z (diffusers' EDM schedulers). `generator` still drives the chain's own noise.
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
+                y, the class to sample: one for every image, or one per image. Needs `pipe.classifier`; every step
+                then uses s(x, sigma) + w grad_x log p_phi(y | x, sigma) (see `guidance.py`).
+            guidance_scale (`float`, *optional*, defaults to 1.0 when `class_labels` are given):
+                w; 1 samples p(x | y), larger values sharpen it, 0 samples unguided without calling the classifier.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"` (`PIL.Image.Image`), `"np"` (`np.ndarray` of shape `(B, H, W, C)`) or `"pt"` (`torch.Tensor` of
                 shape `(B, C, H, W)`), in [0, 1].
@@ -215,6 +227,7 @@ class NCSNPipeline(DiffusionPipeline):
         scheduler = self.scheduler
         overrides = scheduler_overrides(scheduler, **scheduler_settings)
         uses_denoiser = is_denoiser_scheduler(scheduler)
+        guidance = self.prepare_guidance(class_labels, guidance_scale, batch_size, device)
 
         # The chain lives in float32; only the U-Net sees its own dtype.
         latents = self.check_latents(latents, shape)
@@ -228,13 +241,10 @@ class NCSNPipeline(DiffusionPipeline):
         scheduler.set_timesteps(num_inference_steps, device=device, **overrides)
         unet_dtype = self.unet.dtype  # a walk over every module: read once, not at each of the N calls
         takes_denoised = uses_denoiser and takes_denoised_sample(scheduler)
-        step_kwargs = {}
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
-            if uses_denoiser:
-                model_output = edm_model_output(scheduler, self.unet, sample, t, unet_dtype, takes_denoised)
-                step_kwargs = {"pred_original_sample": model_output} if takes_denoised else {}
-            else:
-                model_output = self.unet(sample.to(unet_dtype), t).sample
+            model_output, step_kwargs = self._step_model_output(
+                sample, t, unet_dtype, uses_denoiser, takes_denoised, guidance
+            )
             sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
             sample = run_callback(self, callback_on_step_end, i, t, sample)
 
@@ -244,6 +254,26 @@ class NCSNPipeline(DiffusionPipeline):
         if not return_dict:
             return (image,)
         return ImagePipelineOutput(images=image)
+
+    def prepare_guidance(self, class_labels, guidance_scale: float | None, num_images: int, device) -> tuple:
+        """(classifier, labels, w) for `guided_score`: labels `None` (no guidance) unless `class_labels` are given."""
+        labels = check_guidance(self.classifier, class_labels, guidance_scale, num_images, device)
+        if labels is not None and not is_denoiser_scheduler(self.scheduler):
+            check_guidable(self.scheduler)
+        return self.classifier, labels, 1.0 if guidance_scale is None else guidance_scale
+
+    def _step_model_output(
+        self, sample: torch.Tensor, t, unet_dtype: torch.dtype, uses_denoiser: bool, takes_denoised: bool, guidance
+    ) -> tuple[torch.Tensor, dict]:
+        """
+        What `scheduler.step` takes at (sample, t), with its extra keyword arguments: the (guided) score for the
+        package's schedulers, the denoiser D = x + sigma**2 s (or the output its `precondition_outputs` turns into D)
+        for diffusers' EDM schedulers.
+        """
+        if uses_denoiser:
+            output = edm_model_output(self.scheduler, self.unet, sample, t, unet_dtype, takes_denoised, guidance)
+            return output, ({"pred_original_sample": output} if takes_denoised else {})
+        return guided_score(self.unet(sample.to(unet_dtype), t).sample, sample, t, *guidance), {}
 
     def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs):
         check_generator(generator)

@@ -6,7 +6,6 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import ImagePipelineOutput
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from .pairing import check_components, is_denoiser_scheduler
@@ -15,6 +14,8 @@ from .pipeline_utils import (
     check_callback,
     check_generator,
     format_images,
+    prepare_images,
+    prepare_mask,
     run_callback,
     samples_to_unit_range,
     scheduler_overrides,
@@ -23,19 +24,6 @@ from .pipeline_utils import (
 ImageInput = (
     PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
 )
-
-
-# PIL modes of more than 8 bits, and the value of white in each: converting them to "L" clips them (issue 20 row 10).
-# 16-bit PNGs open as "I;16*" or "I"; "F" holds floats, taken to be in [0, 1] already.
-HIGH_BIT_WHITE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
-
-
-def pil_to_unit_array(image: PIL.Image.Image, mode: str) -> np.ndarray:
-    """A PIL image as a float32 array (H, W, C) in [0, 1] in the model's `mode` ("L" or "RGB"), at any bit depth."""
-    if image.mode not in HIGH_BIT_WHITE:
-        return np.asarray(image.convert(mode), dtype=np.float32).reshape(image.height, image.width, -1) / 255.0
-    gray = np.asarray(image, dtype=np.float32) / HIGH_BIT_WHITE[image.mode]  # (H, W), single-channel modes all
-    return np.repeat(gray[..., None], 1 if mode == "L" else 3, axis=-1)
 
 
 class NCSNInpaintPipeline(NCSNPipeline):
@@ -187,41 +175,5 @@ class NCSNInpaintPipeline(NCSNPipeline):
         """
         if image is None or mask_image is None:
             raise ValueError("NCSNInpaintPipeline needs both `image` and `mask_image` (white = pixels to generate).")
-        for name, value in (("image", image), ("mask_image", mask_image)):
-            if isinstance(value, list) and not value:
-                raise ValueError(f"{name}=[] holds no image; pass at least one (PIL image, array or tensor).")
-        channels = self.unet.config.in_channels
-        if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
-            mode = "L" if channels == 1 else "RGB"
-            images = image if isinstance(image, list) else [image]
-            if all(isinstance(i, PIL.Image.Image) for i in images):
-                image = np.stack([pil_to_unit_array(i, mode) for i in images])  # (B, H, W, C) in [0, 1]
-        image_processor = VaeImageProcessor(do_resize=False, do_normalize=False)
-        # masks as diffusers' inpainting pipelines take them: (H, W), (B, H, W), (B, 1, H, W) or PIL
-        mask_processor = VaeImageProcessor(do_resize=False, do_normalize=False, do_convert_grayscale=True)
-        reference = image_processor.preprocess(image).float()
-        mask = mask_processor.preprocess(mask_image).float()
-        for name, values in (("image", reference), ("mask_image", mask)):
-            if values.numel() == 0 or not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-                raise ValueError(
-                    f"{name} has values in [{values.min().item():.3g}, {values.max().item():.3g}]; it must lie in "
-                    "[0, 1] (PIL images are converted; scale arrays and tensors, e.g. (x + 1) / 2 for [-1, 1])."
-                )
-        if reference.shape[1] != channels:
-            raise ValueError(
-                f"image has {reference.shape[1]} channel(s) but the model takes {channels}; pass images with "
-                f"{channels} channel(s)."
-            )
-        if mask.shape[1] != 1 or mask.shape[-2:] != reference.shape[-2:] or len(mask) not in (1, len(reference)):
-            raise ValueError(
-                f"mask_image of shape {tuple(mask.shape)} does not fit image of shape {tuple(reference.shape)}: "
-                "pass one single-channel mask of the image's height and width, or one per image."
-            )
-        size = self.unet.config.sample_size
-        size = (size, size) if isinstance(size, int) else size
-        if size is not None and tuple(reference.shape[-2:]) != tuple(size):
-            raise ValueError(
-                f"image is {tuple(reference.shape[-2:])} pixels (H, W) but the model samples {tuple(size)}; resize "
-                f"image and mask_image to {tuple(size)}."
-            )
-        return reference, (mask >= 0.5).expand(len(reference), -1, -1, -1)
+        reference = prepare_images(image, self.unet.config.in_channels, self.unet.config.sample_size)
+        return reference, prepare_mask(mask_image, reference)

@@ -1,4 +1,5 @@
-"""What the NCSN pipelines share: per-call sampler settings, and chain samples -> images in [0, 1] -> output type."""
+"""What the NCSN pipelines share: per-call sampler settings, input images and masks -> tensors, and chain samples ->
+images in [0, 1] -> output type."""
 
 import inspect
 
@@ -6,6 +7,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -67,3 +69,75 @@ def scheduler_overrides(scheduler, **settings) -> dict:
             f"{[n for n in accepted if n not in ('num_inference_steps', 'device')]}."
         )
     return overrides
+
+
+# PIL modes of more than 8 bits, and the value of white in each: converting them to "L" clips them (issue 20 row 10).
+# 16-bit PNGs open as "I;16*" or "I"; "F" holds floats, taken to be in [0, 1] already.
+HIGH_BIT_WHITE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def pil_to_unit_array(image: PIL.Image.Image, mode: str) -> np.ndarray:
+    """A PIL image as a float32 array (H, W, C) in [0, 1] in the model's `mode` ("L" or "RGB"), at any bit depth."""
+    if image.mode not in HIGH_BIT_WHITE:
+        return np.asarray(image.convert(mode), dtype=np.float32).reshape(image.height, image.width, -1) / 255.0
+    gray = np.asarray(image, dtype=np.float32) / HIGH_BIT_WHITE[image.mode]  # (H, W), single-channel modes all
+    return np.repeat(gray[..., None], 1 if mode == "L" else 3, axis=-1)
+
+
+def prepare_images(image, channels: int, sample_size, name: str = "image") -> torch.Tensor:
+    """
+    Images in diffusers' forms (PIL, `(H, W, C)` / `(B, H, W, C)` arrays, `(C, H, W)` / `(B, C, H, W)` tensors, or
+    lists of them) as a float32 tensor `(B, C, H, W)` in [0, 1], checked against the model's `channels` and
+    `sample_size`; PIL images take the model's mode. Raises a ValueError naming `name` and the fix.
+    """
+    if image is None:
+        raise ValueError(f"`{name}` is required: PIL images, arrays or tensors in [0, 1].")
+    if isinstance(image, list) and not image:
+        raise ValueError(f"{name}=[] holds no image; pass at least one (PIL image, array or tensor).")
+    if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
+        images = image if isinstance(image, list) else [image]
+        if all(isinstance(i, PIL.Image.Image) for i in images):
+            mode = "L" if channels == 1 else "RGB"
+            image = np.stack([pil_to_unit_array(i, mode) for i in images])  # (B, H, W, C) in [0, 1]
+    values = VaeImageProcessor(do_resize=False, do_normalize=False).preprocess(image).float()
+    check_unit_range(name, values)
+    if values.shape[1] != channels:
+        raise ValueError(
+            f"{name} has {values.shape[1]} channel(s) but the model takes {channels}; pass images with {channels} "
+            "channel(s)."
+        )
+    size = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
+    if size is not None and tuple(values.shape[-2:]) != tuple(size):
+        raise ValueError(
+            f"{name} is {tuple(values.shape[-2:])} pixels (H, W) but the model samples {tuple(size)}; resize it to "
+            f"{tuple(size)}."
+        )
+    return values
+
+
+def prepare_mask(mask_image, images: torch.Tensor) -> torch.Tensor:
+    """
+    A mask in diffusers' inpainting forms (PIL, `(H, W)`, `(B, H, W)` or `(B, 1, H, W)`) as a boolean tensor
+    `(B, 1, H, W)`, True where pixels are generated (white, >= 0.5); one mask for all `images` or one per image.
+    """
+    if isinstance(mask_image, list) and not mask_image:
+        raise ValueError("mask_image=[] holds no image; pass at least one (PIL image, array or tensor).")
+    processor = VaeImageProcessor(do_resize=False, do_normalize=False, do_convert_grayscale=True)
+    mask = processor.preprocess(mask_image).float()
+    check_unit_range("mask_image", mask)
+    if mask.shape[1] != 1 or mask.shape[-2:] != images.shape[-2:] or len(mask) not in (1, len(images)):
+        raise ValueError(
+            f"mask_image of shape {tuple(mask.shape)} does not fit image of shape {tuple(images.shape)}: pass one "
+            "single-channel mask of the image's height and width, or one per image."
+        )
+    return (mask >= 0.5).expand(len(images), -1, -1, -1)
+
+
+def check_unit_range(name: str, values: torch.Tensor):
+    if values.numel() == 0:
+        raise ValueError(f"{name} is empty; pass at least one image.")
+    if not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        raise ValueError(
+            f"{name} has values in [{values.min().item():.3g}, {values.max().item():.3g}]; it must lie in [0, 1] "
+            "(PIL images are converted; scale arrays and tensors, e.g. (x + 1) / 2 for [-1, 1])."
+        )
