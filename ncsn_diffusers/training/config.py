@@ -3,6 +3,7 @@
 import dataclasses
 
 from ..recipes import OFFICIAL_CONFIGS, recipe_settings
+from .flag_ranges import check_flag_ranges
 from .objectives import VE_OBJECTIVES
 
 
@@ -119,9 +120,21 @@ class TrainingConfig:
         explicit = config.explicit_fields() if explicit is None else set(explicit)
         fill_data_defaults(config)
         apply_recipe(config, explicit)
+        check_flag_ranges(config)
         check_args(config)
+        check_explicit_flags_are_used(config, explicit)
         config._resolved = True
         return config
+
+
+def check_explicit_flags_are_used(args: TrainingConfig, explicit: set[str]):
+    """Refuses a flag given explicitly that the resolved run would ignore (issue 20, row 7)."""
+    if args.noise_ladder == "ncsnv2" and args.objective in VE_OBJECTIVES and "langevin_epsilon" in explicit:
+        raise ValueError(
+            f"--langevin_epsilon {args.langevin_epsilon} would be ignored: --noise_ladder ncsnv2 (the default for "
+            "--objective dsm, and --recipe ncsnv2's) computes the step size from the data (NCSNv2's Technique 4). "
+            "Drop it, or pass --noise_ladder explicit with --sigma_max and --num_noise_levels."
+        )
 
 
 def fill_data_defaults(args: TrainingConfig):
