@@ -199,7 +199,16 @@ def load_checkpoint(checkpoint: str | os.PathLike, accelerator, *, model, optimi
     def tensors(name: str) -> dict:
         return load_file(checkpoint / name) if name in files else {}
 
-    accelerator.unwrap_model(model).load_state_dict(tensors("model.safetensors"))
+    try:
+        accelerator.unwrap_model(model).load_state_dict(tensors("model.safetensors"))
+    except RuntimeError as err:  # missing, unexpected or differently shaped weights
+        raise ValueError(
+            f"{checkpoint} holds another network than this run builds (its weights do not fit: "
+            f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}). Resume it with the "
+            "network flags it was trained with (its run's training_args.json lists them: --model_preset, "
+            "--model_type, --base_channels, --ncsnv2_variant, the v1 ladder), or start a new run in another "
+            "--output_dir."
+        ) from None
     for name, obj in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler), ("ema", ema)):
         if obj is not None:
             if name not in state:
@@ -306,4 +315,7 @@ def _sha256(path: Path) -> str:
 def _discard(path: Path):
     doomed = path.with_name(path.name + TMP_SUFFIX + "-delete")
     os.replace(path, doomed)
-    shutil.rmtree(doomed)
+    if doomed.is_symlink():  # a checkpoint linked in from elsewhere: drop the link, never what it points to
+        doomed.unlink()
+    else:
+        shutil.rmtree(doomed)

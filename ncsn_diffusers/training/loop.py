@@ -28,7 +28,7 @@ from .json_log import JsonLog
 from .networks import build_noise_scheduler, build_paper_unet, build_unet
 from .objectives import VE_OBJECTIVES, build_objective
 from .run_dir import OutputDirClaim, resume_path
-from .run_settings import RESUME_MUST_MATCH, compare_run_settings, run_settings
+from .run_settings import compare_run_settings, must_match, run_settings
 from .sampler import make_pipeline, sampling_sigma_max, save_sample_grid
 
 logger = get_logger(__name__, log_level="INFO")
@@ -167,7 +167,7 @@ def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_step
         return 0
     saved = read_training_state(path)
     current = run_settings(args, accelerator.num_processes, max_train_steps)
-    warnings = compare_run_settings(path, saved.get("settings", {}), current, RESUME_MUST_MATCH)
+    warnings = compare_run_settings(path, saved.get("settings", {}), current, must_match(args))
     if saved["step"] > max_train_steps:
         raise ValueError(
             f"{path} is at step {saved['step']}, past --max_train_steps {max_train_steps}; pass --max_train_steps "

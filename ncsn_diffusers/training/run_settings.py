@@ -2,17 +2,30 @@
 
 import os
 
-# Settings recorded in each checkpoint. A resumed run must match the first group (the saved state would not fit);
+# Settings recorded in each checkpoint. A resumed run must match the first group: the saved state would not fit, or
+# would silently keep the checkpoint's values (the optimiser's betas, epsilon and learning rate live in its state);
 # any other difference is warned about.
 RESUME_MUST_MATCH = ("objective", "model_preset", "model_type", "use_ema", "resolution", "channels")
-
-
+RESUME_MUST_MATCH += ("learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay")
+# The paper networks' shape: their width and depth, and NCSN v1's one embedding row per level of its ladder.
+PAPER_NETWORK_MUST_MATCH = ("base_channels", "ncsnv2_variant")
+NCSN_V1_MUST_MATCH = ("sigma_max", "sigma_min", "num_noise_levels")
 RESUME_SHOULD_MATCH = ("seed", "train_batch_size", "num_processes", "gradient_accumulation_steps", "max_train_steps")
+RESUME_SHOULD_MATCH += ("dataset_name", "train_data_dir", "noise_ladder", "sigma_max", "sigma_min", "num_noise_levels")
+RESUME_SHOULD_MATCH += ("sigma_sampling",)
+
+
+def must_match(args) -> tuple[str, ...]:
+    """The settings a resumed run of `args` must share with its checkpoint."""
+    if args.model_type == "unet":
+        return RESUME_MUST_MATCH
+    return RESUME_MUST_MATCH + PAPER_NETWORK_MUST_MATCH + (NCSN_V1_MUST_MATCH if args.model_type == "ncsn_v1" else ())
 
 
 def run_settings(args, num_processes: int, max_train_steps: int) -> dict:
     """What a checkpoint records of its run, for [`compare_run_settings`] on resume."""
-    settings = {k: getattr(args, k) for k in RESUME_MUST_MATCH + RESUME_SHOULD_MATCH if hasattr(args, k)}
+    names = RESUME_MUST_MATCH + PAPER_NETWORK_MUST_MATCH + RESUME_SHOULD_MATCH
+    settings = {k: getattr(args, k) for k in names if hasattr(args, k)}
     return {**settings, "num_processes": num_processes, "max_train_steps": max_train_steps}
 
 
