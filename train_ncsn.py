@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dataset_config_name", help="The config of --dataset_name.")
     add(
         "--train_data_dir",
-        help="A folder of images (read with datasets' imagefolder, recursively); any mode and size is converted, and "
+        help="A folder of images (every image file under it, recursively, no split rules); any mode and size is converted, and "
         "an unreadable file is skipped with a warning naming it.",
     )
     add("--cache_dir", help="Where `datasets` caches downloads.")

@@ -21,7 +21,7 @@ DATA_RANGE = (-1.0, 1.0)
 def load_training_images(args) -> torch.Tensor:
     """The training set as (N, C, R, R), uint8 (image sources) or float32 in [0, 1] (digits), decoded once."""
     if args.train_data_dir is not None:
-        sources = image_folder_sources(args.train_data_dir, args.cache_dir)
+        sources = image_folder_sources(args.train_data_dir, exclude=[args.output_dir])
     elif args.dataset_name is not None:
         sources = hub_dataset_sources(args.dataset_name, args.dataset_config_name, args.cache_dir)
     else:

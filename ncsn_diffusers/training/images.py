@@ -80,26 +80,34 @@ def decode_images(
     return torch.from_numpy(np.stack(arrays)), skipped
 
 
-def image_folder_sources(train_data_dir: str | os.PathLike, cache_dir: str | None = None):
-    """The images of a folder (recursively) through `datasets`' imagefolder, as `(path, opener)` pairs."""
+def image_folder_sources(train_data_dir: str | os.PathLike, cache_dir: str | None = None, exclude=()):
+    """Every image file under a folder (recursively, sorted by path), as `(path, opener)` pairs.
+
+    Every image is read: no split rules (`datasets`' imagefolder would train on the 8 `train_*.png` among 32 images,
+    or fail on a `test/` subfolder). Files under a folder of `exclude` (a run's --output_dir placed inside the data
+    folder, say) are left out. `cache_dir` is accepted for symmetry with [`hub_dataset_sources`] and not used.
+    """
     from PIL import Image
 
     root = Path(train_data_dir)
     if not root.is_dir():
         raise ValueError(f"--train_data_dir {root} does not exist or is not a folder; pass a folder of images.")
-    if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.rglob("*") if p.is_file()):
+    excluded = [Path(folder).resolve() for folder in exclude]
+    paths = sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS
+        and path.is_file()
+        and not any(path.resolve().is_relative_to(folder) for folder in excluded)
+    )
+    if not paths:
         raise ValueError(
             f"--train_data_dir {root} contains no image files (looked for {', '.join(IMAGE_EXTENSIONS)}); "
             "put the training images there (subfolders are fine)."
         )
-    import datasets
-
-    dataset = datasets.load_dataset("imagefolder", data_dir=str(root), split="train", cache_dir=cache_dir)
     # Decoding ourselves lets one corrupt file be skipped and named instead of failing the whole run mid-training.
-    dataset = dataset.cast_column("image", datasets.Image(decode=False))
-    for record in dataset["image"]:
-        path = record["path"]
-        yield path, (lambda path=path: Image.open(path))
+    for path in paths:
+        yield str(path), (lambda path=path: Image.open(path))
 
 
 def hub_dataset_sources(dataset_name: str, dataset_config_name: str | None = None, cache_dir: str | None = None):
