@@ -24,9 +24,9 @@ written (README: "Security and reliability").
 
 import argparse
 
+from ncsn_diffusers.models.unet_ncsn import PRESETS
 from ncsn_diffusers.recipes import MODEL_TYPES, OFFICIAL_CONFIGS, RECIPES
 from ncsn_diffusers.training import TrainingConfig, train
-from ncsn_diffusers.unet_ncsn import PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,9 +3,10 @@
 import torch
 from diffusers import UNet2DModel
 
+from .. import NCSNUNet2DModel
+from ..models.unet_ncsn import PRESETS
 from ..recipes import build_paper_network
 from ..schedulers import AnnealedLangevinScheduler
-from ..unet_ncsn import PRESETS, NCSNUNet2DModel
 from .data import model_data_range, to_model_range
 from .objectives import VE_OBJECTIVES
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..pipeline_ncsn import NCSNPipeline
+from .. import NCSNPipeline
 from ..schedulers import PredictorCorrectorScheduler, StochasticHeunScheduler
 from .data import DATA_RANGE
 

@@ -227,7 +227,7 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
     process draws the global batch's noise and keeps its shard), so they end with the same weights up to the order
     of float32 sums in DDP's gradient all-reduce: tolerance 1e-5 on weights of order 0.1 after 4 Adam steps at lr 2e-3.
     """
-    from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
+    from ncsn_diffusers import NCSNPipeline
 
     one, two = tmp_path / "one", tmp_path / "two"
     common = [*TINY, "--max_train_steps", "4", "--checkpointing_steps", "2", "--seed", "3"]
@@ -274,7 +274,8 @@ def test_end_to_end_epsilon_pushes_and_loads_in_ncsn_and_ddpm_pipelines(tmp_path
     checkpoints) to a private repo of the local Hub stand-in with the real huggingface_hub client."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from hub_stand_in import LocalHub
-    from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
+
+    from ncsn_diffusers import NCSNPipeline
 
     out = tmp_path / "eps"
     with LocalHub(tmp_path / "hub") as hub:
