@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--overwrite_output_dir",
         action="store_true",
-        help="Start afresh even if --output_dir holds checkpoints or a saved pipeline (both are replaced).",
+        help="Start afresh even if --output_dir holds checkpoints or a saved pipeline (both are replaced). Deletes "
+        "only the files an earlier run wrote (docs/security.md, Ownership); never another tool's checkpoint-*.",
     )
     add("--train_batch_size", type=int, help="Batch size per process.")
     add(
@@ -207,7 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="report_to",
         help='Tracker of accelerate ("tensorboard", "wandb", "all", "none"); a JSON-lines log is always written.',
     )
-    add("--logging_dir", help="Under --output_dir.")
+    add(
+        "--logging_dir",
+        help="Relative to --output_dir. A folder outside it (absolute, ../) may be shared: each run logs to its own "
+        "subfolder there, named after --output_dir.",
+    )
     add("--logging_steps", type=int, help="Log (and check the loss is finite) every N steps.")
     add("--save_images_steps", type=int, help="Sample a grid every N steps (0: only at the end).")
     add("--num_sample_images", type=int, help="Images in each sample grid.")
@@ -223,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--hub_model_id", help="Repository id (defaults to the name of --output_dir).")
     add(
         "--hub_token",
-        help="Hub token; better leave it out and log in once with `hf auth login` (or set HF_TOKEN). It is used for "
-        "the upload only and never written to a file, a tracker or the log.",
+        help="Hub token; better leave it out and set HF_TOKEN or log in once with `hf auth login`: a flag is visible "
+        "to every user of the machine (`ps`). Used for the upload only, never written to a file or the log; refused "
+        "with --report_to wandb or all (W&B records the command line).",
     )
     add("--hub_private_repo", action="store_true")
     add("--local_rank", type=int, help=argparse.SUPPRESS)

@@ -62,7 +62,10 @@ def score_cell(pipe, scheduler, calls, seed: int, num_samples: int) -> dict:
     sampler.set_progress_bar_config(disable=True)
     start = time.perf_counter()
     images = sampler(
-        batch_size=num_samples, num_inference_steps=calls, generator=torch.Generator().manual_seed(seed), output_type="pt"
+        batch_size=num_samples,
+        num_inference_steps=calls,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
     ).images
     seconds = time.perf_counter() - start
     results = evaluate_samples(images.float().cpu())

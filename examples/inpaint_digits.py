@@ -2,7 +2,7 @@
 """Inpainting held-out digits with annealed Langevin dynamics (Song & Ermon 2019, Sec. 5, Fig. 6).
 
     accelerate launch train_ncsn.py --output_dir ncsn-digits     # the default run
-    python examples/inpaint_digits.py --pipeline ncsn-digits --output docs/inpainting.png
+    python examples/inpaint_digits.py --pipeline ncsn-digits --sampler annealed_langevin --num_inference_steps 201
 
 Masks the bottom half of every held-out digit, completes it with `NCSNInpaintPipeline`, and prints how often the
 evaluator's digits classifier (`ncsn_diffusers.evaluation`) gives the completion the original's class, beside the

@@ -10,6 +10,7 @@ from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
 
 from .diffusers_registration import alias_moved_modules, register_with_diffusers
 from .digits import load_digits_images
+from .likelihood import LikelihoodOutput, bits_per_dim_offset, log_likelihood
 from .losses import dsm_loss, epsilon_loss, ssm_loss
 from .model_card import render_model_card, write_model_card
 from .models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
@@ -39,6 +40,7 @@ __all__ = [
     "AnnealedLangevinScheduler",
     "AnnealedLangevinSchedulerOutput",
     "ConsistentAnnealedSamplingScheduler",
+    "LikelihoodOutput",
     "NCSNInpaintPipeline",
     "NCSNPipeline",
     "NCSNRefineNet",
@@ -47,11 +49,13 @@ __all__ = [
     "PredictorCorrectorScheduler",
     "ScoreSchedulerOutput",
     "StochasticHeunScheduler",
+    "bits_per_dim_offset",
     "denoiser_model_output",
     "dsm_loss",
     "epsilon_from_score",
     "epsilon_loss",
     "load_digits_images",
+    "log_likelihood",
     "ncsnv2_hyperparameters",
     "ncsnv2_scheduler_config",
     "render_model_card",

@@ -4,14 +4,18 @@
         --config_path cifar10.yml --dump_path ncsnv2-cifar10
 
 The checkpoint is the `states` list their runners save (`[model, optimizer, ...]`, for NCSNv2 with the EMA weights
-last), read with `torch.load(..., weights_only=True)`; the config is their YAML file. The result is a folder with
-the network (safetensors), an AnnealedLangevinScheduler carrying the config's sampling settings in the authors'
-convention, and a model card naming the source.
+last), read with `torch.load(..., weights_only=True)` (never unpickled: docs/security.md); the config is their YAML
+file. The result is a folder with the network (safetensors), an AnnealedLangevinScheduler carrying the config's
+sampling settings in the authors' convention, and a model card naming the source. --dump_path must be new or empty;
+with --overwrite the converted files replace their namesakes there, and no other file is deleted.
 """
 
 import argparse
+import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -46,7 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--config_path", required=True, help="The authors' YAML config the checkpoint was trained with."
     )
-    parser.add_argument("--dump_path", required=True, help="Folder to write the NCSNPipeline to.")
+    parser.add_argument("--dump_path", required=True, help="Folder to write the NCSNPipeline to (new or empty).")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into a non-empty --dump_path: the converted files replace those of the same name; every other "
+        "file there is kept (and listed).",
+    )
     parser.add_argument(
         "--version",
         choices=("v1", "v2"),
@@ -58,7 +68,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_config(path: str | Path) -> dict:
-    config = yaml.safe_load(Path(path).read_text())
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(
+            f"--config_path {path} could not be read as YAML ({err}); pass the authors' .yml file."
+        ) from err
+    if not isinstance(config, dict):
+        raise ValueError(f"--config_path {path} is not an NCSN config (a YAML mapping with `data` and `model`).")
     missing = [section for section in ("data", "model") if not isinstance(config.get(section), dict)]
     if missing:
         raise ValueError(f"{path} is not an NCSN config: it lacks the section(s) {missing}.")
@@ -200,11 +217,70 @@ def convert_state_dict(weights: dict[str, torch.Tensor], network: torch.nn.Modul
     network.load_state_dict(renamed, strict=True)
 
 
-def convert(checkpoint_path, config_path, dump_path, version=None, use_ema=True) -> NCSNPipeline:
+def check_dump_path(dump_path: str | Path, overwrite: bool):
+    """Refuses a --dump_path that is a file, or a non-empty folder without --overwrite; changes nothing."""
+    dump_path = Path(dump_path)
+    if dump_path.exists() and not dump_path.is_dir():
+        raise ValueError(f"--dump_path {dump_path} is a file; pass a new or empty folder.")
+    held = sorted(p.name for p in dump_path.iterdir()) if dump_path.is_dir() else []
+    if held and not overwrite:
+        raise ValueError(
+            f"--dump_path {dump_path} is not empty ({', '.join(held[:5])}); pass a new or empty folder, or "
+            "--overwrite to replace the files of the same names (the others are kept)."
+        )
+
+
+def load_states(checkpoint_path: str | Path):
+    """The checkpoint's `states`, read with `weights_only=True` only: a failure names the file and the way out."""
+    try:
+        return torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise ValueError(f"--checkpoint_path {checkpoint_path} does not exist; pass the authors' .pth file.") from err
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a bad file
+        text = str(err) or "no message"
+        # torch's message advises weights_only=False for any file it cannot read safely: say why we never do.
+        why_not = (
+            " The converter does not retry with weights_only=False, as torch's message suggests: unpickling runs "
+            "whatever code the file names, so a checkpoint from the web could take over this machine."
+            if "weights_only" in text
+            else ""
+        )
+        unsupported = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), None)
+        if unsupported is None:
+            raise ValueError(
+                f"--checkpoint_path {checkpoint_path} could not be read by torch.load ({type(err).__name__}: "
+                f"{text.splitlines()[0]}); pass the `checkpoint.pth` their runner saved, whole.{why_not}"
+            ) from None
+        raise ValueError(
+            f"--checkpoint_path {checkpoint_path} holds objects other than tensors and plain containers, which "
+            f"torch.load(weights_only=True) refuses ({unsupported}).{why_not} If you trust the file, keep only its "
+            "tensors in a session of your own (`torch.save([s for s in torch.load(path, weights_only=False) if "
+            "isinstance(s, dict)], 'clean.pth')`, dicts of tensors) and convert clean.pth."
+        ) from None
+
+
+def write_pipeline(pipeline: NCSNPipeline, dump_path: Path) -> list[Path]:
+    """Saves `pipeline` beside --dump_path, then moves each of its files into place (replacing a file of the same
+    name, deleting nothing else). Returns the files of --dump_path the converter did not write."""
+    dump_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dump_path.name}.converting-", dir=dump_path.parent))
+    try:
+        pipeline.save_pretrained(staging)
+        written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
+        for name in written:
+            (dump_path / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, dump_path / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # our own staging folder: what is left of it after the moves
+    return sorted(p for p in dump_path.rglob("*") if p.is_file() and p.relative_to(dump_path) not in written)
+
+
+def convert(checkpoint_path, config_path, dump_path, version=None, use_ema=True, overwrite=False) -> NCSNPipeline:
+    check_dump_path(dump_path, overwrite)
     config = load_config(config_path)
     version = version or guess_version(config)
     network, layout = build_network(config, version)
-    states = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    states = load_states(checkpoint_path)
     convert_state_dict(official_state_dict(states, version, use_ema), network, layout, config)
     pipeline = NCSNPipeline(unet=network.eval(), scheduler=build_scheduler(config, version))
     repository = "ermongroup/ncsn" if version == "v1" else "ermongroup/ncsnv2"
@@ -218,14 +294,25 @@ def convert(checkpoint_path, config_path, dump_path, version=None, use_ema=True)
         },
         "license": "gpl-3.0" if version == "v1" else "mit",  # the licenses of the authors' repositories
     }
-    pipeline.save_pretrained(dump_path)
+    kept = write_pipeline(pipeline, Path(dump_path))
+    if kept:
+        print(
+            f"Kept {len(kept)} file(s) in {dump_path} that the converter did not write: {', '.join(map(str, kept[:5]))}"
+        )
     return pipeline
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        convert(args.checkpoint_path, args.config_path, args.dump_path, args.version, use_ema=not args.no_ema)
+        convert(
+            args.checkpoint_path,
+            args.config_path,
+            args.dump_path,
+            args.version,
+            use_ema=not args.no_ema,
+            overwrite=args.overwrite,
+        )
     except ValueError as error:
         sys.exit(f"error: {error}")
     print(f"Saved an NCSNPipeline to {args.dump_path}")

@@ -142,3 +142,57 @@ def test_command_line_end_to_end(tmp_path):
     forward = load_file(folder / "forward.safetensors")
     torch.testing.assert_close(_official_forward(pipe, forward), forward["outputs"], rtol=1e-5, atol=1e-5)
     assert (tmp_path / "out" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_dump_path_is_never_mixed_or_deleted_from_without_overwrite(tmp_path):
+    """Catches: a --dump_path holding the user's README.md and model_index.json (or a trained pipeline) silently
+    replaced or mixed with the converted model; and --overwrite deleting a file the converter did not write."""
+    mine = tmp_path / "mine"
+    (mine / "unet").mkdir(parents=True)
+    (mine / "README.md").write_text("my notes")
+    (mine / "model_index.json").write_text('{"_class_name": "MyPipeline"}')
+    (mine / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"my half-precision weights")
+    before = _tree(mine)
+    with pytest.raises(SystemExit, match="--dump_path .*mine is not empty .*README.md.*--overwrite"):
+        _convert("ncsn_v1_cifar10", mine)
+    assert _tree(mine) == before
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(SystemExit, match="a-file is a file"):
+        _convert("ncsn_v1_cifar10", tmp_path / "a-file")
+
+    pipe = _convert("ncsn_v1_cifar10", mine, "--overwrite")  # replaces its namesakes, keeps the rest
+    forward = load_file(FIXTURES / "ncsn_v1_cifar10" / "forward.safetensors")
+    torch.testing.assert_close(_official_forward(pipe, forward), forward["outputs"], rtol=1e-5, atol=1e-5)
+    assert (mine / "unet" / "diffusion_pytorch_model.fp16.safetensors").read_bytes() == b"my half-precision weights"
+    assert "ermongroup/ncsn" in (mine / "README.md").read_text()
+    assert not [p for p in tmp_path.iterdir() if ".converting-" in p.name]  # the staging folder is gone
+
+
+def test_unreadable_checkpoints_name_the_file_and_never_fall_back_to_unpickling(tmp_path):
+    """Catches: raw torch errors, and torch's advice to pass weights_only=False repeated without the reason not to."""
+    import argparse
+
+    config = FIXTURES / "ncsn_v1_cifar10" / "config.yml"
+    states = torch.load(FIXTURES / "ncsn_v1_cifar10" / "checkpoint.pth", weights_only=True)
+    pickled = tmp_path / "with-objects.pth"
+    torch.save([*states, argparse.Namespace(lr=1e-3)], pickled)  # an object weights_only refuses
+    with pytest.raises(ValueError) as error:
+        convert_script.convert(pickled, config, tmp_path / "out")
+    message = str(error.value)
+    assert "with-objects.pth" in message and "argparse.Namespace" in message
+    assert "does not retry with weights_only=False" in message and "run" in message and "clean.pth" in message
+    assert not (tmp_path / "out").exists()
+
+    for name, data in (("truncated.pth", pickled.read_bytes()[:200]), ("noise.pth", os.urandom(64))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=rf"--checkpoint_path .*{name} could not be read by torch.load"):
+            convert_script.convert(tmp_path / name, config, tmp_path / "out")
+    with pytest.raises(ValueError, match="missing.pth does not exist"):
+        convert_script.convert(tmp_path / "missing.pth", config, tmp_path / "out")
+    (tmp_path / "bad.yml").write_text("data: [unclosed")
+    with pytest.raises(ValueError, match="--config_path .*bad.yml could not be read as YAML"):
+        convert_script.convert(pickled, tmp_path / "bad.yml", tmp_path / "out")

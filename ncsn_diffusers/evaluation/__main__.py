@@ -5,6 +5,7 @@ python -m ncsn_diffusers.evaluation --samples samples.npy --floor --json scores.
 accelerate launch -m ncsn_diffusers.evaluation --pipeline ./ncsn-digits --num_samples 360 --floor
 python -m ncsn_diffusers.evaluation --metric fid --samples ./generated --reference_dir ./real  # torch-fidelity
 python -m ncsn_diffusers.evaluation --metric fd_dinov2 --samples ./generated --reference_dir ./real  # transformers
+python -m ncsn_diffusers.evaluation --metric bpd --pipeline ./ncsn-digits --num_samples 360  # held-out bits/dim
 """
 
 import argparse
@@ -13,11 +14,12 @@ import math
 
 import numpy as np
 
+from .bits_per_dim import digits_bits_per_dim, format_bits_per_dim
 from .digits_metrics import evaluate_samples, reference_floor
 from .dinov2 import DEFAULT_FEATURE_MODEL, compute_dinov2_metrics
 from .fid import FeatureFunction, compute_fid_metrics
 from .image_io import images_from_array, load_images, rgb_to_luma
-from .sampling import distributed_state, sample_pipeline
+from .sampling import distributed_state, load_pipeline, sample_pipeline
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,10 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--pipeline", help="A folder saved by NCSNPipeline / DDPMPipeline `save_pretrained`.")
     parser.add_argument(
         "--metric",
-        choices=("digits", "fid", "fd_dinov2"),
+        choices=("digits", "fid", "fd_dinov2", "bpd"),
         default="digits",
         help="digits: offline, in a digits classifier's features; fid: Inception FID/IS (torch-fidelity); fd_dinov2: "
-        "Fréchet distance in DINOv2 features (transformers). Each adds precision, recall, density, coverage and KID.",
+        "Fréchet distance in DINOv2 features (transformers). Each adds precision, recall, density, coverage and KID. "
+        "bpd: bits/dim of the held-out digits under `--pipeline` through the probability-flow ODE, beside reference "
+        "densities (docs/likelihood.md).",
     )
     parser.add_argument(
         "--reference_dir", help="`--metric fid` / `fd_dinov2`: the real images (folder or .npy) to compare with."
@@ -49,7 +53,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", help="Write the results to this json file.")
     parser.add_argument(
-        "--num_samples", type=int, default=360, help="Images to draw from `--pipeline`; 360 = held-out split size."
+        "--trace",
+        choices=("hutchinson", "exact"),
+        default="hutchinson",
+        help="`--metric bpd`: the divergence by Hutchinson's estimator (one probe per image) or exactly (D passes).",
+    )
+    parser.add_argument(
+        "--rtol", type=float, default=1e-5, help="`--metric bpd`: RK45's rtol and atol (score_sde's 1e-5)."
+    )
+    parser.add_argument(
+        "--num_samples",
+        type=int,
+        default=360,
+        help="Images to draw from `--pipeline` (`--metric bpd`: held-out digits to score); 360 = held-out split size.",
     )
     parser.add_argument("--batch_size", type=int, default=64, help="Images per pipeline call and per DINOv2 batch.")
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Defaults to the pipeline's own.")
@@ -72,6 +88,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _check(args: argparse.Namespace) -> None:
     if args.samples is None and args.pipeline is None and not (args.floor and args.metric == "digits"):
         raise ValueError("Pass `--samples PATH` or `--pipeline DIR` (or `--floor` alone to score real digits only).")
+    if args.metric == "bpd":
+        if args.pipeline is None or args.samples is not None or args.floor:
+            raise ValueError(
+                "`--metric bpd` scores the held-out digits under a model: pass `--pipeline DIR` (and no `--samples` "
+                "or `--floor`; its reference densities are always printed)."
+            )
+        if not args.rtol > 0:
+            raise ValueError(f"`--rtol` must be positive (RK45's tolerance, 1e-5 by default), got {args.rtol}.")
+        return
     if args.metric != "digits" and args.reference_dir is None:
         raise ValueError(f"`--metric {args.metric}` needs `--reference_dir` with the real images to compare against.")
     if args.metric != "digits" and args.floor:
@@ -89,6 +114,8 @@ def run(args: argparse.Namespace, fid_feature_function: FeatureFunction | None =
         fid_feature_function (`Callable`, *optional*): replaces torch-fidelity's Inception for `--metric fid`.
     """
     _check(args)
+    if args.metric == "bpd":
+        return _run_bits_per_dim(args)
     images = None
     if args.pipeline is not None:
         array = sample_pipeline(args.pipeline, args.num_samples, args.batch_size, args.num_inference_steps, args.seed)
@@ -128,6 +155,24 @@ def run(args: argparse.Namespace, fid_feature_function: FeatureFunction | None =
             results["floor"] = reference_floor(resolution, **options)
 
     print(format_results(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def _run_bits_per_dim(args: argparse.Namespace) -> dict | None:
+    state = distributed_state()
+    if not state.is_main_process:  # one process scores every image: the solves are not sharded
+        return None
+    pipeline = load_pipeline(args.pipeline).to(state.device)
+    results = {"metric": "bpd"}
+    results.update(
+        digits_bits_per_dim(
+            pipeline, args.num_samples, args.batch_size, args.trace, rtol=args.rtol, atol=args.rtol, seed=args.seed
+        )
+    )
+    print(format_bits_per_dim(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

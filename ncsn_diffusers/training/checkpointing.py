@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -34,6 +33,11 @@ CHECKPOINT_FORMAT = 2
 
 
 ABANDONED_PREFIX = "abandoned-"
+
+# The files `save_checkpoint` writes into a checkpoint folder: the only ones ever deleted from one.
+CHECKPOINT_FILE = re.compile(
+    r"^((model|optimizer|lr_scheduler|ema)\.safetensors|rng_state_\d+\.safetensors|" + re.escape(STATE_FILE) + r")$"
+)
 
 
 def complete_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -60,14 +64,51 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def remove_stale_temporaries(output_dir: str | os.PathLike) -> list[Path]:
-    """Deletes `checkpoint-*.tmp*` folders left by a killed run; returns what was removed."""
+    """Removes the `checkpoint-*.tmp*` folders left by a killed run; returns those removed.
+
+    Only the files [`save_checkpoint`] writes are deleted ([`CHECKPOINT_FILE`] names); a folder that still holds
+    anything else is left in place, with a warning naming it.
+    """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
     stale = [p for p in output_dir.iterdir() if p.name.startswith("checkpoint-") and TMP_SUFFIX in p.name]
+    removed = []
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return stale
+        if path.is_dir() and not remove_checkpoint_files(path):
+            removed.append(path)
+        elif path.is_dir():
+            logger.warning(f"Left {path} in place: it holds files train_ncsn.py did not write.")
+    return removed
+
+
+def foreign_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The `checkpoint-*` entries of `output_dir` that no run of train_ncsn.py wrote: files, or folders without
+    `STATE_FILE` (every checkpoint [`save_checkpoint`] renames into place holds one). `*.tmp*` folders are not
+    counted: they are temporaries, of which only our own files are ever removed."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in output_dir.iterdir()
+        if p.name.startswith("checkpoint-") and TMP_SUFFIX not in p.name and not (p / STATE_FILE).is_file()
+    )
+
+
+def remove_checkpoint_files(folder: Path) -> list[Path]:
+    """Deletes the files of `folder` that [`save_checkpoint`] writes, then the folder if it is empty.
+
+    Returns:
+        `list[Path]`: what is left (files someone else put there), never deleted.
+    """
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink() and CHECKPOINT_FILE.match(path.name):
+            path.unlink()
+    left = sorted(folder.iterdir())
+    if not left:
+        folder.rmdir()
+    return left
 
 
 def read_training_state(checkpoint: str | os.PathLike) -> dict:
@@ -135,8 +176,8 @@ def save_checkpoint(
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f"checkpoint-{step}{TMP_SUFFIX}"
     if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        if tmp.exists() and remove_checkpoint_files(tmp):
+            raise RuntimeError(f"{tmp} holds files train_ncsn.py did not write; move them away and resume.")
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     save_file(rng_state(), tmp / f"rng_state_{accelerator.process_index}.safetensors")
@@ -158,11 +199,11 @@ def save_checkpoint(
         record = {**state, "step": step, "checkpoint_format": CHECKPOINT_FORMAT, **parts, "files": files}
         (tmp / STATE_FILE).write_text(json.dumps(record, indent=1))
         if final.exists():  # a re-run from an older checkpoint overwrites the later one it reaches again
-            _discard(final)
+            discard_checkpoint(final)
         os.replace(tmp, final)
         if total_limit is not None:
             for _, old in complete_checkpoints(output_dir)[:-total_limit]:
-                _discard(old)
+                discard_checkpoint(old)
     accelerator.wait_for_everyone()
     return final
 
@@ -287,17 +328,22 @@ def abandon_later_checkpoints(output_dir: str | os.PathLike, step: int) -> list[
     an earlier checkpoint: they belong to the abandoned continuation, so `latest` must not find them and the new run's
     pruning must not delete them. Returns the (old, new) paths.
     """
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     moved = []
     for later_step, path in complete_checkpoints(output_dir):
         if later_step > step:
-            target = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}")
-            suffix = 1
-            while target.exists():
-                target, suffix = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}-{suffix}"), suffix + 1
+            target = _abandoned_name(path)
             os.replace(path, target)
             moved.append((path, target))
     return moved
+
+
+def _abandoned_name(path: Path) -> Path:
+    """A free `abandoned-<name>-<UTC time>[-n]` beside `path`."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target, suffix = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}"), 1
+    while target.exists():
+        target, suffix = path.with_name(f"{ABANDONED_PREFIX}{path.name}-{stamp}-{suffix}"), suffix + 1
+    return target
 
 
 def _contiguous(state_dict: dict) -> dict:
@@ -312,10 +358,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _discard(path: Path):
+def discard_checkpoint(path: Path):
+    """Deletes a checkpoint written by [`save_checkpoint`]; files someone else put in it are moved aside with it to
+    `abandoned-checkpoint-<step>-<time>` (with a warning), never deleted. A folder without `STATE_FILE` is refused.
+    A symlinked checkpoint loses its link only: what it points to is never touched."""
+    if path.is_symlink():
+        path.unlink()
+        return
+    if not (path / STATE_FILE).is_file():
+        raise RuntimeError(
+            f"{path} was not written by train_ncsn.py (no {STATE_FILE}) and is in the way of this run's checkpoint; "
+            "move it out of --output_dir and resume."
+        )
     doomed = path.with_name(path.name + TMP_SUFFIX + "-delete")
     os.replace(path, doomed)
-    if doomed.is_symlink():  # a checkpoint linked in from elsewhere: drop the link, never what it points to
-        doomed.unlink()
-    else:
-        shutil.rmtree(doomed)
+    (doomed / STATE_FILE).unlink()  # first: a half-deleted folder is never taken for a checkpoint
+    if remove_checkpoint_files(doomed):
+        target = _abandoned_name(path)
+        os.replace(doomed, target)
+        logger.warning(f"{path} held files train_ncsn.py did not write; moved them aside to {target}, not deleted.")

@@ -1,10 +1,13 @@
 """`TrainingConfig`: every setting of a training run, and the one `resolve()` that applies the recipe and checks them."""
 
 import dataclasses
+from pathlib import Path
 
 from ..recipes import OFFICIAL_CONFIGS, recipe_settings
+from .checkpointing import ABANDONED_PREFIX
 from .flag_ranges import check_flag_ranges
 from .objectives import VE_OBJECTIVES
+from .run_dir import OWN_ENTRIES
 
 
 @dataclasses.dataclass
@@ -234,6 +237,17 @@ def check_args(args: TrainingConfig):
         raise ValueError(f"--num_projections must be >= 1, got {args.num_projections}.")
     if args.hub_model_id is not None and not args.push_to_hub:
         raise ValueError("--hub_model_id is only used with --push_to_hub; add --push_to_hub or drop it.")
+    top = Path(args.logging_dir).parts[0] if Path(args.logging_dir).parts else "."
+    if top in (OWN_ENTRIES - {"logs"}) | {"."} or top.startswith(("checkpoint-", ABANDONED_PREFIX)):
+        raise ValueError(
+            f"--logging_dir {args.logging_dir} lies in {top}, which the run writes itself; pass another folder "
+            "(default: logs)."
+        )
+    if args.hub_token is not None and args.report_to in ("wandb", "all"):
+        raise ValueError(
+            f"--hub_token with --report_to {args.report_to}: Weights & Biases records the command line (sys.argv) "
+            "and uploads it, token included. Drop --hub_token and set HF_TOKEN or log in once with `hf auth login`."
+        )
     if args.resume_from_checkpoint is not None and args.overwrite_output_dir:
         raise ValueError("--resume_from_checkpoint and --overwrite_output_dir contradict each other; pass one.")
     if args.report_to == "tensorboard":

@@ -1,7 +1,7 @@
 """The Hugging Face Hub for training: a quick reachability probe, and the upload of a finished run."""
 
-from .checkpointing import ABANDONED_PREFIX
-from .run_dir import LOCK_FILE
+import json
+from pathlib import Path
 
 
 def hub_endpoint() -> str:
@@ -25,10 +25,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def push_to_hub(args, repo_id: str) -> str:
-    """Uploads --output_dir (pipeline, model card, sample grids) to the Hub repo `repo_id`.
+    """Uploads the allow-list of [`upload_patterns`] from --output_dir to the Hub repo `repo_id`.
 
-    Checkpoints, logs and training_args.json (local paths) stay local. `--hub_token` is passed to the client only;
-    without it, huggingface_hub uses the cached login (`hf auth login`) or HF_TOKEN.
+    `--hub_token` is passed to the client only; without it, huggingface_hub uses HF_TOKEN or the cached login
+    (`hf auth login`).
     """
     from huggingface_hub import create_repo, upload_folder
 
@@ -42,14 +42,18 @@ def push_to_hub(args, repo_id: str) -> str:
         repo_id=repo_id,
         folder_path=args.output_dir,
         commit_message="Training run of train_ncsn.py",
-        ignore_patterns=[
-            "checkpoint-*",
-            f"{ABANDONED_PREFIX}*",
-            "*.tmp*",
-            "logs/**",
-            "training_args.json",
-            LOCK_FILE,
-        ],
+        allow_patterns=upload_patterns(Path(args.output_dir)),
         token=args.hub_token,
     )
     return repo_id
+
+
+def upload_patterns(output_dir: Path) -> list[str]:
+    """What a push uploads, and nothing else: model_index.json, the folder of every component it names (unet/,
+    scheduler/, ...), the model card and the sample grids `samples/step_<step>.png`. Logs (any --logging_dir),
+    training_args.json, checkpoints and the lock file hold local paths or are of no use on the Hub: never uploaded."""
+    index = json.loads((output_dir / "model_index.json").read_text())
+    components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
+    return ["model_index.json", "README.md", "samples/step_[0-9][0-9][0-9][0-9][0-9][0-9].png"] + [
+        f"{name}/*" for name in components
+    ]

@@ -9,7 +9,8 @@ logger = logging.getLogger(__name__)
 
 
 class JsonLog:
-    """The plain training log, output_dir/logs/train_log.jsonl: one JSON object per logging step.
+    """The plain training log, <logging folder>/train_log.jsonl (see `run_logging_dir`): one JSON object per
+    logging step.
 
     On resume the entries past the checkpoint (written by the killed run) are dropped, and so is a torn last line (a
     power loss or a full disk mid-write), with a warning; the file is rewritten atomically, so no earlier line is ever

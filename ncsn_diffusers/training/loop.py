@@ -25,6 +25,7 @@ from .config import TrainingConfig, public_args
 from .data import draw_batch, load_training_images
 from .export import ema_weights, finish
 from .json_log import JsonLog
+from .log_dir import LOG_FILE, run_logging_dir
 from .networks import build_noise_scheduler, build_paper_unet, build_unet
 from .objectives import VE_OBJECTIVES, build_objective
 from .run_dir import OutputDirClaim, resume_path
@@ -53,13 +54,12 @@ def train(config: TrainingConfig):
 
 def _train(args, claim: OutputDirClaim):
     output_dir = Path(args.output_dir)
+    logging_dir, _ = run_logging_dir(output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
-        ),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(logging_dir)),
     )
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -120,9 +120,7 @@ def _train(args, claim: OutputDirClaim):
     if accelerator.is_main_process:
         (output_dir / "training_args.json").write_text(json.dumps(public_args(args), indent=2))
         accelerator.init_trackers("train_ncsn", config={k: v for k, v in public_args(args).items() if v is not None})
-    json_log = (
-        JsonLog(output_dir / args.logging_dir / "train_log.jsonl", start_step) if accelerator.is_main_process else None
-    )
+    json_log = JsonLog(logging_dir / LOG_FILE, start_step) if accelerator.is_main_process else None
 
     logger.info(
         f"{len(images)} training images {tuple(images.shape[1:])}, objective {args.objective}, "
@@ -150,7 +148,8 @@ def _train(args, claim: OutputDirClaim):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last)
-    accelerator.end_training()
+    del unet, optimizer, lr_scheduler, ema  # the DDP reducer goes before the process group (end_distributed_run)
+    end_distributed_run(accelerator)
 
 
 def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int) -> int:
@@ -316,3 +315,19 @@ def run_training(
             accelerator.wait_for_everyone()
     progress.close()
     return last
+
+
+def end_distributed_run(accelerator):
+    """Ends a run explicitly, so that no process hangs at exit: a last barrier, accelerate's references to the
+    prepared (DDP-wrapped) model and optimizer dropped and collected, then the trackers closed and the process group
+    destroyed (`end_training`). Left to interpreter exit, DDP's reducer may be freed after the gloo process group,
+    whose destructor then blocks forever (issue 20, "A hang"). The caller drops its own references first.
+    """
+    import gc
+
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    gc.collect()  # the reducer goes now, while the process group is alive
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

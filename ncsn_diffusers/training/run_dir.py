@@ -4,10 +4,18 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 from pathlib import Path
 
-from .checkpointing import ABANDONED_PREFIX, complete_checkpoints, latest_checkpoint, remove_stale_temporaries
+from .checkpointing import (
+    ABANDONED_PREFIX,
+    STATE_FILE,
+    complete_checkpoints,
+    discard_checkpoint,
+    foreign_checkpoints,
+    latest_checkpoint,
+    remove_stale_temporaries,
+)
+from .log_dir import LOG_FILES, SAMPLE_GRID, check_logging_dir, claim_logging_dir, remove_owned_files, run_logging_dir
 
 LOCK_FILE = ".train_ncsn.lock"
 
@@ -98,12 +106,23 @@ def check_output_dir(args) -> bool:
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output_dir {output_dir} is a file; pass a folder.")
+    logging_dir, outside = run_logging_dir(output_dir, args.logging_dir)
+    if outside:
+        check_logging_dir(logging_dir, output_dir)
     if not output_dir.is_dir():
         return False
+    not_ours = foreign_checkpoints(output_dir)
+    if not_ours:
+        raise ValueError(
+            f"--output_dir {output_dir} holds {', '.join(p.name for p in not_ours[:3])}, which train_ncsn.py did not "
+            f"write (no {STATE_FILE}): this run would replace it. Move it out of {output_dir} or pass another "
+            "--output_dir; it is never deleted, not even with --overwrite_output_dir."
+        )
+    own = OWN_ENTRIES if outside else OWN_ENTRIES | {Path(args.logging_dir).parts[0]}
     foreign = sorted(
         p.name
         for p in output_dir.iterdir()
-        if p.name not in OWN_ENTRIES and not p.name.startswith(("checkpoint-", ABANDONED_PREFIX + "checkpoint-"))
+        if p.name not in own and not p.name.startswith(("checkpoint-", ABANDONED_PREFIX + "checkpoint-"))
     )
     if foreign:
         raise ValueError(
@@ -132,12 +151,14 @@ def check_output_dir(args) -> bool:
     return False
 
 
-def clear_earlier_run(output_dir: Path):
-    """--overwrite_output_dir: deletes an earlier run's checkpoints, samples and logs (the pipeline is replaced at the
-    end)."""
-    for path in output_dir.iterdir():
-        if path.name.startswith("checkpoint-") or path.name in ("samples", "logs"):
-            shutil.rmtree(path)
+def clear_earlier_run(output_dir: Path, logging_dir: Path):
+    """--overwrite_output_dir: deletes what an earlier run wrote (the pipeline is replaced at the end): the files of
+    its checkpoints, sample grids and logs, recognised by content and name (docs/security.md, "Ownership"). A file
+    someone else put there (samples/mine.png, logs/notes.txt) stays; so do moved-aside checkpoints."""
+    for _, checkpoint in complete_checkpoints(output_dir):
+        discard_checkpoint(checkpoint)
+    remove_owned_files(output_dir / "samples", SAMPLE_GRID)
+    remove_owned_files(logging_dir, LOG_FILES)
 
 
 def resume_path(args) -> Path | None:
@@ -169,8 +190,11 @@ class OutputDirClaim:
         self.existing |= {p for p in self.output_dir.rglob("*") if p.is_dir()}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
+        logging_dir, outside = run_logging_dir(self.output_dir, self.args.logging_dir)
         if clear:
-            clear_earlier_run(self.output_dir)
+            clear_earlier_run(self.output_dir, logging_dir)
+        if outside:
+            claim_logging_dir(logging_dir, self.output_dir)
         remove_stale_temporaries(self.output_dir)
 
     def failed(self):

@@ -28,7 +28,7 @@ from ncsn_diffusers.parameterization import append_dims, epsilon_from_score, sco
 from ncsn_diffusers.training import config as training_config
 from ncsn_diffusers.training import data, networks, objectives, run_dir, sampler
 from ncsn_diffusers.training.batch_order import BatchOrder
-from ncsn_diffusers.training.checkpointing import latest_checkpoint
+from ncsn_diffusers.training.checkpointing import complete_checkpoints, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,11 @@ def subprocess_env():
 
 
 def launch(*argv, num_processes=1, timeout=300, env=None):
-    """`accelerate launch train_ncsn.py ...`; two processes run data-parallel over gloo on the CPU."""
+    """`accelerate launch train_ncsn.py ...`; two processes run data-parallel over gloo on the CPU.
+
+    The launcher and its workers run in their own session: past `timeout` seconds all of them are killed and the test
+    fails naming the hang (a worker stuck at exit would otherwise outlive the launcher and the test run).
+    """
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--num_processes", str(num_processes)]  # fmt: skip
     env = {**subprocess_env(), **(env or {})}
@@ -66,7 +70,15 @@ def launch(*argv, num_processes=1, timeout=300, env=None):
         command += ["--multi_gpu", "--main_process_port", str(port)]
         env["ACCELERATE_USE_CPU"] = "1"  # `--cpu --num_processes 2` would silently run one process
     command += [str(REPO / "train_ncsn.py"), *map(str, argv)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{num_processes}-process run still running after {timeout} s (hung at exit?):\n{stderr[-3000:]}")
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return result
 
@@ -231,8 +243,9 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
 
     one, two = tmp_path / "one", tmp_path / "two"
     common = [*TINY, "--max_train_steps", "4", "--checkpointing_steps", "2", "--seed", "3"]
-    launch(*common, "--output_dir", one)
-    launch(*common, "--output_dir", two, "--train_batch_size", "4", num_processes=2)
+    launch(*common, "--output_dir", one, timeout=180)
+    # 32 s on 2 loaded cores; a worker hung at exit (issue 20) is killed and named at 240 s, not left to the CI
+    launch(*common, "--output_dir", two, "--train_batch_size", "4", num_processes=2, timeout=240)
 
     for out in (one, two):
         assert sorted(p.name for p in out.iterdir()) == [
@@ -385,6 +398,14 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         (["--hub_model_id", "me/model"], "only used with --push_to_hub"),
         (["--resume_from_checkpoint", "latest", "--overwrite_output_dir"], "contradict each other"),
         (["--objective", "epsilon", "--sampler", "stochastic_heun"], "--sampler stochastic_heun samples score models"),
+        # W&B uploads sys.argv: the token would leave the machine (issue 20, row 2)
+        (
+            ["--hub_token", "hf_x", "--report_to", "wandb"],
+            "Drop --hub_token and set HF_TOKEN or log in once with `hf auth login`",
+        ),
+        (["--hub_token", "hf_x", "--report_to", "all"], "--report_to all: Weights & Biases"),
+        # logs inside an uploaded folder would be pushed with it, or mixed with the pipeline's files
+        (["--logging_dir", "unet/tb"], "--logging_dir unet/tb lies in unet, which the run writes itself"),
     ],
 )
 def test_contradictory_or_invalid_flags_exit_with_a_message(argv, message, capsys):
@@ -465,6 +486,7 @@ def test_bad_data_and_folders_name_the_problem(tmp_path):
 
     earlier = tmp_path / "earlier"
     (earlier / "checkpoint-5").mkdir(parents=True)
+    (earlier / "checkpoint-5" / "training_state.json").write_text('{"step": 5}')  # written by train_ncsn.py
     with pytest.raises(ValueError, match="holds checkpoints of an earlier run.*--resume_from_checkpoint latest"):
         run_main(*TINY, "--output_dir", earlier)
 
@@ -496,7 +518,8 @@ def all_files(root):
 
 
 def test_hub_token_and_local_paths_are_never_written_or_uploaded(tmp_path):
-    """One real run pushes to the loopback Hub with --hub_token (no cached login, no HF_TOKEN) and TensorBoard on.
+    """One real run pushes to the loopback Hub with --hub_token (no cached login, no HF_TOKEN), TensorBoard on and
+    --logging_dir tb; it uploads the allow-list only (pipeline, card, its own grids).
     The token is in no byte of any local file (training_args.json, hparams.yml, event files, card), of anything the
     Hub stored, or of the log; the card names the data folder, never its absolute path."""
     from hub_stand_in import LocalHub
@@ -512,9 +535,11 @@ def test_hub_token_and_local_paths_are_never_written_or_uploaded(tmp_path):
         env = {**subprocess_env(), "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
                "HF_HOME": str(tmp_path / "hf-home")}  # fmt: skip
         env.pop("HF_TOKEN", None)
-        argv = [*TINY, "--report_to", "tensorboard", "--max_train_steps", "2", "--checkpointing_steps", "1",
-                "--train_data_dir", data, "--output_dir", out, "--push_to_hub", "--hub_model_id", "test-user/x",
-                "--hub_token", token]  # fmt: skip
+        (out / "samples").mkdir(parents=True)
+        (out / "samples" / "mine.png").write_bytes(b"the user's own picture")
+        argv = [*TINY, "--report_to", "tensorboard", "--logging_dir", "tb", "--max_train_steps", "2",
+                "--checkpointing_steps", "1", "--train_data_dir", data, "--output_dir", out, "--push_to_hub",
+                "--hub_model_id", "test-user/x", "--hub_token", token]  # fmt: skip
         result = subprocess.run([sys.executable, str(REPO / "train_ncsn.py"), *map(str, argv)], env=env, cwd=REPO,
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
         assert result.returncode == 0, result.stderr[-5000:]
@@ -529,8 +554,13 @@ def test_hub_token_and_local_paths_are_never_written_or_uploaded(tmp_path):
     assert token not in result.stdout + result.stderr
     for path in stored:  # local paths stay local (training_args.json and the TensorBoard logs keep them)
         assert str(data.parent).encode() not in path.read_bytes(), path
-    assert {"README.md", "model_index.json", "unet/diffusion_pytorch_model.safetensors"} <= pushed
-    assert not pushed & {"training_args.json", ".train_ncsn.lock"}
+    # The allow-list, exactly: a custom --logging_dir (tb/: local paths in hparams.yml), training_args.json, the
+    # checkpoints and a file of the user's in samples/ stay local (issue 20, row 5). The Hub's repo creation commits
+    # .gitattributes; the U-Net folder holds its class's file (for loading without this package).
+    assert pushed == {".gitattributes", "README.md", "model_index.json", "unet/config.json", "unet/unet_ncsn.py",
+                      "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
+                      "samples/step_000002.png"}  # fmt: skip
+    assert (out / "tb" / "train_log.jsonl").is_file() and (out / "samples" / "mine.png").is_file()
     assert json.loads((out / "training_args.json").read_text())["train_data_dir"] == str(data)  # stays local
     card = (out / "README.md").read_text()
     assert "`my-pictures`" in card and str(tmp_path) not in card
@@ -659,3 +689,57 @@ def test_failed_runs_name_the_fix_and_leave_no_empty_folders(tmp_path):
                  "--lr_warmup_steps", "0", "--lr_scheduler", "constant", "--max_grad_norm", "0", "--output_dir", out)  # fmt: skip
     assert "None" not in str(info.value)
     assert sorted(p.name for p in out.iterdir()) == ["training_args.json"]  # the empty logs/ went, the record stays
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Ownership by content (issue 20, rows 1 and 3)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_foreign_checkpoint_is_refused_and_overwrite_deletes_only_the_runs_own_files(tmp_path):
+    """Catches: `latest` skipping another tool's checkpoint-10 and the save at step 10 deleting it; and
+    --overwrite_output_dir deleting samples/, logs/ and checkpoint-* wholesale, the user's files in them included."""
+    out = tmp_path / "out"
+    (out / "checkpoint-10").mkdir(parents=True)
+    (out / "checkpoint-10" / "pytorch_model.bin").write_text("w")
+    before = tree_state(out)
+    for flags in ([], ["--resume_from_checkpoint", "latest"], ["--overwrite_output_dir"]):
+        with pytest.raises(ValueError, match="holds checkpoint-10, which train_ncsn.py did not write.*Move it out"):
+            run_main(*TINY, "--max_train_steps", "10", "--checkpointing_steps", "10", "--output_dir", out, *flags)
+        assert tree_state(out) == before
+
+    run = tmp_path / "run"
+    common = [*TINY, "--logging_steps", "1", "--checkpointing_steps", "1", "--output_dir", run]
+    run_main(*common, "--max_train_steps", "2")
+    mine = {"samples/mine.png": b"picture", "logs/notes.txt": b"notes", "checkpoint-2/notes.txt": b"more notes"}
+    for name, content in mine.items():
+        (run / name).write_bytes(content)
+    run_main(*common, "--max_train_steps", "1", "--overwrite_output_dir")
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["mine.png", "step_000001.png"]
+    assert (run / "samples" / "mine.png").read_bytes() == b"picture"
+    assert (run / "logs" / "notes.txt").read_bytes() == b"notes"
+    assert [r["step"] for r in log_records(run)] == [1]  # the earlier run's log went
+    assert [step for step, _ in complete_checkpoints(run)] == [1]
+    (aside,) = run.glob("abandoned-checkpoint-2-*")  # the earlier checkpoint's own files went, the notes moved aside
+    assert [p.name for p in aside.iterdir()] == ["notes.txt"] and (aside / "notes.txt").read_bytes() == b"more notes"
+
+
+def test_runs_sharing_a_logging_dir_each_keep_their_own_log(tmp_path):
+    """Catches: a second run with the same absolute (or ../) --logging_dir truncating the first run's log."""
+    shared, a, b = tmp_path / "ncsn-logs", tmp_path / "A", tmp_path / "B"
+    common = [*TINY, "--max_train_steps", "2", "--logging_steps", "1"]
+    run_main(*common, "--output_dir", a, "--logging_dir", shared)
+    log_a = (shared / "A" / "train_log.jsonl").read_bytes()
+    run_main(*common, "--output_dir", b, "--logging_dir", "../ncsn-logs")
+    assert (shared / "A" / "train_log.jsonl").read_bytes() == log_a
+    assert [json.loads(line)["step"] for line in (shared / "B" / "train_log.jsonl").read_text().splitlines()] == [1, 2]
+    assert not (a / "logs").exists() and not (b / "logs").exists()
+
+    before = tree_state(shared)
+    with pytest.raises(ValueError, match=r"holds the logs of the run of --output_dir .*A,.*another --logging_dir"):
+        run_main(*common, "--output_dir", tmp_path / "elsewhere" / "A", "--logging_dir", shared)
+    assert tree_state(shared) == before
+    (shared / "A" / "notes.txt").write_text("mine")
+    run_main(*common, "--output_dir", a, "--logging_dir", shared, "--overwrite_output_dir", "--max_train_steps", "1")
+    assert (shared / "A" / "notes.txt").read_text() == "mine"  # the run's own subfolder: only its files replaced
+    assert [json.loads(line)["step"] for line in (shared / "A" / "train_log.jsonl").read_text().splitlines()] == [1]

@@ -17,6 +17,7 @@ from ncsn_diffusers.training.checkpointing import (
     abandon_later_checkpoints,
     complete_checkpoints,
     decode_state,
+    discard_checkpoint,
     encode_state,
     latest_checkpoint,
     load_checkpoint,
@@ -64,6 +65,28 @@ def test_latest_checkpoint_ignores_partial_and_foreign_folders(tmp_path):
         "checkpoint-9",
         "checkpoint-x",
     ]
+
+
+def test_only_the_files_save_checkpoint_writes_are_ever_deleted(tmp_path):
+    """Catches: a killed save's `checkpoint-*.tmp` or a pruned checkpoint removed with a file someone else put in it,
+    and a checkpoint-* without a state file (another tool's) deleted when the run reaches its step."""
+    stale = make_checkpoint(tmp_path, "checkpoint-20.tmp")
+    (stale / "model.safetensors").write_bytes(b"ours")
+    (stale / "notes.txt").write_text("theirs")
+    assert remove_stale_temporaries(tmp_path) == [] and [p.name for p in stale.iterdir()] == ["notes.txt"]
+
+    pruned = make_checkpoint(tmp_path, "checkpoint-5")
+    (pruned / "rng_state_0.safetensors").write_bytes(b"ours")
+    (pruned / "thesis.tex").write_text("theirs")
+    discard_checkpoint(pruned)
+    (aside,) = tmp_path.glob("abandoned-checkpoint-5-*")
+    assert not pruned.exists() and [p.name for p in aside.iterdir()] == ["thesis.tex"]
+
+    foreign = make_checkpoint(tmp_path, "checkpoint-10", complete=False)
+    (foreign / "pytorch_model.bin").write_text("w")
+    with pytest.raises(RuntimeError, match="checkpoint-10 was not written by train_ncsn.py"):
+        discard_checkpoint(foreign)
+    assert (foreign / "pytorch_model.bin").read_text() == "w"
 
 
 def test_read_training_state_rejects_incomplete_folder(tmp_path):
