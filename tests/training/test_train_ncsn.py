@@ -743,3 +743,14 @@ def test_runs_sharing_a_logging_dir_each_keep_their_own_log(tmp_path):
     run_main(*common, "--output_dir", a, "--logging_dir", shared, "--overwrite_output_dir", "--max_train_steps", "1")
     assert (shared / "A" / "notes.txt").read_text() == "mine"  # the run's own subfolder: only its files replaced
     assert [json.loads(line)["step"] for line in (shared / "A" / "train_log.jsonl").read_text().splitlines()] == [1]
+
+
+# Moved from tests/test_ssm.py: the script end to end with --objective ssm.
+def test_train_ncsn_objective_ssm_end_to_end(tmp_path):
+    run_main(*TINY, "--objective", "ssm", "--num_projections", "2", "--max_train_steps", "2", "--output_dir", tmp_path)
+    (record,) = log_records(tmp_path)
+    assert set(record) >= {"loss_ssm", "loss_dsm"}
+    assert record["loss_dsm"] == pytest.approx(record["loss_ssm"] + 1, abs=0.5)  # equal in expectation
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    card = (tmp_path / "README.md").read_text()
+    assert "sliced score matching" in card and "denoising score matching over" not in card
