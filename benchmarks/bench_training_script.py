@@ -1,6 +1,6 @@
 """Training images/s of `train_ncsn.py` against the bare DSM step of `bench_training_step` (same U-Net and batch).
 
-The script runs in this process (`train_ncsn.main(argv)`); the bare loop is `bench_training_step.run`; all runs are
+The script's library runs in this process (`train(TrainingConfig(...))`, what `train_ncsn.py` calls); the bare loop is `bench_training_step.run`; all runs are
 interleaved. Two readings per step:
 - wall time: the script's own log (`logs/train_log.jsonl`, images/s per logging interval, each run's first interval
   dropped) and the bare loop's own median;
@@ -11,7 +11,6 @@ The script runs without EMA, like the bare loop; one more run with its default E
 """
 
 import contextlib
-import importlib.util
 import io
 import json
 import logging
@@ -23,10 +22,12 @@ from pathlib import Path
 
 import torch
 
+from ncsn_diffusers.training import TrainingConfig
+from ncsn_diffusers.training import train as train_run
+
 from . import bench_training_step
 from .timing import median_seconds
 
-SCRIPT = Path(__file__).resolve().parents[1] / "train_ncsn.py"
 # One call of bench_training_step.run makes a warm-up and 3 timed repeats of `steps` steps (after building the model).
 BARE_CALLS = 4
 
@@ -41,27 +42,19 @@ def run(
     bare_steps: int = 6,
     threads: int = 1,
 ) -> dict:
-    if not SCRIPT.is_file():
-        print(f"\nTraining script: skipped, {SCRIPT} is not there (run from a checkout of the repository).")
-        return {}
-    spec = importlib.util.spec_from_file_location("train_ncsn", SCRIPT)
-    train_ncsn = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_ncsn)
-
-    common = [
-        "--model_preset", preset, "--resolution", str(resolution), "--train_batch_size", str(batch_size),
-        "--logging_steps", str(logging_steps),
-        "--num_sample_images", "4", "--steps_per_level", "1",  # keep the final sampling (a constant) short
-        "--sampler", "annealed_langevin", "--sigma_sampling", "discrete",  # the bare step's draws and a short chain
-    ]  # fmt: skip
+    common = dict(
+        model_preset=preset, resolution=resolution, train_batch_size=batch_size, logging_steps=logging_steps,
+        num_sample_images=4, steps_per_level=1,  # keep the final sampling (a constant) short
+        sampler="annealed_langevin", sigma_sampling="discrete",  # the bare step's draws and a short chain
+    )  # fmt: skip
     cpu, wall = defaultdict(list), defaultdict(list)  # per run: CPU seconds; per step: wall seconds
 
-    def script(name: str, steps: int, *flags: str):
+    def script(name: str, steps: int, **settings):
         def train():
             with tempfile.TemporaryDirectory() as output_dir:
-                argv = [*common, "--max_train_steps", str(steps), "--output_dir", output_dir, *flags]
+                config = TrainingConfig(**common, max_train_steps=steps, output_dir=output_dir, **settings)
                 start = time.process_time()
-                quietly(train_ncsn.main, argv)
+                quietly(train_run, config)
                 cpu[name].append(time.process_time() - start)
                 log = read_log(Path(output_dir) / "logs" / "train_log.jsonl")
                 wall[name].extend(batch_size / record["images_per_s"] for record in log[1:])
@@ -83,8 +76,8 @@ def run(
     try:
         median_seconds(
             {
-                "script": script("script", short_steps, "--no-use_ema"),
-                "script, long": script("script, long", long_steps, "--no-use_ema"),
+                "script": script("script", short_steps, use_ema=False),
+                "script, long": script("script, long", long_steps, use_ema=False),
                 "script, EMA, long": script("script, EMA, long", long_steps),
                 "bare": bare("bare, short", bare_steps),
                 "bare, long": bare("bare, long", 2 * bare_steps),

@@ -1,7 +1,7 @@
 """Repeats a tiny two-process `accelerate launch train_ncsn.py` run, each with its own timeout, and prints each run's
 wall time and whether it ended: the check for issue 20's hang at exit (gloo's teardown after the DDP reducer), which
 showed in about 1 of 8 runs before train_ncsn.py ended its runs explicitly. Too slow for the test suite (~32 s a run
-on 2 loaded CPU cores); `tests/test_train_ncsn.py::test_end_to_end_dsm_one_process_equals_two_processes` runs one.
+on 2 loaded CPU cores); `tests/training/test_train_ncsn.py::test_end_to_end_dsm_one_process_equals_two_processes` runs one.
 
     python benchmarks/stress_two_process_exit.py --repeats 8 --timeout 120
 """

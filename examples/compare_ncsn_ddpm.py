@@ -306,7 +306,7 @@ def load_pipelines(root: Path) -> dict:
 
     from ncsn_diffusers import NCSNPipeline
     from ncsn_diffusers.models.unet_ncsn import NCSNUNet2DModel
-    from ncsn_diffusers.training_utils import latest_checkpoint
+    from ncsn_diffusers.training.checkpointing import latest_checkpoint
 
     pipes = {name: NCSNPipeline.from_pretrained(root / name) for name in ("ncsn_v1", "ncsn_v2")}
     trained = NCSNPipeline.from_pretrained(root / "ddpm")  # the DDPM U-Net; its saved sampler is not used

@@ -16,8 +16,6 @@ the recipes fix, as the authors' code does:
   computed from the data; v1's ladder is the same for every data set).
 """
 
-import argparse
-import copy
 from dataclasses import dataclass
 
 from .models import NCSNRefineNet, NCSNv2Model
@@ -79,16 +77,6 @@ OFFICIAL_CONFIGS = {
 def adam_epsilon_for_pixel_mean_loss(official_eps: float, data_dim: int) -> float:
     """Adam's epsilon that makes updates on our pixel-mean loss equal the authors' on their D/2 times larger loss."""
     return official_eps * 2.0 / data_dim
-
-
-def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    """The `dest` names of the options given on the command line (as opposed to left at their defaults)."""
-    probe = copy.deepcopy(parser)
-    for action in probe._actions:
-        action.default = argparse.SUPPRESS
-        action.required = False
-    namespace, _ = probe.parse_known_args(argv)
-    return set(vars(namespace))
 
 
 def recipe_settings(recipe: str, dataset: str | None, data_dim: int) -> dict:

@@ -10,6 +10,7 @@ from analytic_models import ImageMixtureScoreModel
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
+from ncsn_diffusers.noise_ladders import ddpm_alphas_cumprod
 
 from ncsn_diffusers import (
     NCSNPipeline,
@@ -22,7 +23,6 @@ from ncsn_diffusers import (
 from ncsn_diffusers.evaluation.__main__ import main
 from ncsn_diffusers.evaluation.bits_per_dim import gaussian_bits_per_dim
 from ncsn_diffusers.likelihood import dequantize
-from ncsn_diffusers.noise_ladders import ddpm_alphas_cumprod
 from ncsn_diffusers.probability_flow import (
     decode,
     draw_probes,

@@ -1,0 +1,13 @@
+"""Training score networks: `train(TrainingConfig(...))` is what `train_ncsn.py`, the tests and the examples call.
+
+One idea per module: `config` (the settings and their one `resolve()`), `objectives` (each objective's noise-level
+distribution and loss), `data` (the training set and each step's batch), `batch_order` (the (seed, step) randomness),
+`images` (decoding), `networks` (the model and its noise scheduler), `checkpointing`, `run_settings` (what a resume
+must match), `run_dir` (the output folder's rules and lock), `json_log`, `sampler` (the sampler saved with the model),
+`export` (the final save), `hub` and `loop` (`train`).
+"""
+
+from .config import TrainingConfig
+from .loop import train
+
+__all__ = ["TrainingConfig", "train"]

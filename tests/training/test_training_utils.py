@@ -1,4 +1,4 @@
-"""Checkpoint bookkeeping, image decoding and the deterministic batch order of ncsn_diffusers.training_utils."""
+"""Checkpoint bookkeeping, image decoding, the lock and the deterministic batch order of ncsn_diffusers.training."""
 
 import json
 import logging
@@ -11,28 +11,23 @@ import torch
 from pickle_payload import plant_payloads
 from PIL import Image
 
-from ncsn_diffusers.training_utils import (
-    LOCK_FILE,
+from ncsn_diffusers.training.batch_order import BatchOrder, derived_seed
+from ncsn_diffusers.training.checkpointing import (
     STATE_FILE,
-    BatchOrder,
-    OutputDirLock,
     abandon_later_checkpoints,
-    compare_run_settings,
     complete_checkpoints,
-    decode_images,
     decode_state,
-    derived_seed,
     discard_checkpoint,
     encode_state,
-    hub_dataset_sources,
-    image_folder_sources,
     latest_checkpoint,
     load_checkpoint,
-    preprocess_image,
     read_training_state,
     remove_stale_temporaries,
     save_checkpoint,
 )
+from ncsn_diffusers.training.images import decode_images, hub_dataset_sources, image_folder_sources, preprocess_image
+from ncsn_diffusers.training.run_dir import LOCK_FILE, OutputDirLock
+from ncsn_diffusers.training.run_settings import compare_run_settings
 
 
 def make_checkpoint(root, name, complete=True):

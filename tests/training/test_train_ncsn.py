@@ -5,7 +5,6 @@ Subprocesses are few (each `accelerate launch` pays seconds of imports); everyth
 """
 
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -22,15 +21,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import train_ncsn
 from ncsn_diffusers.digits import load_digits_images
 from ncsn_diffusers.losses import dsm_loss
 from ncsn_diffusers.parameterization import append_dims, epsilon_from_score, score_from_epsilon
-from ncsn_diffusers.training_utils import BatchOrder, latest_checkpoint
+from ncsn_diffusers.training import config as training_config
+from ncsn_diffusers.training import data, networks, objectives, run_dir, sampler
+from ncsn_diffusers.training.batch_order import BatchOrder
+from ncsn_diffusers.training.checkpointing import complete_checkpoints, latest_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("train_ncsn", REPO / "train_ncsn.py")
-train_ncsn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_ncsn)
+REPO = Path(__file__).resolve().parents[2]
 
 # A few seconds per run: the smallest U-Net on 8x8 digits, 1 Langevin step per level for the final grid.
 TINY = [
@@ -136,24 +136,24 @@ def test_dsm_on_a_score_net_equals_epsilon_loss_on_it_reparameterised(digits8):
     """
     args = tiny_args("dsm")
     torch.manual_seed(0)
-    net_a = train_ncsn.build_unet(args)
+    net_a = networks.build_unet(args)
     net_b = copy.deepcopy(net_a)
-    scheduler = train_ncsn.build_noise_scheduler(args, digits8)
+    scheduler = networks.build_noise_scheduler(args, digits8)
     order = BatchOrder(len(digits8), 8, seed=0)
 
     def batch(micro_step):
-        clean, noise, levels = train_ncsn.draw_batch(digits8, order, micro_step, 0, scheduler, args)
+        clean, noise, levels = data.draw_batch(digits8, order, micro_step, 0, scheduler, args)
         sigma = levels if levels.is_floating_point() else scheduler.sigmas[levels]  # log_uniform (default): sigmas
         return clean, noise, levels, sigma
 
     def dsm(net, k):  # the script's own training step
         clean, noise, levels, _ = batch(k)
-        return train_ncsn.training_losses(net, scheduler, clean, noise, levels, scheduler.sigmas)
+        return objectives.training_losses(net, scheduler, clean, noise, levels, scheduler.sigmas)
 
     def epsilon(net, k):  # the same network read as eps_theta(x, sigma) = -sigma s_theta(x, sigma)
         clean, noise, _, sigma = batch(k)
         eps = epsilon_from_score(net(clean + append_dims(sigma, 4) * noise, sigma).sample, append_dims(sigma, 4))
-        return train_ncsn.objective_losses(eps, noise, sigma, "epsilon")
+        return objectives.objective_losses(eps, noise, sigma, "epsilon")
 
     losses = train_pair(net_a, net_b, dsm, epsilon)
     for (loss_a, logged_eps_a), (loss_b, logged_dsm_b) in losses:
@@ -172,21 +172,21 @@ def test_epsilon_on_ddpm_net_equals_dsm_on_it_reparameterised(digits8):
     >3e-3), asserted <= 1e-5, i.e. 1% of one step."""
     args = tiny_args("epsilon")
     torch.manual_seed(0)
-    net_a = train_ncsn.build_unet(args)
+    net_a = networks.build_unet(args)
     net_b = copy.deepcopy(net_a)
-    scheduler = train_ncsn.build_noise_scheduler(args, digits8)
+    scheduler = networks.build_noise_scheduler(args, digits8)
     alphas_cumprod = scheduler.alphas_cumprod
     order = BatchOrder(len(digits8), 8, seed=0)
 
     def epsilon(net, k):  # the script's own training step
-        clean, noise, t = train_ncsn.draw_batch(digits8, order, k, 0, scheduler, args)
-        return train_ncsn.training_losses(net, scheduler, clean, noise, t, alphas_cumprod)
+        clean, noise, t = data.draw_batch(digits8, order, k, 0, scheduler, args)
+        return objectives.training_losses(net, scheduler, clean, noise, t, alphas_cumprod)
 
     def dsm(net, k):
-        clean, noise, t = train_ncsn.draw_batch(digits8, order, k, 0, scheduler, args)
+        clean, noise, t = data.draw_batch(digits8, order, k, 0, scheduler, args)
         sigma = (1 - alphas_cumprod[t]).sqrt()
         score = score_from_epsilon(net(scheduler.add_noise(clean, noise, t), t).sample, append_dims(sigma, 4))
-        return train_ncsn.objective_losses(score, noise, sigma, "score")
+        return objectives.objective_losses(score, noise, sigma, "score")
 
     start = copy.deepcopy(net_a.state_dict())
     losses = train_pair(net_a, net_b, epsilon, dsm)
@@ -206,15 +206,15 @@ def test_paper_scale_sum_over_pixels_gives_the_same_weights_under_adam(digits8):
     rate, eps and --max_grad_norm mean the same for both."""
     args = tiny_args("dsm")
     torch.manual_seed(0)
-    nets = [train_ncsn.build_unet(args)]
+    nets = [networks.build_unet(args)]
     nets += [copy.deepcopy(nets[0]) for _ in range(3)]
-    scheduler = train_ncsn.build_noise_scheduler(args, digits8)
+    scheduler = networks.build_noise_scheduler(args, digits8)
     order = BatchOrder(len(digits8), 8, seed=0)
     half_dim = digits8[0].numel() / 2  # D / 2 = 32
 
     def dsm(net, k):
-        clean, noise, levels = train_ncsn.draw_batch(digits8, order, k, 0, scheduler, args)
-        return train_ncsn.training_losses(net, scheduler, clean, noise, levels, scheduler.sigmas)
+        clean, noise, levels = data.draw_batch(digits8, order, k, 0, scheduler, args)
+        return objectives.training_losses(net, scheduler, clean, noise, levels, scheduler.sigmas)
 
     train_pair(nets[0], nets[1], dsm, dsm, max_grad_norm=0, scale_b=half_dim, adam_eps=0.0)
     assert max_difference(nets[0].state_dict(), nets[1].state_dict()) == 0
@@ -239,7 +239,7 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
     process draws the global batch's noise and keeps its shard), so they end with the same weights up to the order
     of float32 sums in DDP's gradient all-reduce: tolerance 1e-5 on weights of order 0.1 after 4 Adam steps at lr 2e-3.
     """
-    from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
+    from ncsn_diffusers import NCSNPipeline
 
     one, two = tmp_path / "one", tmp_path / "two"
     common = [*TINY, "--max_train_steps", "4", "--checkpointing_steps", "2", "--seed", "3"]
@@ -287,7 +287,8 @@ def test_end_to_end_epsilon_pushes_and_loads_in_ncsn_and_ddpm_pipelines(tmp_path
     checkpoints) to a private repo of the local Hub stand-in with the real huggingface_hub client."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from hub_stand_in import LocalHub
-    from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
+
+    from ncsn_diffusers import NCSNPipeline
 
     out = tmp_path / "eps"
     with LocalHub(tmp_path / "hub") as hub:
@@ -434,7 +435,7 @@ def test_saved_sampler_starts_at_half_of_technique_1s_sigma_1_unless_told():
     from types import SimpleNamespace
 
     ladder = SimpleNamespace(sigma_max=17.0, sigma_min=0.02)
-    start = train_ncsn.sampling_sigma_max
+    start = sampler.sampling_sigma_max
     assert start(train_ncsn.parse_args([]), ladder) == 8.5
     assert start(train_ncsn.parse_args(["--sigma_max", "17"]), ladder) == 17.0
     assert start(train_ncsn.parse_args(["--sampling_sigma_max", "5"]), ladder) == 5.0
@@ -450,7 +451,7 @@ def test_saved_stochastic_heun_sampler_spans_the_same_range_in_the_given_calls(c
 
     args = train_ncsn.parse_args(["--sampler", "stochastic_heun", "--sampling_calls", str(calls)])
     ladder = SimpleNamespace(config=SimpleNamespace(sigma_max=17.0, sigma_min=0.02))
-    pipe = train_ncsn.make_pipeline(NCSNUNet2DModel.from_preset("tiny"), ladder, args)
+    pipe = sampler.make_pipeline(NCSNUNet2DModel.from_preset("tiny"), ladder, args)
     scheduler = pipe.scheduler
     assert isinstance(scheduler, StochasticHeunScheduler) and scheduler.config.num_noise_levels == levels
     assert (scheduler.config.sigma_max, scheduler.config.sigma_min) == (8.5, 0.02)
@@ -463,7 +464,9 @@ def test_secrets_are_left_out_of_every_record_of_the_arguments():
     """training_args.json and the trackers' config (TensorBoard, W&B) are both written from public_args."""
     args = train_ncsn.parse_args(["--push_to_hub", "--hub_token", "hf_x"])
     assert args.hub_token == "hf_x"  # usable for the upload
-    assert "hub_token" not in train_ncsn.public_args(args) and "hf_x" not in json.dumps(train_ncsn.public_args(args))
+    assert "hub_token" not in training_config.public_args(args) and "hf_x" not in json.dumps(
+        training_config.public_args(args)
+    )
 
 
 def test_bad_data_and_folders_name_the_problem(tmp_path):
@@ -632,7 +635,7 @@ def test_resuming_an_earlier_checkpoint_moves_the_later_ones_out_of_reach(tmp_pa
     assert [r["step"] for r in log_records(out)] == [5, 10, 15, 20, 25]
     run_main(*common, "--max_train_steps", "25", "--resume_from_checkpoint", "latest")  # the new lineage's end
     bare = train_ncsn.parse_args([*map(str, common), "--resume_from_checkpoint", "checkpoint-25"])
-    assert train_ncsn.resume_path(bare) == out / "checkpoint-25"  # a bare name is looked up in --output_dir
+    assert run_dir.resume_path(bare) == out / "checkpoint-25"  # a bare name is looked up in --output_dir
 
 
 def tree_state(root):
@@ -709,14 +712,14 @@ def test_a_foreign_checkpoint_is_refused_and_overwrite_deletes_only_the_runs_own
     common = [*TINY, "--logging_steps", "1", "--checkpointing_steps", "1", "--output_dir", run]
     run_main(*common, "--max_train_steps", "2")
     mine = {"samples/mine.png": b"picture", "logs/notes.txt": b"notes", "checkpoint-2/notes.txt": b"more notes"}
-    for name, data in mine.items():
-        (run / name).write_bytes(data)
+    for name, content in mine.items():
+        (run / name).write_bytes(content)
     run_main(*common, "--max_train_steps", "1", "--overwrite_output_dir")
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["mine.png", "step_000001.png"]
     assert (run / "samples" / "mine.png").read_bytes() == b"picture"
     assert (run / "logs" / "notes.txt").read_bytes() == b"notes"
     assert [r["step"] for r in log_records(run)] == [1]  # the earlier run's log went
-    assert [step for step, _ in train_ncsn.complete_checkpoints(run)] == [1]
+    assert [step for step, _ in complete_checkpoints(run)] == [1]
     (aside,) = run.glob("abandoned-checkpoint-2-*")  # the earlier checkpoint's own files went, the notes moved aside
     assert [p.name for p in aside.iterdir()] == ["notes.txt"] and (aside / "notes.txt").read_bytes() == b"more notes"
 
@@ -740,3 +743,14 @@ def test_runs_sharing_a_logging_dir_each_keep_their_own_log(tmp_path):
     run_main(*common, "--output_dir", a, "--logging_dir", shared, "--overwrite_output_dir", "--max_train_steps", "1")
     assert (shared / "A" / "notes.txt").read_text() == "mine"  # the run's own subfolder: only its files replaced
     assert [json.loads(line)["step"] for line in (shared / "A" / "train_log.jsonl").read_text().splitlines()] == [1]
+
+
+# Moved from tests/test_ssm.py: the script end to end with --objective ssm.
+def test_train_ncsn_objective_ssm_end_to_end(tmp_path):
+    run_main(*TINY, "--objective", "ssm", "--num_projections", "2", "--max_train_steps", "2", "--output_dir", tmp_path)
+    (record,) = log_records(tmp_path)
+    assert set(record) >= {"loss_ssm", "loss_dsm"}
+    assert record["loss_dsm"] == pytest.approx(record["loss_ssm"] + 1, abs=0.5)  # equal in expectation
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    card = (tmp_path / "README.md").read_text()
+    assert "sliced score matching" in card and "denoising score matching over" not in card

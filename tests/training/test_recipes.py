@@ -1,7 +1,6 @@
 """`train_ncsn.py --recipe`: the authors' update rule, reproduced by the real script, and the recipe tables."""
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,14 +8,13 @@ import torch
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
+import train_ncsn
 from ncsn_diffusers import NCSNRefineNet, NCSNv2Model
 from ncsn_diffusers.recipes import OFFICIAL_CONFIGS, adam_epsilon_for_pixel_mean_loss
-from ncsn_diffusers.training_utils import BatchOrder
+from ncsn_diffusers.training import data, networks
+from ncsn_diffusers.training.batch_order import BatchOrder
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("train_ncsn", REPO / "train_ncsn.py")
-train_ncsn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_ncsn)
+REPO = Path(__file__).resolve().parents[2]
 
 STEPS = 3
 # Tiny overrides of the recipe's scale (explicit flags win); everything else is the recipe's.
@@ -36,14 +34,14 @@ def _run_main(argv):
 def _official_training(args, steps, their_eps):
     """The authors' loop (anneal_dsm_score_estimation, torch.optim.Adam, EMAHelper) on the script's own batches."""
     set_seed(args.seed)  # as main(): the initial weights come from the same draws
-    images = train_ncsn.load_training_images(args)
-    scheduler = train_ncsn.build_noise_scheduler(args, images)
-    model = train_ncsn.build_paper_unet(args, scheduler)
+    images = data.load_training_images(args)
+    scheduler = networks.build_noise_scheduler(args, images)
+    model = networks.build_paper_unet(args, scheduler)
     order = BatchOrder(len(images), args.train_batch_size, args.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.999), eps=their_eps)
     shadow = [p.detach().clone() for p in model.parameters()]
     for step in range(steps):
-        x, z, labels = train_ncsn.draw_batch(images, order, step, args.seed, scheduler, args)
+        x, z, labels = data.draw_batch(images, order, step, args.seed, scheduler, args)
         used_sigmas = scheduler.sigmas[labels].view(-1, 1, 1, 1)
         perturbed = x + z * used_sigmas
         target = -z / used_sigmas
@@ -76,9 +74,7 @@ def test_recipe_steps_equal_the_official_update_rule(recipe, their_eps, tmp_path
     # NCSNv2 saves its EMA weights (their sampler uses them); v1 has no EMA.
     expected = shadow if recipe == "ncsnv2" else [p.detach() for p in model.parameters()]
     names = [name for name, _ in model.named_parameters()]
-    initial = train_ncsn.build_paper_unet(
-        args, train_ncsn.build_noise_scheduler(args, train_ncsn.load_training_images(args))
-    )
+    initial = networks.build_paper_unet(args, networks.build_noise_scheduler(args, data.load_training_images(args)))
     moved = 0
     for name, value, start in zip(names, expected, initial.parameters()):
         torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
@@ -95,7 +91,7 @@ def test_recipe_sets_the_authors_settings_and_flags_override():
     assert (args.learning_rate, args.train_batch_size, args.max_train_steps) == (1e-4, 128, cifar.n_iters)
     assert args.use_ema and not args.ema_warmup and args.ema_max_decay == 0.999 and not args.dequantize
     assert args.adam_epsilon == adam_epsilon_for_pixel_mean_loss(1e-8, 3 * 32 * 32)
-    assert train_ncsn.model_data_range(args) == (0.0, 1.0)
+    assert data.model_data_range(args) == (0.0, 1.0)
 
     ffhq = train_ncsn.parse_args(["--recipe", "ncsnv2", "--recipe_dataset", "ffhq", "--learning_rate", "3e-4"])
     assert ffhq.learning_rate == 3e-4 and ffhq.train_batch_size == 32 and ffhq.ncsnv2_variant == "ncsnv2_deepest"
@@ -128,10 +124,10 @@ def test_adam_epsilon_rescaling_makes_updates_equal():
 
 def test_official_networks_are_built():
     args = train_ncsn.parse_args(["--recipe", "ncsn_v1", *TINY])
-    scheduler = train_ncsn.build_noise_scheduler(args, train_ncsn.load_training_images(args))
-    net = train_ncsn.build_paper_unet(args, scheduler)
+    scheduler = networks.build_noise_scheduler(args, data.load_training_images(args))
+    net = networks.build_paper_unet(args, scheduler)
     assert isinstance(net, NCSNRefineNet) and net.config.rescale_input
     assert torch.equal(net.sigmas, scheduler.sigmas)
     args = train_ncsn.parse_args(["--model_type", "ncsnv2", *TINY])  # no recipe: data in [-1, 1], no 2x - 1
-    net = train_ncsn.build_paper_unet(args, train_ncsn.build_noise_scheduler(args, torch.rand(4, 1, 8, 8)))
+    net = networks.build_paper_unet(args, networks.build_noise_scheduler(args, torch.rand(4, 1, 8, 8)))
     assert isinstance(net, NCSNv2Model) and not net.config.rescale_input

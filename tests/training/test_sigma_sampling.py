@@ -2,7 +2,6 @@
 log-uniformly, log_normal draws log sigma ~ N(P_mean, P_std^2) truncated to [log sigma_L, log sigma_1], and all are
 functions of (seed, micro-step) alone, so a resumed or multi-process run draws the same."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,13 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import train_ncsn
 from ncsn_diffusers.digits import load_digits_images
-from ncsn_diffusers.training_utils import BatchOrder
+from ncsn_diffusers.training import data, networks, objectives
+from ncsn_diffusers.training.batch_order import BatchOrder
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("train_ncsn", REPO / "train_ncsn.py")
-train_ncsn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_ncsn)
+REPO = Path(__file__).resolve().parents[2]
 
 LADDER = ["--sigma_max", "2.0", "--sigma_min", "0.02", "--num_noise_levels", "5"]
 
@@ -29,12 +27,12 @@ def digits8():
 def setup(sigma_sampling, digits8, batch=512, extra=()):
     args = train_ncsn.parse_args(["--model_preset", "tiny", "--resolution", "8", "--sigma_sampling", sigma_sampling,
                                   "--train_batch_size", str(batch), *LADDER, *extra])  # fmt: skip
-    scheduler = train_ncsn.build_noise_scheduler(args, digits8)
+    scheduler = networks.build_noise_scheduler(args, digits8)
     return args, scheduler, BatchOrder(len(digits8), batch, seed=0)
 
 
 def draw_levels(args, scheduler, order, digits8, micro_step, seed=0, process_index=0, num_processes=1):
-    return train_ncsn.draw_batch(digits8, order, micro_step, seed, scheduler, args, process_index, num_processes)[2]
+    return data.draw_batch(digits8, order, micro_step, seed, scheduler, args, process_index, num_processes)[2]
 
 
 def test_log_uniform_draws_cover_the_range_log_uniformly():
@@ -43,7 +41,7 @@ def test_log_uniform_draws_cover_the_range_log_uniformly():
     sigma itself uniformly would put 99% of the draws in the top two tenths; drawing u on the ladder's L levels only
     would leave most bins empty."""
     ladder = torch.tensor([2.0, 0.6, 0.2, 0.06, 0.02])
-    sigma = train_ncsn.log_uniform_sigmas(ladder, 200_000, torch.Generator().manual_seed(0), "cpu")
+    sigma = objectives.log_uniform_sigmas(ladder, 200_000, torch.Generator().manual_seed(0), "cpu")
     assert sigma.dtype == torch.float32 and sigma.shape == (200_000,)
     assert sigma.min() >= 0.02 * (1 - 1e-6) and sigma.max() <= 2.0 * (1 + 1e-6)
     u = (sigma.double() / 0.02).log() / math.log(100.0)
@@ -59,7 +57,7 @@ def test_log_normal_draws_have_the_requested_mean_and_std_of_log_sigma():
     taken for the std, log10 for ln, or sigma returned as log sigma."""
     mean, std = -0.8, 1.2
     ladder = torch.tensor([math.exp(mean + 8 * std), math.exp(mean - 8 * std)])
-    sigma = train_ncsn.log_normal_sigmas(ladder, mean, std, 200_000, torch.Generator().manual_seed(0), "cpu")
+    sigma = objectives.log_normal_sigmas(ladder, mean, std, 200_000, torch.Generator().manual_seed(0), "cpu")
     assert sigma.dtype == torch.float32 and sigma.shape == (200_000,) and (sigma > 0).all()
     log_sigma = sigma.double().log()
     assert abs(log_sigma.mean().item() - mean) < 0.01 and abs(log_sigma.std().item() - std) < 0.01
@@ -71,7 +69,7 @@ def test_log_normal_draws_are_truncated_to_the_ladder_not_clipped():
     would pile 32% of the draws on the two bounds; rejection-free U(log range) would make the bins equal."""
     mean, std = 0.0, 1.0
     ladder = torch.tensor([math.e, 1 / math.e])
-    sigma = train_ncsn.log_normal_sigmas(ladder, mean, std, 200_000, torch.Generator().manual_seed(0), "cpu")
+    sigma = objectives.log_normal_sigmas(ladder, mean, std, 200_000, torch.Generator().manual_seed(0), "cpu")
     log_sigma = sigma.double().log()
     assert log_sigma.min() >= -1 - 1e-6 and log_sigma.max() <= 1 + 1e-6
     assert (log_sigma.abs() > 1 - 1e-4).double().mean() < 1e-3  # no pile-up at the bounds
@@ -116,12 +114,12 @@ def test_a_log_uniform_sigma_on_a_level_gives_that_levels_loss(digits8):
     gives the same loss, to the bit, and another sigma gives another loss."""
     args, scheduler, order = setup("discrete", digits8, batch=16)
     torch.manual_seed(0)
-    net = train_ncsn.build_unet(args).eval()
-    clean, noise, levels = train_ncsn.draw_batch(digits8, order, 0, 0, scheduler, args)
+    net = networks.build_unet(args).eval()
+    clean, noise, levels = data.draw_batch(digits8, order, 0, 0, scheduler, args)
     with torch.no_grad():
-        by_index = train_ncsn.training_losses(net, scheduler, clean, noise, levels, scheduler.sigmas)
-        by_value = train_ncsn.training_losses(net, scheduler, clean, noise, scheduler.sigmas[levels], scheduler.sigmas)
-        between = train_ncsn.training_losses(net, scheduler, clean, noise, scheduler.sigmas[levels] * 1.3, None)
+        by_index = objectives.training_losses(net, scheduler, clean, noise, levels, scheduler.sigmas)
+        by_value = objectives.training_losses(net, scheduler, clean, noise, scheduler.sigmas[levels], scheduler.sigmas)
+        between = objectives.training_losses(net, scheduler, clean, noise, scheduler.sigmas[levels] * 1.3, None)
     assert torch.equal(by_index[0], by_value[0]) and torch.equal(by_index[1], by_value[1])
     assert not torch.isclose(between[0], by_index[0])
 

@@ -1,0 +1,145 @@
+"""Decoding training images of any mode and size into fixed-size uint8 arrays, from a folder or a `datasets` set."""
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .hub import hub_endpoint, hub_reachable
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def preprocess_image(image, resolution: int, channels: int, center_crop: bool, rng: np.random.Generator):
+    """Converts a PIL image to a uint8 array of shape (channels, resolution, resolution).
+
+    Any mode is accepted (L, RGB, RGBA, P, I;16, ...): palette and alpha images are flattened via RGBA (transparent
+    pixels keep their colour values, as `convert("RGB")` does), then converted to L (`channels=1`) or RGB. The
+    shorter side is resized to `resolution` (bicubic, as diffusers' example) and the square is cut from the centre
+    (`center_crop=True`) or at a position drawn once from `rng`.
+    """
+    from PIL import Image
+
+    if image.mode in ("P", "PA", "LA") or "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grayscale: rescale to 8 bits before "L"
+        array = np.asarray(image, dtype=np.float64)
+        span = max(array.max() - array.min(), 1e-12)
+        image = Image.fromarray(((array - array.min()) / span * 255).round().astype(np.uint8), mode="L")
+    image = image.convert("L" if channels == 1 else "RGB")
+
+    width, height = image.size
+    scale = resolution / min(width, height)
+    new_size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    image = image.resize(new_size, resample=Image.Resampling.BICUBIC)
+    width, height = image.size
+    if center_crop:
+        left, top = (width - resolution) // 2, (height - resolution) // 2
+    else:
+        left, top = int(rng.integers(0, width - resolution + 1)), int(rng.integers(0, height - resolution + 1))
+    image = image.crop((left, top, left + resolution, top + resolution))
+
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (C, R, R)
+
+
+def decode_images(
+    sources, resolution: int, channels: int, center_crop: bool, seed: int = 0
+) -> tuple[torch.Tensor, list[str]]:
+    """Decodes and preprocesses images once, skipping unreadable ones with a warning that names the file.
+
+    Args:
+        sources (iterable of `(name, opener)`):
+            `opener()` returns a PIL image; `name` is what a warning reports.
+        resolution, channels, center_crop: see [`preprocess_image`].
+        seed (`int`, defaults to 0):
+            Seed of the random crops.
+
+    Returns:
+        `tuple[torch.Tensor, list[str]]`: uint8 images of shape (N, channels, resolution, resolution) and the names
+        of the skipped files.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    rng = np.random.default_rng(seed)
+    arrays, skipped = [], []
+    for name, opener in sources:
+        try:
+            image = opener()
+            image.load()
+            arrays.append(preprocess_image(image, resolution, channels, center_crop, rng))
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
+            logger.warning(f"Skipping corrupt or unreadable image {name}: {err}")
+            skipped.append(str(name))
+    if not arrays:
+        raise ValueError(f"None of the {len(skipped)} images could be read (first: {skipped[:3]}).")
+    return torch.from_numpy(np.stack(arrays)), skipped
+
+
+def image_folder_sources(train_data_dir: str | os.PathLike, cache_dir: str | None = None, exclude=()):
+    """Every image file under a folder (recursively, sorted by path), as `(path, opener)` pairs.
+
+    Every image is read: no split rules (`datasets`' imagefolder would train on the 8 `train_*.png` among 32 images,
+    or fail on a `test/` subfolder). Files under a folder of `exclude` (a run's --output_dir placed inside the data
+    folder, say) are left out. `cache_dir` is accepted for symmetry with [`hub_dataset_sources`] and not used.
+    """
+    from PIL import Image
+
+    root = Path(train_data_dir)
+    if not root.is_dir():
+        raise ValueError(f"--train_data_dir {root} does not exist or is not a folder; pass a folder of images.")
+    excluded = [Path(folder).resolve() for folder in exclude]
+    paths = sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS
+        and path.is_file()
+        and not any(path.resolve().is_relative_to(folder) for folder in excluded)
+    )
+    if not paths:
+        raise ValueError(
+            f"--train_data_dir {root} contains no image files (looked for {', '.join(IMAGE_EXTENSIONS)}); "
+            "put the training images there (subfolders are fine)."
+        )
+    # Decoding ourselves lets one corrupt file be skipped and named instead of failing the whole run mid-training.
+    for path in paths:
+        yield str(path), (lambda path=path: Image.open(path))
+
+
+def hub_dataset_sources(dataset_name: str, dataset_config_name: str | None = None, cache_dir: str | None = None):
+    """The images of a `datasets` dataset (Hub id or local script/folder), as `(index, opener)` pairs.
+
+    Raises a `ValueError` at once, without network retries, when the Hub is unreachable and the dataset is not cached.
+    """
+    import datasets
+
+    if not Path(dataset_name).exists() and not datasets.config.HF_HUB_OFFLINE and not hub_reachable():
+        raise ValueError(
+            f"--dataset_name {dataset_name!r}: the Hub ({hub_endpoint()}) is unreachable. Connect to the network, "
+            "or, if the dataset is already in the local cache, set HF_HUB_OFFLINE=1 to load it from there."
+        )
+    try:
+        dataset = datasets.load_dataset(dataset_name, dataset_config_name, split="train", cache_dir=cache_dir)
+    except Exception as err:  # datasets raises many types (ConnectionError, FileNotFoundError, DatasetNotFoundError)
+        raise ValueError(f"--dataset_name {dataset_name!r} could not be loaded: {err}") from err
+    column = next((name for name, f in dataset.features.items() if isinstance(f, datasets.Image)), None)
+    if column is None:
+        raise ValueError(
+            f"--dataset_name {dataset_name!r} has no image column (columns: {list(dataset.features)}); "
+            "pass a dataset with a `datasets.Image` feature."
+        )
+    dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    from io import BytesIO
+
+    from PIL import Image
+
+    for index, record in enumerate(dataset[column]):
+        name = record.get("path") or f"{dataset_name}[{index}]"
+        if record.get("bytes") is not None:
+            yield name, (lambda data=record["bytes"]: Image.open(BytesIO(data)))
+        else:
+            yield name, (lambda path=record["path"]: Image.open(path))

@@ -1,0 +1,92 @@
+"""The network to train and the noise scheduler saved with it, built from a resolved `TrainingConfig`."""
+
+import torch
+from diffusers import UNet2DModel
+
+from .. import NCSNUNet2DModel
+from ..models.unet_ncsn import PRESETS
+from ..recipes import build_paper_network
+from ..schedulers import AnnealedLangevinScheduler
+from .data import model_data_range, to_model_range
+from .objectives import VE_OBJECTIVES
+
+
+def build_unet(args) -> torch.nn.Module:
+    """`NCSNUNet2DModel` for dsm; for epsilon a stock `UNet2DModel` with the preset's blocks and DDPM's embedding."""
+    preset = dict(PRESETS[args.model_preset])
+    factor = 2 ** (len(preset["block_out_channels"]) - 1)
+    if args.resolution % factor:
+        raise ValueError(
+            f"--resolution {args.resolution} cannot be taken by --model_preset {args.model_preset}, which halves the "
+            f"image {factor // 2 or 1} time(s) (factor {factor}); use a multiple of {factor}, e.g. "
+            f"{max(factor, round(args.resolution / factor) * factor)}."
+        )
+    preset.update(sample_size=args.resolution, in_channels=args.channels)
+    if args.objective in VE_OBJECTIVES:
+        return NCSNUNet2DModel(**preset)
+    return UNet2DModel(
+        sample_size=args.resolution,
+        in_channels=args.channels,
+        out_channels=args.channels,
+        block_out_channels=preset["block_out_channels"],
+        down_block_types=preset["down_block_types"],
+        up_block_types=preset["up_block_types"],
+        layers_per_block=preset["layers_per_block"],
+        norm_num_groups=preset.get("norm_num_groups", 32),
+        attention_head_dim=preset.get("attention_head_dim"),
+        add_attention=preset.get("add_attention", True),
+        dropout=preset.get("dropout", 0.0),
+        time_embedding_type="positional",
+    )
+
+
+def build_paper_unet(args, noise_scheduler: AnnealedLangevinScheduler) -> torch.nn.Module:
+    """`--model_type ncsn_v1|ncsnv2`: the authors' network, NCSN v1 conditioned on the scheduler's ladder."""
+    config = noise_scheduler.config
+    return build_paper_network(
+        args.model_type,
+        sample_size=args.resolution,
+        in_channels=args.channels,
+        base_channels=args.base_channels,
+        data_range=model_data_range(args),
+        ladder=(config.sigma_max, config.sigma_min, config.num_noise_levels),
+        variant=args.ncsnv2_variant,
+    )
+
+
+def build_noise_scheduler(args, images: torch.Tensor) -> AnnealedLangevinScheduler:
+    """The scheduler saved with the model: the VE ladder (explicit or NCSNv2) or DDPM's schedule in VP coordinates."""
+    common = dict(
+        steps_per_level=args.steps_per_level,
+        epsilon=args.langevin_epsilon,
+        final_denoise=args.final_denoise,
+        data_range=model_data_range(args),
+    )
+    if args.objective == "epsilon":
+        return AnnealedLangevinScheduler(
+            noise_space="vp",
+            prediction_type="epsilon",
+            num_noise_levels=args.num_noise_levels,
+            num_train_timesteps=args.num_train_timesteps,
+            beta_schedule=args.ddpm_beta_schedule,
+            **common,
+        )
+    if args.noise_ladder == "ncsnv2":
+        from ncsn_diffusers.ncsnv2_techniques import ncsnv2_scheduler_config
+
+        ladder = ncsnv2_scheduler_config(
+            to_model_range(images, model_data_range(args)),
+            sigma_min=args.sigma_min,
+            steps_per_level=args.steps_per_level,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        common.update(epsilon=ladder.pop("epsilon"))
+        ladder.pop("final_denoise")  # --final_denoise decides
+        return AnnealedLangevinScheduler(prediction_type="score", **{**common, **ladder})
+    return AnnealedLangevinScheduler(
+        sigma_max=args.sigma_max,
+        sigma_min=args.sigma_min,
+        num_noise_levels=args.num_noise_levels,
+        prediction_type="score",
+        **common,
+    )

@@ -1,0 +1,56 @@
+"""What a checkpoint records of its run, and how a resumed run is compared with it."""
+
+import os
+
+# Settings recorded in each checkpoint. A resumed run must match the first group: the saved state would not fit, or
+# would silently keep the checkpoint's values (the optimiser's betas, epsilon and learning rate live in its state);
+# any other difference is warned about.
+RESUME_MUST_MATCH = ("objective", "model_preset", "model_type", "use_ema", "resolution", "channels")
+RESUME_MUST_MATCH += ("learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay")
+# The paper networks' shape: their width and depth, and NCSN v1's one embedding row per level of its ladder.
+PAPER_NETWORK_MUST_MATCH = ("base_channels", "ncsnv2_variant")
+NCSN_V1_MUST_MATCH = ("sigma_max", "sigma_min", "num_noise_levels")
+RESUME_SHOULD_MATCH = ("seed", "train_batch_size", "num_processes", "gradient_accumulation_steps", "max_train_steps")
+RESUME_SHOULD_MATCH += ("dataset_name", "train_data_dir", "noise_ladder", "sigma_max", "sigma_min", "num_noise_levels")
+RESUME_SHOULD_MATCH += ("sigma_sampling",)
+
+
+def must_match(args) -> tuple[str, ...]:
+    """The settings a resumed run of `args` must share with its checkpoint."""
+    if args.model_type == "unet":
+        return RESUME_MUST_MATCH
+    return RESUME_MUST_MATCH + PAPER_NETWORK_MUST_MATCH + (NCSN_V1_MUST_MATCH if args.model_type == "ncsn_v1" else ())
+
+
+def run_settings(args, num_processes: int, max_train_steps: int) -> dict:
+    """What a checkpoint records of its run, for [`compare_run_settings`] on resume."""
+    names = RESUME_MUST_MATCH + PAPER_NETWORK_MUST_MATCH + RESUME_SHOULD_MATCH
+    settings = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    return {**settings, "num_processes": num_processes, "max_train_steps": max_train_steps}
+
+
+def compare_run_settings(checkpoint: str | os.PathLike, saved: dict, current: dict, must_match) -> list[str]:
+    """Checks a resumed run's settings against those its checkpoint was trained with.
+
+    Raises a `ValueError` naming the flag for a setting in `must_match` (the model or the objective would not fit
+    the saved weights); returns a warning for every other differing setting (the run goes on, but it is no longer
+    the continuation of the original one). Settings a checkpoint does not record are not compared.
+    """
+    for name in must_match:
+        if name in saved and name in current and saved[name] != current[name]:
+            raise ValueError(
+                f"{checkpoint} was trained with {_flag(name, saved[name])}, this run has {_flag(name, current[name])}. "
+                f"Pass {_flag(name, saved[name])} to resume it, or start a new run in another --output_dir."
+            )
+    return [
+        f"{checkpoint} was trained with {_flag(name, saved[name])}, this run has {_flag(name, current[name])}: the "
+        "resumed run is not the continuation the original settings would give."
+        for name in current
+        if name not in must_match and name in saved and saved[name] != current[name]
+    ]
+
+
+def _flag(name: str, value) -> str:
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {value}"
