@@ -53,7 +53,7 @@ class TrainingConfig:
     sampler: str | None = None
     sampling_calls: int = 100
     corrector_steps: int = 1
-    snr: float = 0.16
+    snr: float = 0.25  # r = 0.16 left one default-run sample in ten rougher than any digit (docs/sampling.md)
     sampling_sigma_max: float | None = None
     steps_per_level: int | None = None
     langevin_epsilon: float | None = None

@@ -272,7 +272,7 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
     # The default sampler: predictor-corrector over the training ladder's range, 50 levels x (k = 1 + 1) = 100 calls.
     assert config["_class_name"] == "PredictorCorrectorScheduler"
     sampler = (config["sigma_max"], config["sigma_min"], config["num_noise_levels"], config["snr"])
-    assert sampler == (1.0, 0.02, 50, 0.16)
+    assert sampler == (1.0, 0.02, 50, 0.25)
     card = (one / "README.md").read_text()
     assert "NCSNUNet2DModel" in card and "max_train_steps" in card and "sklearn" in card
 
