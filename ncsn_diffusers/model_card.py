@@ -9,7 +9,6 @@ from string import Template
 
 from huggingface_hub import ModelCardData
 
-PACKAGE_URL = "https://pypi.org/project/ncsn-diffusers/"
 TAGS = ["ncsn", "score-based", "annealed-langevin", "diffusers:NCSNPipeline", "pytorch"]
 # unet_config["_class_name"] -> what the network predicts, which picks the card's blocks.
 MODEL_KINDS = {"NCSNUNet2DModel": "score", "NCSNRefineNet": "score", "NCSNv2Model": "score", "UNet2DModel": "epsilon"}
@@ -225,7 +224,6 @@ def render_model_card(
         "metadata": metadata,
         "title": repo_id.split("/")[-1] if repo_id else f"{class_name} sampled with annealed Langevin dynamics",
         "repo_id": repo_id or "your-namespace/your-model",
-        "package_url": PACKAGE_URL,
         "unet_class": class_name,
         "scheduler_class": scheduler_config.get("_class_name", "scheduler"),
         "image_description": f"{height}×{width} {colour}",

@@ -83,7 +83,7 @@ def test_fd_of_a_set_against_itself_is_zero_and_grows_with_noise(tiny_dinov2, di
 
 def test_missing_transformers_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(ImportError, match=r'pip install "ncsn-diffusers\[eval\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[eval\]"'):
         load_dinov2("facebook/dinov2-large")
 
 

@@ -272,6 +272,8 @@ def test_cli_on_a_png_folder_writes_every_key(tmp_path, cache_dir, floor, capsys
         "memorisation_median_ratio",
         "memorisation_threshold",
         "train_nn_distance",
+        "rough_fraction",
+        "rough_threshold",
     }
     assert results["metric"] == "digits"
     assert set(results["samples"]) == expected_keys and set(results["floor"]) == expected_keys

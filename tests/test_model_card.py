@@ -249,3 +249,17 @@ def test_card_counts_the_calls_of_each_sampler(scheduler_config, calls):
     scheduler_config = {"sigma_max": 2.0, "sigma_min": 0.02, "epsilon": None, **scheduler_config}
     card = render_model_card(NCSN_UNET, scheduler_config, repo_id="user/ncsn")
     assert f"takes {calls} network evaluations" in card
+
+
+@pytest.mark.parametrize(("unet_config", "scheduler_config"), [(NCSN_UNET, VE_SCHEDULER), (DDPM_UNET, VP_SCHEDULER)])
+def test_install_instructions_name_a_command_that_works_today(unet_config, scheduler_config):
+    """The package is not on PyPI: `pip install ncsn-diffusers` fails, so neither the card nor the README offers it."""
+    from pathlib import Path
+
+    card = render_model_card(unet_config, scheduler_config, repo_id="user/ncsn")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for text in (card, readme):
+        assert not re.search(r"pip install (\"|')?ncsn-diffusers", text)
+        assert "pypi.org/project/ncsn-diffusers" not in text
+    assert "pip install -e ." in card
+    assert "pip install torch==2.13.0 -e ." in readme

@@ -128,7 +128,7 @@ def test_v1_keeps_float32_rungs_in_bfloat16():
 
 def test_parameter_counts_equal_the_authors_cifar10_networks():
     # Counted on the authors' classes built from their configs: CondRefineNetDilated (anneal.yml, CIFAR-10, ngf 128)
-    # and NCSNv2 (ncsnv2/configs/cifar10.yml); see README "Reproducing the papers".
+    # and NCSNv2 (ncsnv2/configs/cifar10.yml); see docs/papers.md.
     with torch.device("meta"):
         v1 = NCSNRefineNet(sample_size=32, in_channels=3, base_channels=128)
         v2 = NCSNv2Model.from_variant("ncsnv2", sample_size=32, in_channels=3, base_channels=128)

@@ -12,6 +12,7 @@ from ..digits import load_digits_images
 from .classifier import DigitsClassifier, classifier_outputs, load_digits_classifier
 from .feature_metrics import evaluate_features
 from .metrics import check_finite, class_coverage, classifier_confidence, nearest_neighbour_memorisation
+from .roughness import rough_fraction
 
 
 def prepare_images(images, resolution: int | None = None) -> torch.Tensor:
@@ -53,6 +54,7 @@ def _metrics(
         "classifier_confidence": classifier_confidence(logits.softmax(dim=1)),
         **class_coverage(logits.argmax(dim=1)),
         **nearest_neighbour_memorisation(images, train_images, threshold=threshold),
+        **rough_fraction(images, train_images),
     }
 
 
@@ -82,7 +84,8 @@ def evaluate_samples(
         against the held-out split, `frechet_distance`, `precision`, `recall`, `density`, `coverage`, `kid_mean`,
         `kid_std` (see `evaluate_features`); `classifier_confidence`, `class_entropy`, `class_counts`,
         `classes_missing`, `memorisation_fraction`, `memorisation_median_ratio`, `memorisation_threshold`,
-        `train_nn_distance`.
+        `train_nn_distance`; `rough_fraction`, the share of samples rougher than every training digit, and
+        `rough_threshold` (see `roughness.py`).
     """
     images = prepare_images(images, resolution)
     resolution = images.shape[-1]

@@ -6,7 +6,7 @@ The images go through the model's own image processor (resize, center crop, Imag
 replicated to RGB; the features are the final layer-normalised CLS token (`pooler_output`), as in that paper.
 Precision, recall, density, coverage and KID are computed in the same space.
 
-`transformers` is an optional dependency (`pip install "ncsn-diffusers[eval]"`), imported here only when called; the
+`transformers` is an optional dependency (`pip install -e ".[eval]"` in the clone, or `pip install "transformers>=5.24"`), imported here only when called; the
 weights (1.2 GB) download from the Hub on first use, or come from a local folder.
 """
 
@@ -37,7 +37,7 @@ def load_dinov2(feature_model: str = DEFAULT_FEATURE_MODEL, device: str | torch.
     except ImportError as error:
         raise ImportError(
             "`--metric fd_dinov2` computes DINOv2 features with `transformers`, which is not installed. Install it "
-            'with `pip install "ncsn-diffusers[eval]"`, or use `--metric digits`, which needs nothing more.'
+            'with `pip install -e ".[eval]"` in the clone, or `pip install "transformers>=5.24"`, or use `--metric digits`, which needs nothing more.'
         ) from error
     try:
         processor = AutoImageProcessor.from_pretrained(feature_model)
