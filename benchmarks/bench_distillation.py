@@ -1,9 +1,10 @@
 """FD (the project's digits evaluator) of a distilled ConsistencyModelPipeline at 1, 2, 4 calls, beside its teacher.
 
-python benchmarks/bench_distillation.py --student /tmp/cd/student --teacher /tmp/cd/teacher --seeds 0 1 2
+python benchmarks/bench_distillation.py --student /tmp/cd/student --teacher /tmp/cd/teacher --teacher_ode_levels 10 --seeds 0 1 2
 
-Rows: the student at each `--calls`; with `--teacher`, the teacher's saved sampler at its saved number of calls and
-(with `--teacher_ode_levels L > 0`) its probability-flow ODE by deterministic Heun (S_churn = 0, 2L - 1 calls).
+Rows: the student at each `--calls`; with `--teacher`, the teacher's saved sampler at its saved number of calls
+(`--teacher_saved_sampler`) and its probability-flow ODE by deterministic Heun (`--teacher_ode_levels L`, S_churn = 0,
+2L - 1 calls).
 Each row: FD mean and spread over the seeds, the share of samples rougher than any training digit, the smallest and
 largest class share, and the student's CPU-minutes of distillation from its distillation_args.json.
 """
@@ -59,6 +60,7 @@ def main(argv=None):
     parser.add_argument("--student", required=True)
     parser.add_argument("--teacher", default=None)
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--teacher_saved_sampler", action="store_true", help="Also the teacher's saved sampler.")
     parser.add_argument("--teacher_ode_levels", type=int, default=0)
     parser.add_argument("--num_samples", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -71,7 +73,8 @@ def main(argv=None):
           f"{record['max_train_steps']} steps x batch {record['train_batch_size']}, N = {record['num_levels']}")  # fmt: skip
     rows = {f"student, {calls} call(s)": student_sampler(args.student, calls) for calls in args.calls}
     if args.teacher:
-        rows["teacher, saved sampler"] = teacher_sampler(args.teacher)
+        if args.teacher_saved_sampler:
+            rows["teacher, saved sampler"] = teacher_sampler(args.teacher)
         if args.teacher_ode_levels:
             label = f"teacher ODE, deterministic Heun, {2 * args.teacher_ode_levels - 1} calls"
             rows[label] = teacher_sampler(args.teacher, args.teacher_ode_levels)
