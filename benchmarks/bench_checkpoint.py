@@ -14,10 +14,10 @@ import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from ncsn_diffusers.unet_ncsn import PRESETS
 
 from ncsn_diffusers import NCSNUNet2DModel
 from ncsn_diffusers.training_utils import load_checkpoint, save_checkpoint
-from ncsn_diffusers.unet_ncsn import PRESETS
 
 
 def best_of(repeats, fn):

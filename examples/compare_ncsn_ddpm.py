@@ -204,7 +204,7 @@ class Chain:
 def technique4_epsilon(sigma_max: float, sigma_min: float, num_levels: int, langevin_steps: int) -> tuple[float, int]:
     """Technique 4's epsilon for the geometric ladder of `num_levels` from sigma_max to sigma_min and the T that
     `langevin_steps` calls allow (the scheduler shortens the ladder to one level per call when calls are scarce)."""
-    from ncsn_diffusers.ncsnv2_techniques import solve_epsilon
+    from ncsn_diffusers.schedulers.ncsnv2_ladder_design import solve_epsilon
 
     num_levels = min(num_levels, langevin_steps)
     gamma = (sigma_max / sigma_min) ** (1.0 / max(num_levels - 1, 1))
@@ -301,12 +301,12 @@ def load_pipelines(root: Path) -> dict:
     """The trained models with their base samplers: `NCSNPipeline`s, and `DDPMPipeline` for the DDPM model; also
     NCSNv2 without EMA when its last checkpoint is there."""
     from diffusers import DDPMPipeline, DDPMScheduler
+    from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
     from safetensors.torch import load_file
 
-    from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
-    from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
+    from ncsn_diffusers import NCSNPipeline
+    from ncsn_diffusers.models.unet_ncsn import NCSNUNet2DModel
     from ncsn_diffusers.training_utils import latest_checkpoint
-    from ncsn_diffusers.unet_ncsn import NCSNUNet2DModel
 
     pipes = {name: NCSNPipeline.from_pretrained(root / name) for name in ("ncsn_v1", "ncsn_v2")}
     trained = NCSNPipeline.from_pretrained(root / "ddpm")  # the DDPM U-Net; its saved sampler is not used
@@ -335,7 +335,7 @@ def load_pipelines(root: Path) -> dict:
 
 def run_chain(chain: Chain, pipes: dict, num_samples: int, seed: int) -> tuple[dict, float]:
     """Draws `num_samples` images (N, H, W, 1) in [0, 1] per output of the chain; returns them and the wall time."""
-    from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
+    from ncsn_diffusers import NCSNPipeline
 
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()

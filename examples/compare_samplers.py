@@ -117,7 +117,7 @@ def train_models(args: argparse.Namespace, root: Path):
 def technique4_epsilon(sigmas: list[float], langevin_steps: int) -> float:
     """Technique 4's epsilon for the geometric ladder from sigma_1 to sigma_L of min(L, `langevin_steps`) levels and
     the T those steps allow (the scheduler shortens the ladder to one level per call when calls are scarce)."""
-    from ncsn_diffusers.ncsnv2_techniques import solve_epsilon
+    from ncsn_diffusers.schedulers.ncsnv2_ladder_design import solve_epsilon
 
     num_levels = min(len(sigmas), langevin_steps)
     gamma = (sigmas[0] / sigmas[-1]) ** (1.0 / max(num_levels - 1, 1))

@@ -31,6 +31,13 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=120, help="Images per pipeline call.")
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Defaults to the pipeline's own.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sampler",
+        choices=("saved", "annealed_langevin", "stochastic_heun"),
+        default="saved",
+        help="saved: the pipeline's own scheduler; annealed_langevin: Algorithm 1 on 10 levels of its range, T = 20, "
+        "+ denoising (the paper's inpainting); stochastic_heun: EDM's sampler with gamma = 1 at every level.",
+    )
     args = parser.parse_args(argv)
     if min(args.num_images, args.figure_rows, args.figure_completions, args.batch_size) < 1:
         parser.error("--num_images, --figure_rows, --figure_completions and --batch_size must be positive.")
@@ -42,6 +49,22 @@ def bottom_half_mask(resolution: int) -> torch.Tensor:
     mask = torch.zeros(1, resolution, resolution)
     mask[:, resolution // 2 :] = 1.0
     return mask
+
+
+def use_sampler(pipe, sampler: str):
+    """Replaces the pipeline's scheduler by `sampler` over the same sigma range and data range."""
+    from ncsn_diffusers import AnnealedLangevinScheduler, StochasticHeunScheduler
+
+    config = pipe.scheduler.config
+    if sampler == "annealed_langevin":
+        pipe.scheduler = AnnealedLangevinScheduler(
+            sigma_max=config.sigma_max, sigma_min=config.sigma_min, num_noise_levels=10, steps_per_level=20,
+            relative_epsilon=0.5, final_denoise=True, data_range=tuple(config.data_range),
+        )  # fmt: skip
+    elif sampler == "stochastic_heun":
+        pipe.scheduler = StochasticHeunScheduler.from_config(
+            config, s_churn=1e6, s_gamma_max=1.0, s_tmin=0.0, s_tmax=1e6, s_noise=1.0
+        )
 
 
 def inpaint(pipe, images, mask, completions: int, seed: int, batch_size: int, num_inference_steps) -> torch.Tensor:
@@ -96,6 +119,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     pipe = NCSNInpaintPipeline.from_pretrained(args.pipeline)
     pipe.set_progress_bar_config(disable=True)
+    use_sampler(pipe, args.sampler)
     resolution = pipe.unet.config.sample_size
     images, labels = load_digits_images(resolution, split="test")
     images, labels = images[: args.num_images], labels[: args.num_images]
@@ -116,7 +140,8 @@ def main(argv=None):
         "original": class_agreement(classifier, images, labels),
     }
     print(
-        f"{len(images)} held-out digits, bottom half masked, {pipe.scheduler.config.num_noise_levels} levels; "
+        f"{len(images)} held-out digits, bottom half masked, {type(pipe.scheduler).__name__} "
+        f"({args.num_inference_steps or 'its own'} calls); "
         f"{seconds:.0f} s for the completions. Share given the original's class by the digits classifier:"
     )
     for name, rate in rates.items():

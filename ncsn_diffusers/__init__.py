@@ -1,18 +1,18 @@
 """Noise Conditional Score Networks (Song & Ermon, 2019) for Hugging Face diffusers.
 
 Importing the package makes its classes resolvable by diffusers' loaders, `DiffusionPipeline.from_pretrained`
-included (see `diffusers_registration.py`).
+included, under the package name and under the module paths of earlier releases (see `diffusers_registration.py`).
 """
 
-# Pipelines saved before the schedulers/ subpackage name this module in model_index.json; diffusers loads a
-# component only from a module already imported.
-from . import scheduling_annealed_langevin  # noqa: F401
-from .diffusers_registration import register_with_diffusers
+# diffusers' loader finds a component's load method by looking its base classes up in the library that
+# model_index.json names, here this package: ["ncsn_diffusers", "NCSNUNet2DModel"].
+from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
+
+from .diffusers_registration import alias_moved_modules, register_with_diffusers
 from .digits import load_digits_images
 from .losses import dsm_loss, epsilon_loss, ssm_loss
 from .model_card import render_model_card, write_model_card
-from .models import NCSNRefineNet, NCSNv2Model
-from .ncsnv2_techniques import ncsnv2_hyperparameters, ncsnv2_scheduler_config
+from .models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
 from .parameterization import (
     denoiser_model_output,
     epsilon_from_score,
@@ -21,8 +21,7 @@ from .parameterization import (
     score_from_model_output,
     score_from_sample,
 )
-from .pipeline_ncsn import NCSNPipeline, resolve_pipeline_folder
-from .pipeline_ncsn_inpaint import NCSNInpaintPipeline
+from .pipelines import NCSNInpaintPipeline, NCSNPipeline, resolve_pipeline_folder
 from .schedulers import (
     AnnealedLangevinScheduler,
     AnnealedLangevinSchedulerOutput,
@@ -31,7 +30,7 @@ from .schedulers import (
     ScoreSchedulerOutput,
     StochasticHeunScheduler,
 )
-from .unet_ncsn import NCSNUNet2DModel
+from .schedulers.ncsnv2_ladder_design import ncsnv2_hyperparameters, ncsnv2_scheduler_config
 
 __version__ = "0.1.0"
 
@@ -65,6 +64,7 @@ __all__ = [
     "write_model_card",
 ]
 
-# Every public pipeline, model and scheduler, so that classes added to __all__ are registered too, and the old
-# scheduler module path.
-register_with_diffusers(scheduling_annealed_langevin, *(globals()[name] for name in __all__))
+# Every public pipeline, model and scheduler, so that classes added to __all__ are registered too; then the module
+# paths of earlier releases.
+register_with_diffusers(*(globals()[name] for name in __all__))
+alias_moved_modules()

@@ -142,6 +142,20 @@ def _num_model_calls(scheduler_config: dict) -> int:
     return levels * scheduler_config.get("steps_per_level", 100) + int(denoise)
 
 
+def _sampler_call(scheduler_config: dict, sample_shape: str) -> str:
+    """The card's torch-only sampling line for the sampler it ships, runnable as printed: the predictor-corrector
+    loop for a PC config, annealed Langevin for its own config, and for any other annealed Langevin with 50 levels of
+    20 steps of a stable relative step (0.2 sigma_L**2) over the config's sigma range."""
+    model, shape = "lambda x, sigma: unet(x, sigma).sample", f"(4, {sample_shape})"
+    sampler = scheduler_config.get("_class_name", "AnnealedLangevinScheduler")
+    if sampler == "PredictorCorrectorScheduler":
+        return f"predictor_corrector({model}, cfg, {shape}, generator)"
+    if sampler == "AnnealedLangevinScheduler":
+        return f"annealed_langevin({model}, cfg, {shape}, generator)"
+    langevin = '{**cfg, "num_noise_levels": 50, "steps_per_level": 20, "relative_epsilon": 0.2}'
+    return f"annealed_langevin({model}, {langevin}, {shape}, generator)  # {sampler}: as annealed Langevin"
+
+
 def _dataset_text(datasets: list[str]) -> str:
     if not datasets:
         return "not recorded."
@@ -242,8 +256,11 @@ def render_model_card(
         "unet_table": _table(("Key", "Value"), [(f"`{k}`", _format(v)) for k, v in _public(unet_config).items()]),
         "results_table": _results_table(results),
     }
+    values["sampler_call"] = _sampler_call(scheduler_config, values["sample_shape"])
     text = _TEMPLATE_NOTE.sub("", _template_path().read_text(encoding="utf-8"), count=1)
     kept = {kind} | ({"remote_code"} if class_name in REMOTE_CODE_CLASSES else set())
+    if kind == "score" and scheduler_config.get("_class_name") == "PredictorCorrectorScheduler":
+        kept.add("predictor_corrector")
     text = _BLOCK.sub(lambda block: block.group(2) if block.group(1) in kept else "", text)
     return Template(text).substitute(values)
 

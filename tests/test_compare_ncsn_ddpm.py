@@ -75,7 +75,7 @@ def test_results_have_every_row_and_key(run):
 
 def test_row_without_denoise_is_the_chain_stopped_before_it(run):
     output_dir, results = run
-    from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
+    from ncsn_diffusers import NCSNPipeline
 
     with np.load(output_dir / "samples" / f"ncsn_v2@{N}_seed1_n6.npz") as saved:
         langevin, denoised = saved["langevin"], saved["denoised"]

@@ -7,11 +7,11 @@ import re
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
 
 from ncsn_diffusers.model_card import TAGS, render_model_card, write_model_card
-from ncsn_diffusers.noise_ladders import geometric_sigmas
-from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
-from ncsn_diffusers.unet_ncsn import NCSNUNet2DModel
+from ncsn_diffusers.models.unet_ncsn import NCSNUNet2DModel
+from ncsn_diffusers.schedulers.noise_ladders import geometric_sigmas
 
 NCSN_UNET = {"_class_name": "NCSNUNet2DModel", "sample_size": 16, "in_channels": 1, "block_out_channels": [16, 32]}
 DDPM_UNET = {"_class_name": "UNet2DModel", "sample_size": [8, 12], "in_channels": 3, "out_channels": 3}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ncsn_diffusers.ncsnv2_techniques import (
+from ncsn_diffusers.schedulers.ncsnv2_ladder_design import (
     gamma_overlap,
     langevin_variance_ratio,
     max_pairwise_distance,

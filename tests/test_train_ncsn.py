@@ -274,7 +274,6 @@ def test_end_to_end_epsilon_pushes_and_loads_in_ncsn_and_ddpm_pipelines(tmp_path
     checkpoints) to a private repo of the local Hub stand-in with the real huggingface_hub client."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from hub_stand_in import LocalHub
-
     from ncsn_diffusers.pipeline_ncsn import NCSNPipeline
 
     out = tmp_path / "eps"

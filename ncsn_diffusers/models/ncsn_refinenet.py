@@ -6,14 +6,14 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from ..noise_ladders import geometric_sigmas
-from ..unet_ncsn import NCSNUNet2DModel
+from ..schedulers.noise_ladders import geometric_sigmas
 from .refinenet_blocks import (
     ConditionalInstanceNormPlusPlus2d,
     RefineNetBackbone,
     check_refinenet_config,
     check_refinenet_sample,
 )
+from .unet_ncsn import NCSNUNet2DModel
 
 # Relative distance within which a sigma counts as a rung of the ladder (neighbouring rungs differ by far more).
 LADDER_RTOL = 1e-5
@@ -107,9 +107,12 @@ class NCSNRefineNet(ModelMixin, ConfigMixin):
             `torch.Tensor`: the (batch_size,) long tensor of level indices.
         """
         sigmas = self.sigmas.to(self.device)
+        # a rung rounded to a half-precision sigma is off by up to that dtype's eps (bf16: 0.4%; issue 20 row 17)
+        is_low_precision = isinstance(sigma, torch.Tensor) and sigma.is_floating_point()
+        rtol = max(LADDER_RTOL, torch.finfo(sigma.dtype).eps) if is_low_precision else LADDER_RTOL
         sigma = NCSNUNet2DModel._sigma_per_sample(sigma, batch_size, sigmas.device)
         level = (sigma[:, None].log() - sigmas[None, :].log()).abs().argmin(dim=1)
-        off = ~torch.isclose(sigmas[level], sigma, rtol=LADDER_RTOL, atol=0.0)
+        off = ~torch.isclose(sigmas[level], sigma, rtol=rtol, atol=0.0)
         if off.any():
             raise ValueError(
                 f"sigma={sigma[off][0].item():.6g} is not on this network's ladder ({self.config.num_noise_levels} "

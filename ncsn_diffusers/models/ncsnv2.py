@@ -6,8 +6,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from ..unet_ncsn import NCSNUNet2DModel
 from .refinenet_blocks import InstanceNormPlusPlus2d, RefineNetBackbone, check_refinenet_config, check_refinenet_sample
+from .unet_ncsn import NCSNUNet2DModel
 
 # The authors' three depths: `NCSNv2` (CIFAR-10 32px, CelebA 64px), `NCSNv2Deeper` (LSUN 64-128px),
 # `NCSNv2Deepest` (FFHQ 256px).

@@ -7,18 +7,21 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..noise_ladders import BETA_SCHEDULES, ddpm_alphas_cumprod, geometric_sigmas, vp_level_timesteps
 from ..parameterization import append_dims, sample_from_score, score_from_model_output
+from .noise_ladders import BETA_SCHEDULES, ddpm_alphas_cumprod, geometric_sigmas, vp_level_timesteps
 from .scheduling_utils import (
     INITIAL_DISTRIBUTIONS,
+    SCORE_SCHEDULER_NAMES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
     check_choice,
     check_data_range,
+    check_num_calls,
     check_positive_float,
     check_positive_int,
     check_sigma_range,
+    is_foreign_config,
     resolve,
 )
 
@@ -79,7 +82,11 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             `"official"`: x + alpha_i * s + sqrt(2 alpha_i) z, the authors' code, in which NCSN v1's 2e-5 and NCSNv2's
             6.2e-6 (CIFAR-10) are published. `"paper"`: x + alpha_i / 2 * s + sqrt(alpha_i) z, Algorithm 1 as printed.
         final_denoise (`bool`, defaults to `False`):
-            Append one denoising step x <- x + sigma_L**2 * s(x, sigma_L) (Tweedie; NCSNv2). The paper (v1) has none.
+            End the chain with Tweedie's denoiser: the last model call returns x + sigma_L**2 * s(x, sigma_L), the
+            denoised estimate, instead of a noisy update (NCSNv2; the paper, v1, has none). Every scheduler's `final_denoise` means this and, for a given `num_inference_steps`, costs no extra call. Here
+            that call follows the Langevin steps: N calls are N - 1 Langevin steps and the denoising call, and the
+            configured chain (`num_inference_steps=None`) is the L x T steps and then the denoising call, as in
+            NCSNv2's code.
         prediction_type (`str`, defaults to `"score"`):
             What the model returns: `"score"` (s, NCSN), `"epsilon"` (score = -epsilon / sigma), `"sample"` (x_0 hat;
             score = (x_0 hat - x) / sigma**2), or, in VP only, `"v_prediction"`.
@@ -103,7 +110,7 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             VP only: explicit betas, overriding `beta_start`, `beta_end` and `beta_schedule`.
     """
 
-    _compatibles = [e.name for e in KarrasDiffusionSchedulers] + ["ScoreSdeVeScheduler"]
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers] + ["ScoreSdeVeScheduler", *SCORE_SCHEDULER_NAMES]
 
     @register_to_config
     def __init__(
@@ -130,7 +137,7 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES[noise_space])
         check_choice("langevin_convention", langevin_convention, LANGEVIN_CONVENTIONS)
         check_choice("initial_distribution", initial_distribution, INITIAL_DISTRIBUTIONS)
-        check_positive_int("num_noise_levels", num_noise_levels)
+        check_num_calls("num_noise_levels", num_noise_levels)
         if noise_space == "ve":
             check_sigma_range(sigma_max, sigma_min)
             self.alphas_cumprod = None
@@ -160,9 +167,7 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         # no `_class_name`, recognised by lacking our `noise_space`): a beta schedule means DDPM, so VP coordinates.
         # Its values are kept even where they are that class's defaults, which `from_config` would otherwise drop,
         # so that `from_config(DDPMScheduler().config)` keeps prediction_type="epsilon" and the DDPM betas.
-        source = config_dict.get("_class_name")
-        is_foreign = source != cls.__name__ if source is not None else "noise_space" not in config_dict
-        if is_foreign:
+        if is_foreign_config(cls, config_dict):
             config_dict = {k: v for k, v in config_dict.items() if k != "_use_default_values"}
             is_ddpm = "beta_schedule" in config_dict or "trained_betas" in config_dict
             if is_ddpm:
@@ -174,14 +179,16 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             num_train_timesteps = config_dict.get("num_train_timesteps") or 1000
             config_dict.setdefault("num_noise_levels", min(FOREIGN_NUM_NOISE_LEVELS, num_train_timesteps))
             config_dict.setdefault("steps_per_level", FOREIGN_STEPS_PER_LEVEL)
-            if "epsilon" not in config_dict:
+            if config_dict.get("epsilon") is None:  # none, or CAS's "the run's own window" (issue 20 row 15)
+                config_dict.pop("epsilon", None)
                 config_dict.setdefault("relative_epsilon", FOREIGN_RELATIVE_EPSILON)
         return super().extract_init_dict(config_dict, **kwargs)
 
     def __len__(self):
         if self.config.noise_space == "vp":
             return self.config.num_train_timesteps
-        return self.config.num_noise_levels * self.config.steps_per_level
+        # the model calls of the configured chain, the denoising call included
+        return self.config.num_noise_levels * self.config.steps_per_level + int(self.config.final_denoise)
 
     def _run_settings(self, sigma_L: float, steps_per_level=None, epsilon=None, final_denoise=None) -> dict:
         """
@@ -194,7 +201,7 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             check_positive_float("relative_epsilon", config.relative_epsilon, "It is epsilon / sigma_L**2, e.g. 0.2.")
             epsilon = config.relative_epsilon * sigma_L**2
         run = resolve(config, dict(steps_per_level=steps_per_level, epsilon=epsilon, final_denoise=final_denoise))
-        check_positive_int("steps_per_level", run["steps_per_level"])
+        check_num_calls("steps_per_level", run["steps_per_level"])
         check_bool("final_denoise", run["final_denoise"])
         check_positive_float("epsilon", run["epsilon"], "The paper uses 2e-5 for data in [0, 1].")
         # alpha_i / sigma_i**2 = epsilon / sigma_L**2 is the same at every level; a Gaussian of variance sigma**2
@@ -240,9 +247,10 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         run = self._run_settings(sigmas[-1].item(), steps_per_level, epsilon, final_denoise)
         num_levels = self.config.num_noise_levels
         if num_inference_steps is None:
+            check_num_calls("num_noise_levels x steps_per_level", num_levels * run["steps_per_level"])
             steps = [run["steps_per_level"]] * num_levels
         else:
-            check_positive_int("num_inference_steps", num_inference_steps)
+            check_num_calls("num_inference_steps", num_inference_steps)
             num_langevin = num_inference_steps - int(run["final_denoise"])
             if num_langevin < 1:
                 raise ValueError(

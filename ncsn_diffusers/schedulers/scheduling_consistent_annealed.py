@@ -7,17 +7,19 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..noise_ladders import geometric_sigmas
 from ..parameterization import sample_from_score, score_from_model_output
+from .noise_ladders import geometric_sigmas
 from .scheduling_utils import (
+    SCORE_SCHEDULER_NAMES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
     check_choice,
     check_data_range,
+    check_num_calls,
     check_positive_float,
-    check_positive_int,
     check_sigma_range,
+    is_foreign_config,
     resolve,
 )
 
@@ -53,12 +55,17 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
         epsilon (`float`, *optional*):
             The step size epsilon; `None` means min(1.2 sigma_L**2 (1 - 1/gamma), sigma_L**2) for the run's ladder.
         final_denoise (`bool`, defaults to `True`):
-            Append the denoising step x + sigma_L**2 s(x, sigma_L).
+            End the chain with Tweedie's denoiser: the last model call returns x + sigma_L**2 s(x, sigma_L) instead of
+            a noisy update. Every scheduler's `final_denoise` means this and, for a given `num_inference_steps`, costs no extra call. Here that call follows the steps of the ladder: N calls are N - 1 levels and the
+            denoising call, and the configured chain is `num_noise_levels` steps and then that call, as in the
+            authors' code.
         prediction_type (`str`, defaults to `"score"`):
             What the model returns: `"score"`, `"epsilon"` (score = -epsilon / sigma) or `"sample"` (x_0 hat).
         data_range (`tuple[float, float]`, *optional*):
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_1**2 I).
     """
+
+    _compatibles = list(SCORE_SCHEDULER_NAMES)
 
     @register_to_config
     def __init__(
@@ -72,7 +79,7 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
         data_range: tuple[float, float] | None = None,
     ):
         check_sigma_range(sigma_max, sigma_min)
-        check_positive_int("num_noise_levels", num_noise_levels)
+        check_num_calls("num_noise_levels", num_noise_levels)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         self.data_range = check_data_range((0.0, 1.0) if data_range is None else data_range)
         self.sigmas = geometric_sigmas(sigma_max, sigma_min, num_noise_levels).float()
@@ -82,7 +89,7 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
         # Another scheduler's epsilon (annealed Langevin's) is no valid CAS step: its bounds depend on gamma.
-        if config_dict.get("_class_name", cls.__name__) != cls.__name__:
+        if is_foreign_config(cls, config_dict):  # saved or not (issue 20 row 16)
             config_dict = {k: v for k, v in config_dict.items() if k != "epsilon"}
         return super().extract_init_dict(config_dict, **kwargs)
 
@@ -133,7 +140,7 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
         if num_inference_steps is None:
             sigmas = self.sigmas
         else:
-            check_positive_int("num_inference_steps", num_inference_steps)
+            check_num_calls("num_inference_steps", num_inference_steps)
             num_levels = num_inference_steps - int(denoise is True)
             if num_levels < 1:
                 raise ValueError(

@@ -7,14 +7,17 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..noise_ladders import geometric_sigmas
 from ..parameterization import sample_from_score, score_from_model_output
+from .noise_ladders import geometric_sigmas
 from .scheduling_utils import (
+    MAX_MODEL_CALLS,
+    SCORE_SCHEDULER_NAMES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
     check_choice,
     check_data_range,
+    check_num_calls,
     check_positive_float,
     check_positive_int,
     check_sigma_range,
@@ -37,8 +40,8 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
     Tweedie's denoiser x + sigma_N**2 s(x, sigma_N) (score SDE's `noise_removal`) at no extra model call.
 
     `timesteps` holds the sigma of each model call (k + 1 per level), so a model trained with continuous sigma
-    samples on a ladder of any length: `set_timesteps(num_inference_steps)` picks N = ceil(calls / (k + 1)) levels,
-    the first levels taking one corrector step fewer where the calls do not divide.
+    samples on a ladder of any length: `set_timesteps(num_inference_steps)` lays out exactly that many calls over
+    N = ceil(calls / (k + 1)) levels, the first levels taking fewer corrector steps where the calls do not divide.
 
     Args:
         sigma_max (`float`, defaults to 50.0):
@@ -52,12 +55,16 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         snr (`float`, defaults to 0.16):
             r, the corrector's signal-to-noise ratio (0.16 for the CIFAR-10 VE models of Song et al.).
         final_denoise (`bool`, defaults to `True`):
-            Whether the last predictor step (sigma_N -> 0) returns its mean, x + sigma_N**2 s, without noise.
+            End the chain with Tweedie's denoiser: the last model call returns x + sigma_N**2 s(x, sigma_N) instead of
+            a noisy update. Every scheduler's `final_denoise` means this and, for a given `num_inference_steps`, costs no extra call. Here that call is the last predictor step (sigma_N -> 0) itself, which
+            then returns its mean without noise (score SDE's `noise_removal`), so no chain has an extra call.
         prediction_type (`str`, defaults to `"score"`):
             What the model returns: `"score"`, `"epsilon"` (score = -epsilon / sigma) or `"sample"` (x_0 hat).
         data_range (`tuple[float, float]`, *optional*):
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_1**2 I).
     """
+
+    _compatibles = list(SCORE_SCHEDULER_NAMES)
 
     @register_to_config
     def __init__(
@@ -72,7 +79,7 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         data_range: tuple[float, float] | None = None,
     ):
         check_sigma_range(sigma_max, sigma_min)
-        check_positive_int("num_noise_levels", num_noise_levels)
+        check_num_calls("num_noise_levels", num_noise_levels)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         self.data_range = check_data_range((0.0, 1.0) if data_range is None else data_range)
         self._run_settings()
@@ -85,7 +92,7 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
     def _run_settings(self, corrector_steps=None, snr=None, final_denoise=None) -> dict:
         """The config with this call's overrides, checked in one place for the constructor and `set_timesteps`."""
         run = resolve(self.config, dict(corrector_steps=corrector_steps, snr=snr, final_denoise=final_denoise))
-        check_positive_int("corrector_steps", run["corrector_steps"], minimum=0)
+        check_positive_int("corrector_steps", run["corrector_steps"], minimum=0, maximum=MAX_MODEL_CALLS)
         check_positive_float("snr", run["snr"], "It is r of the Langevin corrector; Song et al. use 0.16.")
         check_bool("final_denoise", run["final_denoise"])
         return run
@@ -116,14 +123,16 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         run = self._run_settings(corrector_steps, snr, final_denoise)
         k = run["corrector_steps"]
         if num_inference_steps is None:
+            check_num_calls("num_noise_levels x (corrector_steps + 1)", self.config.num_noise_levels * (k + 1))
             num_levels, sigmas = self.config.num_noise_levels, self.sigmas
             calls_per_level = [k + 1] * num_levels
         else:
-            check_positive_int("num_inference_steps", num_inference_steps)
+            check_num_calls("num_inference_steps", num_inference_steps)
             num_levels = math.ceil(num_inference_steps / (k + 1))
             sigmas = geometric_sigmas(self.config.sigma_max, self.config.sigma_min, num_levels).float()
-            short = num_levels * (k + 1) - num_inference_steps
-            calls_per_level = [k + 1 - int(i < short) for i in range(num_levels)]
+            # N calls over the levels, the last levels taking one more: each level gets k + 1 or fewer, one at least
+            base, extra = divmod(num_inference_steps, num_levels)
+            calls_per_level = [base + int(i >= num_levels - extra) for i in range(num_levels)]
         levels = [i for i, n in enumerate(calls_per_level) for _ in range(n)]
         # the last call of each level is its predictor step; the others are corrector steps
         self._is_predictor = [j + 1 == len(levels) or levels[j + 1] != levels[j] for j in range(len(levels))]

@@ -10,13 +10,14 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import sample_from_score, score_from_model_output
 from .scheduling_utils import (
+    SCORE_SCHEDULER_NAMES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_choice,
     check_data_range,
     check_nonnegative_float,
+    check_num_calls,
     check_positive_float,
-    check_positive_int,
     check_sigma_range,
     resolve,
 )
@@ -46,6 +47,8 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
 
     EDM caps gamma_i at gamma_max = sqrt(2) - 1, so that no level adds more noise than the sample holds; a network
     whose score is less accurate gains from more (`s_gamma_max=1.0`, README). The last step, to t_N = 0, is Euler's alone and returns D(x^_{N-1}, t^_{N-1}): N levels cost 2N - 1 model calls.
+    So the chain always ends with Tweedie's denoiser, what `final_denoise=True` means in the other schedulers: it
+    has no such setting.
     The first step adds no churn: the chain starts from pure noise, x_0 ~ N(centre, sigma_max**2 I), where more noise
     would only move the start above sigma_max. The churn lets the chain correct the score's errors as Langevin
     dynamics does; S_churn = 0 is the deterministic Heun sampler (Algorithm 1).
@@ -80,6 +83,8 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_max**2 I).
     """
 
+    _compatibles = list(SCORE_SCHEDULER_NAMES)
+
     @register_to_config
     def __init__(
         self,
@@ -96,7 +101,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         data_range: tuple[float, float] | None = None,
     ):
         check_sigma_range(sigma_max, sigma_min)
-        check_positive_int("num_noise_levels", num_noise_levels)
+        check_num_calls("num_noise_levels", num_noise_levels)
         check_positive_float("rho", rho, "EDM uses 7.")
         check_positive_float("s_gamma_max", s_gamma_max, "EDM uses sqrt(2) - 1.")
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -146,7 +151,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         if num_inference_steps is None:
             num_levels = self.config.num_noise_levels
         else:
-            check_positive_int("num_inference_steps", num_inference_steps)
+            check_num_calls("num_inference_steps", num_inference_steps)
             num_levels = (num_inference_steps + 1) // 2
         t = karras_sigmas(self.config.sigma_max, self.config.sigma_min, num_levels, self.config.rho).tolist() + [0.0]
         gamma = [
@@ -168,6 +173,15 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
                 self._is_correction.append(True)
         self._x_hat = self._d = None
         self._lay_out(levels, call_sigmas, None, torch.tensor(call_sigmas, dtype=torch.float32), device)
+
+    def _check_begin_index(self, begin_index: int):
+        """A chain begins at the Euler half of a step (an even index): a Heun correction needs the Euler half before
+        it."""
+        if self._is_correction[begin_index]:
+            raise ValueError(
+                f"begin_index={begin_index} is the Heun correction of step {self._levels[begin_index]}, which needs "
+                f"that step's Euler half; begin at an Euler call, e.g. {begin_index - 1} or {begin_index + 1}."
+            )
 
     def step(
         self,

@@ -1,6 +1,8 @@
 """What the score-model schedulers share: their output, the checks of their settings, and the bookkeeping of a
-flattened chain (one entry of `timesteps` per model call), including the check of the timestep passed to `step`."""
+flattened chain (one entry of `timesteps` per model call): a step counter with diffusers' `set_begin_index`, and the
+check of the timestep passed to `step`."""
 
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -12,6 +14,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..parameterization import append_dims
 
 INITIAL_DISTRIBUTIONS = ("gaussian", "uniform")
+# The package's schedulers, each `from_config`-able from another's config: their `_compatibles`, which diffusers'
+# `compatibles` resolves once they are registered in its namespace (diffusers_registration.py).
+SCORE_SCHEDULER_NAMES = (
+    "AnnealedLangevinScheduler",
+    "PredictorCorrectorScheduler",
+    "ConsistentAnnealedSamplingScheduler",
+    "StochasticHeunScheduler",
+)
 
 
 @dataclass
@@ -46,10 +56,25 @@ def check_choice(name: str, value, choices):
         raise ValueError(f"{name}={value!r} is not supported; choose one of {list(choices)}.")
 
 
-def check_positive_int(name: str, value, minimum: int = 1):
+# The longest chain a scheduler lays out: the papers' longest is ~2,000 calls; 10**9 would be killed for memory while
+# its schedule is built, with no message.
+MAX_MODEL_CALLS = 10**6
+
+
+def check_positive_int(name: str, value, minimum: int = 1, maximum: int | None = None):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name}={value!r} must be {kind}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(
+            f"{name}={value} is more than {maximum:,}: a chain of that many model calls would not fit in memory "
+            "(nor finish); the papers use at most a few thousand."
+        )
+
+
+def check_num_calls(name: str, value):
+    """A count of model calls, or of what multiplies into them (levels, steps per level): 1 to MAX_MODEL_CALLS."""
+    check_positive_int(name, value, maximum=MAX_MODEL_CALLS)
 
 
 def check_positive_float(name: str, value, hint: str = ""):
@@ -99,6 +124,18 @@ def check_data_range(data_range) -> tuple[float, float]:
     return float(data_range[0]), float(data_range[1])
 
 
+def is_foreign_config(cls, config_dict: dict) -> bool:
+    """
+    Whether `config_dict` is another class's config: by its `_class_name` once saved, and for a config never saved
+    (which has none) by its keys, which are exactly the arguments of the `__init__` that made it.
+    """
+    source = config_dict.get("_class_name")
+    if source is not None:
+        return source != cls.__name__
+    keys = {k for k in config_dict if not k.startswith("_")}
+    return keys != set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
 def reading_synchronises(tensor: torch.Tensor) -> bool:
     """Whether reading `tensor` on the host waits for its device (every device but the CPU)."""
     return tensor.device.type != "cpu"
@@ -113,24 +150,72 @@ class ScoreChainMixin:
     """
     The chain of a score-model scheduler flattened into diffusers timesteps: `set_timesteps` records, per model call,
     the noise level index, its sigma and the signal scale a (x_noisy = a x_0 + sigma z; a = 1 in VE) through
-    `_lay_out`; `step` asks `_step_index_for(timestep)` which call it is serving.
+    `_lay_out`; `step` serves the call that a step counter names, as diffusers' schedulers do.
 
-    The timestep passed to `step` is checked against the schedule. An entry of `scheduler.timesteps` itself (what
-    every pipeline loop passes) is recognised by its address, with no read of the device; a number or a CPU tensor is
-    compared by value; any other device tensor is copied, on its device, into a per-call record that is compared
-    with the schedule only at steps 1, 2, 4, 8, ... and the last: one small copy per step and no device
-    synchronisation, and a wrong timestep fails within a factor two of the steps it spoiled.
+    The counter starts at `begin_index` (0 unless `set_begin_index(k)` was called after `set_timesteps`, which makes
+    `for t in scheduler.timesteps[k:]` run the tail of the chain) and advances by one per `step`. The timestep passed
+    to `step` is checked to be the counter's entry of `timesteps`: a number or a CPU tensor at once; a tensor on
+    another device on that device, into a per-call record read back only at steps 1, 2, 4, 8, ... and the last (no
+    device synchronisation per step; a wrong timestep fails within a factor two of the steps it spoiled).
     """
 
     order = 1
     timesteps = None
     num_inference_steps = None
     _step_index = None
+    _begin_index = None
 
     @property
     def step_index(self):
         """The index of the next model call in `timesteps`, or `None` before the first `step`."""
         return self._step_index
+
+    @property
+    def begin_index(self):
+        """The index of the first model call of the chain, as set by `set_begin_index`; `None` means 0."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0):
+        """
+        Starts the chain at `timesteps[begin_index]`, as in diffusers: call it after `set_timesteps`, then loop over
+        `scheduler.timesteps[begin_index:]`. The steps are those of the full chain from that point (same levels, step
+        sizes and final step), so from the same sample and generator they give the full chain's tail.
+
+        Args:
+            begin_index (`int`, defaults to 0):
+                The index in `timesteps` of the first model call.
+        """
+        if self.timesteps is None:
+            raise ValueError(
+                "set_begin_index was called before set_timesteps; call scheduler.set_timesteps(...) first."
+            )
+        n = len(self._timestep_values)
+        if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < n:
+            raise ValueError(f"begin_index={begin_index!r} must be an integer in [0, {n - 1}], an index of timesteps.")
+        if self._step_index is not None:
+            raise ValueError(
+                f"set_begin_index({begin_index}) after {self._step_index} steps of this chain; call set_timesteps "
+                "again first, then set_begin_index, then step."
+            )
+        self._check_begin_index(begin_index)
+        self._begin_index = begin_index
+
+    def _check_begin_index(self, begin_index: int):
+        """Refuses a begin index at which this scheduler cannot start (a call that needs the one before it)."""
+
+    def index_for_timestep(
+        self, timestep: float | torch.Tensor, schedule_timesteps: torch.Tensor | None = None
+    ) -> int:
+        """
+        The index of `timestep` in `schedule_timesteps` (default: `timesteps`). A level with several model calls
+        repeats its timestep; the index is then that of the level's first call (the start of the level).
+        """
+        schedule = self._timestep_values if schedule_timesteps is None else schedule_timesteps.tolist()
+        value = float(timestep)
+        for i, t in enumerate(schedule):
+            if math.isclose(value, t, rel_tol=1e-5, abs_tol=1e-7):
+                return i
+        raise ValueError(f"timestep {value} is not in the schedule {schedule}.")
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -151,6 +236,7 @@ class ScoreChainMixin:
         generator: torch.Generator | list[torch.Generator] | None = None,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Draws the chain's starting point: N(centre of `data_range`, sigma_1**2 I) in VE, N(0, I) in VP, or, with
@@ -165,8 +251,14 @@ class ScoreChainMixin:
                 The device of the sample.
             dtype (`torch.dtype`, *optional*):
                 The dtype of the sample.
+            latents (`torch.Tensor`, *optional*):
+                The standard normal draw z of the given shape to start from instead of one from `generator`: the
+                start is then a function of z alone (the centre of `data_range` + sigma_1 z in VE).
         """
-        z = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        if latents is None:
+            z = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        else:
+            z = latents.to(device=device, dtype=torch.float32)
         low, high = self.data_range
         if getattr(self.config, "initial_distribution", "gaussian") == "uniform":
             # Phi(z) of a standard normal is uniform on [0, 1], so one randn_tensor draw serves both priors.
@@ -201,14 +293,14 @@ class ScoreChainMixin:
         self._call_signal_scales = signal_scales or [1.0] * len(levels)
         self._timestep_values = timesteps.tolist()
         self.timesteps = timesteps.to(device)
-        self._timesteps_address = (self.timesteps.data_ptr(), self.timesteps.element_size())
         self.num_inference_steps = len(levels)
-        self._step_index = None
-        self._seen_timesteps = None
+        self._step_index = self._begin_index = None
+        self._wrong_timesteps = None  # (calls,) bool on the device of device-tensor timesteps
         self._warned_not_finite = False
 
     def _step_index_for(self, timestep: float | torch.Tensor, model_output: torch.Tensor, sample: torch.Tensor) -> int:
-        """The index i of the model call that `step` serves, after checking that `timestep` is timesteps[i]."""
+        """The index i of the model call that `step` serves (the step counter), after checking that `timestep` is
+        timesteps[i]."""
         if self.timesteps is None:
             raise ValueError("`step` was called before `set_timesteps`; call scheduler.set_timesteps(...) first.")
         if model_output.shape != sample.shape:
@@ -216,25 +308,23 @@ class ScoreChainMixin:
                 f"model_output has shape {tuple(model_output.shape)} but sample has {tuple(sample.shape)}; the model "
                 "must return one value per sample element (check out_channels)."
             )
-        i = 0 if self._step_index is None else self._step_index
+        begin = self._begin_index or 0
+        i = begin if self._step_index is None else self._step_index
         n = len(self._timestep_values)
         if i >= n:
             raise ValueError(
                 f"All {n} steps of the schedule have been taken; call set_timesteps again to start a new chain."
             )
-        if not isinstance(timestep, torch.Tensor):
-            self._check_value(timestep, i)
-        elif self._is_entry(timestep, i):
-            pass  # scheduler.timesteps[i] itself: right by construction
-        elif reading_synchronises(timestep):
+        if isinstance(timestep, torch.Tensor) and reading_synchronises(timestep):
             self._record_on_device(timestep, i)
         else:
-            if timestep.ndim > 0:
+            if isinstance(timestep, torch.Tensor) and timestep.ndim > 0:
                 if not (timestep == timestep.flatten()[0]).all():
                     raise ValueError("All samples of a batch must share one timestep in this scheduler.")
                 timestep = timestep.flatten()[0]
-            self._check_value(timestep.item(), i)
-        if i & (i - 1) == 0 and i > 0:  # steps 1, 2, 4, 8, ...: the rare reads of the device
+            self._check_value(float(timestep), i)
+        steps_taken = i - begin
+        if steps_taken & (steps_taken - 1) == 0 and steps_taken > 0:  # steps 1, 2, 4, 8, ...: the rare device reads
             self._read_back_checks(sample, i)
         return i
 
@@ -243,48 +333,35 @@ class ScoreChainMixin:
         if i + 1 == len(self._timestep_values):
             self._read_back_checks(prev_sample, i + 1)
 
-    def _is_entry(self, timestep: torch.Tensor, i: int) -> bool:
-        address, itemsize = self._timesteps_address
-        return (
-            timestep.data_ptr() == address + i * itemsize
-            and timestep.dtype == self.timesteps.dtype
-            and timestep.device == self.timesteps.device
-            and all(s == 0 for s in timestep.stride())
-        )
-
     def _record_on_device(self, timestep: torch.Tensor, i: int):
-        """Copies the (min, max) of `timestep` into row i of a device-side record of the chain's timesteps, whose
-        rows start as the schedule's own values; `_read_back_checks` compares the whole record at once."""
-        if self._seen_timesteps is None or self._seen_timesteps.device != timestep.device:
-            expected = torch.tensor(self._timestep_values, dtype=torch.float32)  # exact for DDPM's integers too
-            self._expected_timesteps = expected[:, None].expand(-1, 2).to(timestep.device)
-            self._seen_timesteps = self._expected_timesteps.clone()
-        if timestep.numel() == 1:
-            self._seen_timesteps[i].copy_(timestep.reshape(1).expand(2))
-        else:
-            self._seen_timesteps[i].copy_(torch.stack(torch.aminmax(timestep)))
+        """Marks call i, on the timestep's device and without a read, if `timestep` is not timesteps[i]."""
+        if self._wrong_timesteps is None or self._wrong_timesteps.device != timestep.device:
+            # one copy of the schedule per chain and device; float32 is exact for DDPM's integers too
+            self._device_schedule = torch.tensor(self._timestep_values, dtype=torch.float32).to(timestep.device)
+            self._wrong_timesteps = torch.zeros(len(self._timestep_values), dtype=torch.bool, device=timestep.device)
+        close = torch.isclose(timestep.float(), self._device_schedule[i], rtol=1e-5, atol=1e-7)
+        self._wrong_timesteps[i] = ~close.all()
 
     def _check_value(self, timestep: float, i: int):
         expected = self._timestep_values[i]
-        if not math.isclose(float(timestep), expected, rel_tol=1e-5, abs_tol=1e-7):
-            in_schedule = any(
-                math.isclose(float(timestep), t, rel_tol=1e-5, abs_tol=1e-7) for t in self._timestep_values
-            )
+        if not math.isclose(timestep, expected, rel_tol=1e-5, abs_tol=1e-7):
+            in_schedule = any(math.isclose(timestep, t, rel_tol=1e-5, abs_tol=1e-7) for t in self._timestep_values)
             where = "is out of order" if in_schedule else "is not in the schedule"
             raise ValueError(
-                f"timestep {timestep} {where}: step {i} of the schedule expects {expected}. Pass the entries of "
-                "scheduler.timesteps in order, or call set_timesteps again to restart."
+                f"timestep {timestep} {where}: the next step, {i}, expects timesteps[{i}] = {expected}. Pass the "
+                "entries of scheduler.timesteps in order; to start mid-chain at index k, call "
+                "scheduler.set_begin_index(k) after set_timesteps and loop over scheduler.timesteps[k:]."
             )
 
     def _read_back_checks(self, sample: torch.Tensor, i: int):
         """At steps 1, 2, 4, ... and after the last: the device-side timestep record, and whether x is finite."""
-        seen = self._seen_timesteps
-        if seen is not None and not torch.isclose(seen, self._expected_timesteps, rtol=1e-5, atol=1e-7).all():
-            wrong = (~torch.isclose(seen, self._expected_timesteps, rtol=1e-5, atol=1e-7)).any(1).nonzero()[0].item()
-            self._seen_timesteps = None
+        wrong = self._wrong_timesteps
+        if wrong is not None and wrong.any():
+            first = wrong.nonzero()[0].item()
+            self._wrong_timesteps = None
             raise ValueError(
-                f"The timestep passed to step {wrong} (values {seen[wrong].tolist()}, checked on the device by step "
-                f"{i}) is not the schedule's entry {self._timestep_values[wrong]}. Pass the entries of "
+                f"The timestep passed to step {first} is not the schedule's entry timesteps[{first}] = "
+                f"{self._timestep_values[first]}, checked on the device by step {i}. Pass the entries of "
                 "scheduler.timesteps in order, or call set_timesteps again to restart."
             )
         if not self._warned_not_finite and not torch.isfinite(sample).all():
@@ -299,7 +376,8 @@ class ScoreChainMixin:
             )
 
     def _output(self, prev_sample, pred_original_sample, dtype, return_dict):
-        if dtype != torch.float32:
+        # the sample's own dtype, if it can hold a step's result: an integer sample comes back float32 (issue 20 row 12)
+        if dtype != torch.float32 and dtype.is_floating_point:
             prev_sample, pred_original_sample = prev_sample.to(dtype), pred_original_sample.to(dtype)
         if not return_dict:
             return (prev_sample, pred_original_sample)

@@ -9,12 +9,33 @@ from diffusers import ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pipeline_ncsn import NCSNPipeline, check_components, is_denoiser_scheduler
-from .pipeline_utils import format_images, samples_to_unit_range, scheduler_overrides
+from .pairing import check_components, is_denoiser_scheduler
+from .pipeline_ncsn import NCSNPipeline
+from .pipeline_utils import (
+    check_callback,
+    check_generator,
+    format_images,
+    run_callback,
+    samples_to_unit_range,
+    scheduler_overrides,
+)
 
 ImageInput = (
     PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
 )
+
+
+# PIL modes of more than 8 bits, and the value of white in each: converting them to "L" clips them (issue 20 row 10).
+# 16-bit PNGs open as "I;16*" or "I"; "F" holds floats, taken to be in [0, 1] already.
+HIGH_BIT_WHITE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def pil_to_unit_array(image: PIL.Image.Image, mode: str) -> np.ndarray:
+    """A PIL image as a float32 array (H, W, C) in [0, 1] in the model's `mode` ("L" or "RGB"), at any bit depth."""
+    if image.mode not in HIGH_BIT_WHITE:
+        return np.asarray(image.convert(mode), dtype=np.float32).reshape(image.height, image.width, -1) / 255.0
+    gray = np.asarray(image, dtype=np.float32) / HIGH_BIT_WHITE[image.mode]  # (H, W), single-channel modes all
+    return np.repeat(gray[..., None], 1 if mode == "L" else 3, axis=-1)
 
 
 class NCSNInpaintPipeline(NCSNPipeline):
@@ -50,15 +71,11 @@ class NCSNInpaintPipeline(NCSNPipeline):
         batch_size: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int | None = None,
-        steps_per_level: int | None = None,
-        epsilon: float | None = None,
-        final_denoise: bool | None = None,
-        corrector_steps: int | None = None,
-        snr: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNInpaintPipeline", int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        **scheduler_settings,
     ) -> ImagePipelineOutput | tuple:
         r"""
         The call function to the pipeline for inpainting.
@@ -79,16 +96,6 @@ class NCSNInpaintPipeline(NCSNPipeline):
             num_inference_steps (`int`, *optional*):
                 The number of U-Net calls, spread over the noise levels (see
                 [`AnnealedLangevinScheduler.set_timesteps`]). Defaults to the scheduler's L x T (+1 for denoising).
-            steps_per_level (`int`, *optional*):
-                T, the Langevin steps per noise level, for this call only.
-            epsilon (`float`, *optional*):
-                The step size epsilon of Algorithm 1, for this call only.
-            final_denoise (`bool`, *optional*):
-                Whether to end with the denoising step x + sigma_L**2 * s(x, sigma_L), for this call only.
-            corrector_steps (`int`, *optional*):
-                k, the Langevin corrector steps per level, for this call only (predictor-corrector).
-            snr (`float`, *optional*):
-                r, the corrector's signal-to-noise ratio, for this call only (predictor-corrector).
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (`(B, H, W, C)`) or `"pt"` (`(B, C, H, W)`), in [0, 1]; the completions of image k
                 are entries `k * batch_size` to `(k + 1) * batch_size - 1`.
@@ -99,6 +106,13 @@ class NCSNInpaintPipeline(NCSNPipeline):
                 with a replacement `"sample"`.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
                 The tensors passed in `callback_kwargs`; only `"sample"` is available.
+            scheduler_settings (*optional*):
+                Settings of the scheduler for this call only: any keyword its `set_timesteps` accepts, checked by the
+                scheduler itself, e.g. `steps_per_level`, `epsilon`, `final_denoise` ([`AnnealedLangevinScheduler`]),
+                `corrector_steps`, `snr`, `final_denoise` ([`PredictorCorrectorScheduler`]), `epsilon`,
+                `final_denoise` ([`ConsistentAnnealedSamplingScheduler`]), `s_churn`, `s_noise`
+                ([`StochasticHeunScheduler`]). `None` keeps the configured value; a keyword the scheduler does not
+                take fails with the list of those it does.
 
         Examples:
 
@@ -124,14 +138,9 @@ class NCSNInpaintPipeline(NCSNPipeline):
                 "AnnealedLangevinScheduler, PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler or "
                 "StochasticHeunScheduler."
             )
-        overrides = scheduler_overrides(
-            self.scheduler,
-            steps_per_level=steps_per_level,
-            epsilon=epsilon,
-            final_denoise=final_denoise,
-            corrector_steps=corrector_steps,
-            snr=snr,
-        )
+        overrides = scheduler_overrides(self.scheduler, **scheduler_settings)
+        check_generator(generator)
+        check_callback(callback_on_step_end)
         reference, generate = self.prepare_image_and_mask(image, mask_image)  # (N, C, H, W) in [0, 1], (N, 1, H, W)
         num_outputs = len(reference) * batch_size
         if isinstance(generator, list) and len(generator) != num_outputs:
@@ -161,8 +170,7 @@ class NCSNInpaintPipeline(NCSNPipeline):
             sample = torch.where(generate, sample, known)
             model_output = self.unet(sample.to(unet_dtype), t).sample
             sample = self.scheduler.step(model_output, t, sample, generator=generator).prev_sample
-            if callback_on_step_end is not None:
-                sample = callback_on_step_end(self, i, t, {"sample": sample}).pop("sample", sample)
+            sample = run_callback(self, callback_on_step_end, i, t, sample)
 
         # The known pixels are the input's own values in [0, 1], not a round trip through the data range.
         image = torch.where(generate, samples_to_unit_range(sample, self.scheduler.data_range), reference)
@@ -179,12 +187,15 @@ class NCSNInpaintPipeline(NCSNPipeline):
         """
         if image is None or mask_image is None:
             raise ValueError("NCSNInpaintPipeline needs both `image` and `mask_image` (white = pixels to generate).")
+        for name, value in (("image", image), ("mask_image", mask_image)):
+            if isinstance(value, list) and not value:
+                raise ValueError(f"{name}=[] holds no image; pass at least one (PIL image, array or tensor).")
         channels = self.unet.config.in_channels
         if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
             mode = "L" if channels == 1 else "RGB"
             images = image if isinstance(image, list) else [image]
             if all(isinstance(i, PIL.Image.Image) for i in images):
-                image = [i.convert(mode) for i in images]
+                image = np.stack([pil_to_unit_array(i, mode) for i in images])  # (B, H, W, C) in [0, 1]
         image_processor = VaeImageProcessor(do_resize=False, do_normalize=False)
         # masks as diffusers' inpainting pipelines take them: (H, W), (B, H, W), (B, 1, H, W) or PIL
         mask_processor = VaeImageProcessor(do_resize=False, do_normalize=False, do_convert_grayscale=True)

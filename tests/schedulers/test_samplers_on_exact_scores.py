@@ -436,22 +436,6 @@ def test_device_timesteps_are_checked_without_a_read_per_step(cls, as_device, mo
         scheduler.step(x, timesteps[8], x)  # ... fails at the next read, step 8
 
 
-def test_entries_of_scheduler_timesteps_need_no_comparison(monkeypatch):
-    monkeypatch.setattr(scheduling_utils, "reading_synchronises", lambda tensor: True)
-    scheduler = PredictorCorrectorScheduler(**VE)
-    scheduler.set_timesteps(6)
-    compared = []
-    original = scheduler._record_on_device
-    monkeypatch.setattr(scheduler, "_record_on_device", lambda *args: compared.append(1) or original(*args))
-    x = torch.zeros(1, 2)
-    for t in scheduler.timesteps:  # what every pipeline passes
-        scheduler.step(x, t, x)
-    assert not compared
-    scheduler.set_timesteps(6)
-    scheduler.step(x, scheduler.timesteps[0].clone(), x)
-    assert compared == [1]
-
-
 @pytest.mark.parametrize(
     "cls", [PredictorCorrectorScheduler, ConsistentAnnealedSamplingScheduler, StochasticHeunScheduler]
 )

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from ncsn_diffusers.unet_ncsn import PRESETS, NCSNUNet2DModel
+from ncsn_diffusers.models.unet_ncsn import PRESETS, NCSNUNet2DModel
 
 
 def tiny(**overrides):

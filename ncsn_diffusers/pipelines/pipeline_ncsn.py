@@ -1,6 +1,5 @@
 """NCSNPipeline: unconditional image generation by annealed Langevin dynamics (Song & Ermon, 2019)."""
 
-import inspect
 import json
 import os
 import tempfile
@@ -16,20 +15,28 @@ from diffusers import (
     UNet2DModel,
 )
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import create_repo, snapshot_download
+from huggingface_hub import create_repo
 
-from .model_card import write_model_card
-from .models import NCSNRefineNet, NCSNv2Model
-from .parameterization import denoiser_model_output, sample_from_score
-from .pipeline_utils import OUTPUT_TYPES, format_images, samples_to_unit_range, scheduler_overrides
-from .schedulers import (
-    SCORE_SCHEDULERS,
+from ..model_card import write_model_card
+from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+from ..schedulers import (
     AnnealedLangevinScheduler,
     ConsistentAnnealedSamplingScheduler,
     PredictorCorrectorScheduler,
     StochasticHeunScheduler,
 )
-from .unet_ncsn import NCSNUNet2DModel
+from .edm_adapter import edm_model_output, takes_denoised_sample
+from .pairing import check_components, is_denoiser_scheduler
+from .pipeline_folder import HUB_KWARGS, resolve_pipeline_folder
+from .pipeline_utils import (
+    OUTPUT_TYPES,
+    check_callback,
+    check_generator,
+    format_images,
+    run_callback,
+    samples_to_unit_range,
+    scheduler_overrides,
+)
 
 # The range of the data when the scheduler does not record it (diffusers' EDM schedulers): diffusers' images.
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
@@ -89,7 +96,7 @@ class NCSNPipeline(DiffusionPipeline):
         """
         local_dir = resolve_pipeline_folder(
             pretrained_model_name_or_path,
-            **{k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs},
+            **{k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs},
         )
         return super().from_pretrained(local_dir, **kwargs)
 
@@ -140,15 +147,12 @@ class NCSNPipeline(DiffusionPipeline):
         batch_size: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int | None = None,
-        steps_per_level: int | None = None,
-        epsilon: float | None = None,
-        final_denoise: bool | None = None,
-        corrector_steps: int | None = None,
-        snr: float | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNPipeline", int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        **scheduler_settings,
     ) -> ImagePipelineOutput | tuple:
         r"""
         The call function to the pipeline for generation.
@@ -163,16 +167,12 @@ class NCSNPipeline(DiffusionPipeline):
                 The number of U-Net calls, spread over the noise levels (see the scheduler's `set_timesteps`).
                 Defaults to the scheduler's configured chain (annealed Langevin: L x T, +1 for denoising; diffusers'
                 schedulers: their `num_train_timesteps`).
-            steps_per_level (`int`, *optional*):
-                T, the Langevin steps per noise level, for this call only (annealed Langevin).
-            epsilon (`float`, *optional*):
-                The step size epsilon, for this call only (annealed Langevin, consistent annealed sampling).
-            final_denoise (`bool`, *optional*):
-                Whether to end with the denoising step x + sigma_L**2 * s(x, sigma_L), for this call only.
-            corrector_steps (`int`, *optional*):
-                k, the Langevin corrector steps per level, for this call only (predictor-corrector).
-            snr (`float`, *optional*):
-                r, the corrector's signal-to-noise ratio, for this call only (predictor-corrector).
+            latents (`torch.Tensor`, *optional*):
+                Standard normal noise z of shape `(batch_size, num_channels, height, width)` to start the chain from,
+                instead of a draw from `generator`, as in diffusers (which scales latents by `init_noise_sigma`): every
+                sampler starts at sigma_max, at the centre of the scheduler's `data_range` + sigma_max z (VE score
+                schedulers; with `initial_distribution="uniform"`, Phi(z) over `data_range`), at z (VP), or at
+                `init_noise_sigma` z (diffusers' EDM schedulers). `generator` still drives the chain's own noise.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"` (`PIL.Image.Image`), `"np"` (`np.ndarray` of shape `(B, H, W, C)`) or `"pt"` (`torch.Tensor` of
                 shape `(B, C, H, W)`), in [0, 1].
@@ -183,6 +183,13 @@ class NCSNPipeline(DiffusionPipeline):
                 with a replacement `"sample"`.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
                 The tensors passed in `callback_kwargs`; only `"sample"` is available.
+            scheduler_settings (*optional*):
+                Settings of the scheduler for this call only: any keyword its `set_timesteps` accepts, checked by the
+                scheduler itself, e.g. `steps_per_level`, `epsilon`, `final_denoise` ([`AnnealedLangevinScheduler`]),
+                `corrector_steps`, `snr`, `final_denoise` ([`PredictorCorrectorScheduler`]), `epsilon`,
+                `final_denoise` ([`ConsistentAnnealedSamplingScheduler`]), `s_churn`, `s_noise`
+                ([`StochasticHeunScheduler`]). `None` keeps the configured value; a keyword the scheduler does not
+                take fails with the list of those it does.
 
         Examples:
 
@@ -199,45 +206,37 @@ class NCSNPipeline(DiffusionPipeline):
         """
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["sample"]
         self.check_inputs(batch_size, generator, output_type, callback_on_step_end_tensor_inputs)
+        check_callback(callback_on_step_end)
         # Again at each call: `pipe.unet = ...` or `pipe.scheduler = ...` after construction bypasses `__init__`.
         check_components(self.unet, self.scheduler)
         shape = (batch_size, self.unet.config.in_channels, *self._sample_size())
         device = self._execution_device
 
         scheduler = self.scheduler
-        overrides = scheduler_overrides(
-            scheduler,
-            steps_per_level=steps_per_level,
-            epsilon=epsilon,
-            final_denoise=final_denoise,
-            corrector_steps=corrector_steps,
-            snr=snr,
-        )
+        overrides = scheduler_overrides(scheduler, **scheduler_settings)
         uses_denoiser = is_denoiser_scheduler(scheduler)
 
         # The chain lives in float32; only the U-Net sees its own dtype.
+        latents = self.check_latents(latents, shape)
         if uses_denoiser:
             num_inference_steps = num_inference_steps or scheduler.config.num_train_timesteps
-            sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-            sample = sample * scheduler.init_noise_sigma
+            if latents is None:
+                latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+            sample = latents.to(device=device, dtype=torch.float32) * scheduler.init_noise_sigma
         else:
-            sample = scheduler.initial_sample(shape, generator=generator, device=device, dtype=torch.float32)
+            sample = scheduler.initial_sample(shape, generator, device, torch.float32, latents=latents)
         scheduler.set_timesteps(num_inference_steps, device=device, **overrides)
         unet_dtype = self.unet.dtype  # a walk over every module: read once, not at each of the N calls
-        # A step that takes the denoised sample itself (EDMEulerScheduler) gets D = x + sigma**2 s, one kernel, and
-        # skips its `precondition_outputs`; the others get the output that `precondition_outputs` turns into D.
-        takes_denoised = uses_denoiser and "pred_original_sample" in inspect.signature(scheduler.step).parameters
+        takes_denoised = uses_denoiser and takes_denoised_sample(scheduler)
         step_kwargs = {}
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
             if uses_denoiser:
-                model_output = self._denoiser_model_output(sample, t, unet_dtype, takes_denoised)
+                model_output = edm_model_output(scheduler, self.unet, sample, t, unet_dtype, takes_denoised)
                 step_kwargs = {"pred_original_sample": model_output} if takes_denoised else {}
             else:
                 model_output = self.unet(sample.to(unet_dtype), t).sample
             sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
-            if callback_on_step_end is not None:
-                callback_kwargs = {"sample": sample}
-                sample = callback_on_step_end(self, i, t, callback_kwargs).pop("sample", sample)
+            sample = run_callback(self, callback_on_step_end, i, t, sample)
 
         data_range = getattr(scheduler, "data_range", DEFAULT_DATA_RANGE)
         image = format_images(samples_to_unit_range(sample, data_range), output_type)
@@ -246,21 +245,8 @@ class NCSNPipeline(DiffusionPipeline):
             return (image,)
         return ImagePipelineOutput(images=image)
 
-    def _denoiser_model_output(
-        self, sample: torch.Tensor, t: torch.Tensor, unet_dtype: torch.dtype, denoised: bool
-    ) -> torch.Tensor:
-        """A diffusers EDM scheduler's step: the score model at the unscaled x and the real sigma, handed over as the
-        denoiser D(x, sigma) = x + sigma**2 s itself (`denoised`) or as the model output that the scheduler's
-        `precondition_outputs` turns into D."""
-        # only to let the scheduler find its step index: the network takes x unscaled, so scale no image
-        self.scheduler.scale_model_input(sample[:0], t)
-        sigma = self.scheduler.sigmas[self.scheduler.step_index].item()  # sigmas live on the CPU: no device sync
-        score = self.unet(sample.to(unet_dtype), sigma).sample.float()
-        if denoised:
-            return sample_from_score(score, sample.float(), sigma)
-        return denoiser_model_output(self.scheduler, score, sample, sigma)
-
     def check_inputs(self, batch_size, generator, output_type, callback_on_step_end_tensor_inputs):
+        check_generator(generator)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
         if isinstance(generator, list) and len(generator) != batch_size:
@@ -276,6 +262,22 @@ class NCSNPipeline(DiffusionPipeline):
                 f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not available; use ['sample']."
             )
 
+    @staticmethod
+    def check_latents(latents: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+        """Refuses `latents` that are not a finite floating-point tensor of the chain's shape."""
+        if latents is None:
+            return None
+        if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+            raise ValueError(f"latents must be a floating-point torch.Tensor of shape {shape}, got {type(latents)}.")
+        if tuple(latents.shape) != shape:
+            raise ValueError(
+                f"latents has shape {tuple(latents.shape)} but batch_size and the U-Net's config give {shape} "
+                "(batch_size, num_channels, height, width); pass latents of that shape or change batch_size."
+            )
+        if not torch.isfinite(latents).all():
+            raise ValueError("latents holds NaN or infinite values; pass standard normal noise.")
+        return latents
+
     def _sample_size(self) -> tuple[int, int]:
         size = self.unet.config.sample_size
         if size is None:
@@ -284,96 +286,10 @@ class NCSNPipeline(DiffusionPipeline):
                 "it with pipe.unet.register_to_config(sample_size=32) (height and width, or (height, width)), or build "
                 "the U-Net with sample_size=..."
             )
-        return (size, size) if isinstance(size, int) else tuple(size)
-
-
-_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies")
-
-
-def is_denoiser_scheduler(scheduler) -> bool:
-    """A diffusers scheduler that steps with a denoiser D(x, sigma) through `precondition_outputs` (the EDM family)."""
-    return not isinstance(scheduler, SCORE_SCHEDULERS) and callable(getattr(scheduler, "precondition_outputs", None))
-
-
-def check_components(unet, scheduler):
-    """
-    Raises a ValueError for a U-Net and scheduler that cannot sample together, saying how to pair them. The one place
-    that says which pairs sample: `NCSNPipeline` calls it at construction and again at every call.
-    """
-    names = ", ".join(cls.__name__ for cls in SCORE_SCHEDULERS)
-    if is_denoiser_scheduler(scheduler):
-        if isinstance(unet, NCSNRefineNet):
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
             raise ValueError(
-                f"{type(scheduler).__name__} calls the network at sigmas of its own, but NCSNRefineNet knows only the "
-                "levels of its ladder; sample it with AnnealedLangevinScheduler (or PC / CAS) on that ladder."
+                f"pipe.unet.config.sample_size={self.unet.config.sample_size!r} is no image size; set a positive "
+                "height and width with pipe.unet.register_to_config(sample_size=32) or sample_size=(32, 48)."
             )
-        if isinstance(unet, UNet2DModel):
-            raise ValueError(
-                f"{type(scheduler).__name__} drives a score model through the denoiser x + sigma**2 s(x, sigma), but "
-                "this is a DDPM UNet2DModel; sample it with AnnealedLangevinScheduler.from_config(DDPMScheduler("
-                "...).config), or pair the EDM scheduler with an NCSNUNet2DModel."
-            )
-        if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(
-                f"{type(scheduler).__name__} has prediction_type={scheduler.config.prediction_type!r}; keep its own "
-                "'epsilon' (the default): NCSNPipeline converts the score into what that scheduler expects. Build it "
-                "with e.g. EDMEulerScheduler(sigma_min=..., sigma_max=...) rather than from the NCSN config."
-            )
-        return
-    if not isinstance(scheduler, SCORE_SCHEDULERS):
-        raise ValueError(
-            f"NCSNPipeline needs one of {names} or a diffusers EDM scheduler (EDMEulerScheduler, "
-            f"EDMDPMSolverMultistepScheduler), got {type(scheduler).__name__}; convert it with "
-            f"AnnealedLangevinScheduler.from_config(scheduler.config)."
-        )
-    noise_space = getattr(scheduler.config, "noise_space", "ve")
-    prediction_type = scheduler.config.prediction_type
-    if isinstance(unet, (NCSNUNet2DModel, NCSNRefineNet, NCSNv2Model)):
-        if noise_space != "ve" or prediction_type != "score":
-            raise ValueError(
-                f"{type(unet).__name__} returns the score s(x, sigma) but the scheduler has noise_space={noise_space!r}, "
-                f"prediction_type={prediction_type!r}; use {type(scheduler).__name__}(prediction_type='score', "
-                "...) in VE coordinates (noise_space='ve')."
-            )
-        if isinstance(unet, NCSNRefineNet) and not (
-            len(scheduler.sigmas) == len(unet.sigmas)
-            and torch.allclose(scheduler.sigmas.float(), unet.sigmas, rtol=1e-5)
-        ):
-            raise ValueError(
-                "NCSNRefineNet has one embedding per level of its own ladder (sigma_max="
-                f"{unet.config.sigma_max}, sigma_min={unet.config.sigma_min}, num_noise_levels="
-                f"{unet.config.num_noise_levels}); give the scheduler the same three values."
-            )
-    elif isinstance(unet, UNet2DModel) and unet.config.time_embedding_type == "positional" and noise_space != "vp":
-        raise ValueError(
-            f"This UNet2DModel takes integer DDPM timesteps (an epsilon model) but the scheduler is in "
-            f"noise_space={noise_space!r} with prediction_type={prediction_type!r}, which conditions on sigma; use "
-            "AnnealedLangevinScheduler.from_config(DDPMScheduler(...).config) for DDPM (VP) coordinates."
-        )
-
-
-def resolve_pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, **hub_kwargs) -> str:
-    """
-    Returns a local folder holding a saved pipeline: the folder itself, or a snapshot of a Hub repo id. Pass the
-    result to any pipeline's `from_pretrained`, e.g. `DDPMPipeline.from_pretrained(resolve_pipeline_folder(repo_id))`
-    for a DDPM pipeline whose scheduler is an `AnnealedLangevinScheduler`.
-    """
-    path = Path(pretrained_model_name_or_path)
-    if not path.is_dir():
-        if path.exists() or str(pretrained_model_name_or_path).count("/") > 1:
-            raise ValueError(f"{pretrained_model_name_or_path} is neither a pipeline folder nor a Hub repo id.")
-        path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
-    index = path / "model_index.json"
-    if not index.is_file():
-        raise ValueError(
-            f"{pretrained_model_name_or_path} is not a saved pipeline: model_index.json is missing. Save one with "
-            "pipe.save_pretrained(folder), or load a lone U-Net with NCSNUNet2DModel.from_pretrained(folder)."
-        )
-    components = json.loads(index.read_text())
-    missing = [name for name in ("unet", "scheduler") if name not in components or not (path / name).is_dir()]
-    if missing:
-        raise ValueError(
-            f"{pretrained_model_name_or_path} is not an NCSN pipeline: it lacks {', '.join(missing)} "
-            "(model_index.json entry and folder). An NCSN pipeline holds unet/ and scheduler/."
-        )
-    return str(path)
+        return size

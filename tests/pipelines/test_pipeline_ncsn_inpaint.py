@@ -249,7 +249,7 @@ def test_bad_inputs_name_the_problem(pipe, image, mask, kwargs, message):
 def test_inpaint_digits_example_end_to_end(pipe, tmp_path):
     torch.manual_seed(0)
     NCSNPipeline(NCSNUNet2DModel.from_preset("tiny"), pipe.scheduler).save_pretrained(tmp_path / "model")  # 16x16
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     command = [sys.executable, "examples/inpaint_digits.py", "--pipeline", str(tmp_path / "model"), "--output"]
     command += [str(tmp_path / "fig.png"), "--num_images", "6", "--figure_rows", "2", "--figure_completions", "2"]
     command += ["--num_inference_steps", "3"]

@@ -1,0 +1,15 @@
+"""The NCSN pipelines, and beside them what they share: the model/scheduler pairing rules, the EDM adapter, the
+pipeline folder, the output formatting and the per-call scheduler settings."""
+
+from .pairing import check_components, is_denoiser_scheduler
+from .pipeline_folder import resolve_pipeline_folder
+from .pipeline_ncsn import NCSNPipeline
+from .pipeline_ncsn_inpaint import NCSNInpaintPipeline
+
+__all__ = [
+    "NCSNInpaintPipeline",
+    "NCSNPipeline",
+    "check_components",
+    "is_denoiser_scheduler",
+    "resolve_pipeline_folder",
+]

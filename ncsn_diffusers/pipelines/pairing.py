@@ -1,0 +1,70 @@
+"""The model/scheduler pairing rules of NCSNPipeline: which network samples with which scheduler, and how to fix a
+pair that does not."""
+
+import torch
+from diffusers import UNet2DModel
+
+from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+from ..schedulers import SCORE_SCHEDULERS
+
+
+def is_denoiser_scheduler(scheduler) -> bool:
+    """A diffusers scheduler that steps with a denoiser D(x, sigma) through `precondition_outputs` (the EDM family)."""
+    return not isinstance(scheduler, SCORE_SCHEDULERS) and callable(getattr(scheduler, "precondition_outputs", None))
+
+
+def check_components(unet, scheduler):
+    """
+    Raises a ValueError for a U-Net and scheduler that cannot sample together, saying how to pair them. The one place
+    that says which pairs sample: `NCSNPipeline` calls it at construction and again at every call.
+    """
+    names = ", ".join(cls.__name__ for cls in SCORE_SCHEDULERS)
+    if is_denoiser_scheduler(scheduler):
+        if isinstance(unet, NCSNRefineNet):
+            raise ValueError(
+                f"{type(scheduler).__name__} calls the network at sigmas of its own, but NCSNRefineNet knows only the "
+                "levels of its ladder; sample it with AnnealedLangevinScheduler (or PC / CAS) on that ladder."
+            )
+        if isinstance(unet, UNet2DModel):
+            raise ValueError(
+                f"{type(scheduler).__name__} drives a score model through the denoiser x + sigma**2 s(x, sigma), but "
+                "this is a DDPM UNet2DModel; sample it with AnnealedLangevinScheduler.from_config(DDPMScheduler("
+                "...).config), or pair the EDM scheduler with an NCSNUNet2DModel."
+            )
+        if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"{type(scheduler).__name__} has prediction_type={scheduler.config.prediction_type!r}; keep its own "
+                "'epsilon' (the default): NCSNPipeline converts the score into what that scheduler expects. Build it "
+                "with e.g. EDMEulerScheduler(sigma_min=..., sigma_max=...) rather than from the NCSN config."
+            )
+        return
+    if not isinstance(scheduler, SCORE_SCHEDULERS):
+        raise ValueError(
+            f"NCSNPipeline needs one of {names} or a diffusers EDM scheduler (EDMEulerScheduler, "
+            f"EDMDPMSolverMultistepScheduler), got {type(scheduler).__name__}; convert it with "
+            f"AnnealedLangevinScheduler.from_config(scheduler.config)."
+        )
+    noise_space = getattr(scheduler.config, "noise_space", "ve")
+    prediction_type = scheduler.config.prediction_type
+    if isinstance(unet, (NCSNUNet2DModel, NCSNRefineNet, NCSNv2Model)):
+        if noise_space != "ve" or prediction_type != "score":
+            raise ValueError(
+                f"{type(unet).__name__} returns the score s(x, sigma) but the scheduler has noise_space={noise_space!r}, "
+                f"prediction_type={prediction_type!r}; use {type(scheduler).__name__}(prediction_type='score', "
+                "...) in VE coordinates (noise_space='ve')."
+            )
+        if isinstance(unet, NCSNRefineNet) and not (
+            len(scheduler.sigmas) == len(unet.sigmas)
+            and torch.allclose(scheduler.sigmas.float(), unet.sigmas, rtol=1e-5)
+        ):
+            raise ValueError(
+                "NCSNRefineNet has one embedding per level of its own ladder (sigma_max="
+                f"{unet.config.sigma_max}, sigma_min={unet.config.sigma_min}, num_noise_levels="
+                f"{unet.config.num_noise_levels}); give the scheduler the same three values."
+            )
+    elif isinstance(unet, UNet2DModel) and unet.config.time_embedding_type == "positional" and noise_space != "vp":
+        raise ValueError(
+            f"This UNet2DModel takes integer DDPM timesteps (an epsilon model) but the scheduler is in "
+            f"noise_space={noise_space!r} with prediction_type={prediction_type!r}, which conditions on sigma; use "
+            "AnnealedLangevinScheduler.from_config(DDPMScheduler(...).config) for DDPM (VP) coordinates."
+        )

@@ -1,0 +1,46 @@
+"""The contract every score network of the package runs: save/load gives the same scores, and a half-precision input
+computes in that precision close to float32."""
+
+import pytest
+import torch
+
+from ncsn_diffusers import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+
+
+def models():
+    torch.manual_seed(0)
+    return {
+        "NCSNUNet2DModel": NCSNUNet2DModel.from_preset("tiny", sample_size=8),
+        "NCSNRefineNet": NCSNRefineNet(sample_size=8, in_channels=1, base_channels=4, num_noise_levels=5),
+        "NCSNv2Model": NCSNv2Model.from_variant("ncsnv2", sample_size=8, in_channels=1, base_channels=4),
+    }
+
+
+NAMES = list(models())
+
+
+def on_ladder(model) -> float:
+    """A sigma every model accepts: a rung of the RefineNet's ladder, any value for the others."""
+    return float(model.sigmas[1]) if isinstance(model, NCSNRefineNet) else 0.3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_gives_identical_scores(name, tmp_path):
+    model = models()[name].eval()
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, on_ladder(model)).sample, model(x, on_ladder(model)).sample)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bfloat16_computes_in_bfloat16_close_to_float32(name):
+    model = models()[name].eval()
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        reference = model(x, on_ladder(model)).sample
+        output = model.to(torch.bfloat16)(x.to(torch.bfloat16), on_ladder(model)).sample
+    assert output.dtype == torch.bfloat16 and output.shape == reference.shape
+    error = (output.float() - reference).norm() / reference.norm()
+    assert error < 0.05, error
