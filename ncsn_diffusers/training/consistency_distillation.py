@@ -16,7 +16,7 @@ from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, 
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import append_dims, sample_from_score
-from ..unet_ncsn import NCSNUNet2DModel
+from ..models import NCSNUNet2DModel
 
 DISTANCES = ("l2", "pseudo_huber")
 
