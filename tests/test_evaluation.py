@@ -395,3 +395,28 @@ def test_data_parallel_sampling_gathers_every_rank_in_order(tmp_path, ddpm_dir, 
     rank_1 = sample_pipeline(ddpm_dir, 2, batch_size=2, num_inference_steps=2, seed=4)
     np.testing.assert_allclose(np.load(saved), np.concatenate([rank_0, rank_1]), atol=1e-6)
     assert json.loads(out.read_text())["samples"]["num_samples"] == 5
+
+
+@pytest.mark.parametrize("damage", ["weights", "info"])
+def test_a_damaged_classifier_cache_names_the_files_and_the_fix(tmp_path, damage):
+    """A torn cache file used to fail deep in safetensors or json with no hint of which file or what to do."""
+    from ncsn_diffusers.evaluation import load_digits_classifier
+
+    load_digits_classifier(8, cache_dir=str(tmp_path))  # trains and caches
+    (suffix,) = [".safetensors"] if damage == "weights" else [".json"]
+    (path,) = tmp_path.glob(f"digits_classifier_*{suffix}")
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(ValueError, match=r"cannot be read .*Delete both files to retrain it"):
+        load_digits_classifier(8, cache_dir=str(tmp_path))
+
+
+def test_an_oversized_sample_file_is_named_before_any_scoring(tmp_path, monkeypatch):
+    """A 20000x20000 file failed deep in PIL's decompression-bomb check; here PIL's limit is lowered to keep it small."""
+    from PIL import Image
+
+    from ncsn_diffusers.evaluation.image_io import load_images
+
+    Image.fromarray(np.zeros((100, 100), dtype=np.uint8)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 100 x 100 > 2 x the limit: PIL refuses it as a bomb
+    with pytest.raises(ValueError, match=r"huge\.png is too large to score"):
+        load_images(str(tmp_path))

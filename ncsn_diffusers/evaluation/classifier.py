@@ -146,10 +146,16 @@ def load_digits_classifier(
     stem = os.path.join(cache_dir, f"digits_classifier_v{CLASSIFIER_VERSION}_res{resolution}_seed{seed}")
     weights_path, info_path = stem + ".safetensors", stem + ".json"
     if os.path.isfile(weights_path) and os.path.isfile(info_path):
-        with open(info_path) as f:
-            info = json.load(f)
-        classifier = DigitsClassifier(feature_dim=info["feature_dim"])
-        classifier.load_state_dict(load_file(weights_path))
+        try:
+            with open(info_path) as f:
+                info = json.load(f)
+            classifier = DigitsClassifier(feature_dim=info["feature_dim"])
+            classifier.load_state_dict(load_file(weights_path))
+        except Exception as error:  # a torn or foreign file: JSON, safetensors and state-dict errors alike
+            raise ValueError(
+                f"The cached digits classifier {weights_path} (with {info_path}) cannot be read ({error}). Delete both "
+                "files to retrain it (seconds), or pass another --cache_dir."
+            ) from error
         return classifier.eval().requires_grad_(False), info
 
     classifier, info = train_digits_classifier(resolution, seed=seed)

@@ -16,7 +16,14 @@ def _read_image(path: str, mode: str) -> np.ndarray:
     """
     from PIL import Image
 
-    with Image.open(path) as image:
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{path} is too large to score ({error}); sample files are the model's resolution: resize it, or remove it "
+            "from the folder."
+        ) from error
+    with image:
         if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
             gray = np.asarray(image).astype(np.float32) / 65535.0
             return gray if mode == "L" else np.repeat(gray[..., None], 3, axis=-1)
