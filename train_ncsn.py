@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dataset_config_name", help="The config of --dataset_name.")
     add(
         "--train_data_dir",
-        help="A folder of images (every image file under it, recursively, no split rules); any mode and size is converted, and "
-        "an unreadable file is skipped with a warning naming it.",
+        help="A folder of images (every image file under it, recursively, no split rules), streamed: decoded per "
+        "batch, never all in memory; any mode and size is converted, and a file whose header is unreadable is "
+        "skipped with a warning naming it.",
     )
     add("--cache_dir", help="Where `datasets` caches downloads.")
     add("--resolution", type=int, help="Side of the square training images.")
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="1 (grayscale) or 3 (RGB); images are converted. Defaults to 1 for the digits, 3 otherwise.",
     )
     add("--center_crop", action="store_true", help="Crop the centre square (default: a random square per image).")
+    add(
+        "--dataloader_num_workers",
+        type=int,
+        help="Worker processes decoding --train_data_dir / --dataset_name images per training process (default: "
+        "min(4, CPUs); 0 decodes in the training process). The batches do not depend on it.",
+    )
     add("--random_flip", action="store_true", help="Flip images horizontally at random (not for digits!).")
     add(
         "--dequantize",

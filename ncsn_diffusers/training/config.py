@@ -8,6 +8,7 @@ from .checkpointing import ABANDONED_PREFIX
 from .flag_ranges import check_flag_ranges
 from .objectives import VE_OBJECTIVES
 from .run_dir import OWN_ENTRIES
+from .streaming import default_num_workers
 
 
 @dataclasses.dataclass
@@ -40,6 +41,7 @@ class TrainingConfig:
     resolution: int = 16
     channels: int | None = None
     center_crop: bool = False
+    dataloader_num_workers: int | None = None
     random_flip: bool = False
     dequantize: bool = True
     # Noise ladder, sigma distribution and the saved sampler
@@ -146,6 +148,8 @@ def fill_data_defaults(args: TrainingConfig):
         raise ValueError("--dataset_name and --train_data_dir contradict each other; pass one (or neither: digits).")
     if args.channels is None:
         args.channels = 1 if args.dataset_name is None and args.train_data_dir is None else 3
+    if args.dataloader_num_workers is None:
+        args.dataloader_num_workers = default_num_workers()
 
 
 # The small presets train fast at 2e-3; the 36M-parameter one collapses to a zero score there (DDPM used 2e-4).

@@ -9,17 +9,39 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..digits import load_digits_images
 from ..parameterization import append_dims
 from ..recipes import OFFICIAL_DATA_RANGE
-from .batch_order import NOISE_STREAM, derived_seed
+from .batch_order import NOISE_STREAM, BatchOrder, derived_seed
+from .image_dataset import ImageFolderDataset, ImageTableDataset
 from .images import decode_images, hub_dataset_sources, image_folder_sources
 from .objectives import build_objective
+from .streaming import batch_loader, decode_subset
 
 logger = logging.getLogger(__name__)
 
 DATA_RANGE = (-1.0, 1.0)
 
+# NCSNv2's sigma_1 is measured on at most this many images (ncsnv2_scheduler_config's own subsample) and at most
+# this many bytes of float32 pixels: the ladder's cost does not grow with the data set.
+LADDER_MAX_POINTS = 10_000
+LADDER_MAX_BYTES = 2**30
+
+
+def training_set(args) -> torch.Tensor | torch.utils.data.Dataset:
+    """The training set: the embedded digits as one tensor in memory (float32 in [0, 1], (N, C, R, R)); a folder or a
+    `datasets` dataset as a map-style dataset decoding one uint8 image per item, streamed by [`TrainingBatches`].
+
+    Only the file list (or the table's metadata) and each file's header are read here, never the pixels.
+    """
+    crop = dict(resolution=args.resolution, channels=args.channels, center_crop=args.center_crop, seed=args.seed)
+    if args.train_data_dir is not None:
+        return ImageFolderDataset(args.train_data_dir, exclude=[args.output_dir], **crop)
+    if args.dataset_name is not None:
+        return ImageTableDataset(args.dataset_name, args.dataset_config_name, args.cache_dir, **crop)
+    return load_training_images(args)
+
 
 def load_training_images(args) -> torch.Tensor:
-    """The training set as (N, C, R, R), uint8 (image sources) or float32 in [0, 1] (digits), decoded once."""
+    """The training set as (N, C, R, R), uint8 (image sources) or float32 in [0, 1] (digits), decoded at once: the
+    digits' path, and the in-memory reference the streamed one is tested against."""
     if args.train_data_dir is not None:
         sources = image_folder_sources(args.train_data_dir, exclude=[args.output_dir])
     elif args.dataset_name is not None:
@@ -57,25 +79,89 @@ def dataset_label(args) -> str:
     return "scikit-learn digits (train split)"
 
 
-def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_index=0, num_processes=1):
-    """The clean batch x (in [-1, 1]), its noise z and noise-level draws for one micro-step, on `images.device`.
+def ladder_sample(images, args) -> torch.Tensor:
+    """The images NCSNv2's Technique 1 measures (in the model's range): a set in memory whole (the ladder design
+    subsamples it itself); of a streamed set only the subsample `ncsnv2_scheduler_config` would draw from it in
+    memory (the first `max_points` of a permutation seeded by `--seed`), `max_points` bounded by
+    `LADDER_MAX_POINTS` and `LADDER_MAX_BYTES`."""
+    if isinstance(images, torch.Tensor):
+        return to_model_range(images, model_data_range(args))
+    max_points = min(LADDER_MAX_POINTS, LADDER_MAX_BYTES // (4 * args.channels * args.resolution**2))
+    if len(images) > max_points:
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:max_points]
+    else:
+        keep = torch.arange(len(images))
+    return to_model_range(decode_subset(images, keep, args.dataloader_num_workers), model_data_range(args))
 
-    Draws are made for the global batch from a generator seeded by (seed, micro_step) and this process keeps its
-    shard, so they do not depend on the number of processes, nor on where a run was resumed.
+
+class TrainingBatches:
+    """The clean images of this process's shard of every micro-step in [start, end), on `device`, in the order of
+    `order`: indexed from a tensor in memory (the digits), or streamed by a `DataLoader` with
+    `--dataloader_num_workers` worker processes (a folder, a `datasets` set). Call `clean(k)` for k = start, ..."""
+
+    def __init__(
+        self, images, order: BatchOrder, start: int, end: int, args, device, process_index=0, num_processes=1
+    ):
+        self.order, self.device = order, torch.device(device)
+        self.process_index, self.num_processes = process_index, num_processes
+        self.images, self.stream, self.next_step = None, None, start
+        if isinstance(images, torch.Tensor):
+            self.images = images.to(self.device)
+        else:
+            loader = batch_loader(
+                images,
+                order,
+                start,
+                end,
+                process_index,
+                num_processes,
+                num_workers=args.dataloader_num_workers,
+                pin_memory=self.device.type == "cuda",
+            )
+            self.stream = iter(loader)
+
+    def clean(self, micro_step: int) -> torch.Tensor:
+        """The shard (B, C, R, R) of micro-step `micro_step`, uint8 or float32 in [0, 1]."""
+        if self.images is not None:
+            return shard_in_memory(self.images, self.order, micro_step, self.process_index, self.num_processes)
+        if micro_step != self.next_step:
+            raise ValueError(f"Micro-step {micro_step} was asked of a stream at micro-step {self.next_step}.")
+        self.next_step += 1
+        return next(self.stream).to(self.device, non_blocking=True)
+
+
+def shard_in_memory(images, order, micro_step, process_index=0, num_processes=1) -> torch.Tensor:
+    """This process's shard of micro-step `micro_step`'s global batch, from images in memory (on their device)."""
+    device = images.device
+    index = order.indices(micro_step, process_index, num_processes)
+    # A copy from pageable memory would make the host wait for the GPU's queue at every step; pinned, it does not.
+    index = index.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else index.to(device)
+    return images[index]
+
+
+def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_index=0, num_processes=1):
+    """[`complete_batch`] of the shard of micro-step `micro_step` from images in memory, on `images.device`."""
+    clean = shard_in_memory(images, order, micro_step, process_index, num_processes)
+    return complete_batch(clean, order.global_batch_size, micro_step, seed, noise_scheduler, args, process_index)
+
+
+def complete_batch(clean, global_batch_size, micro_step, seed, noise_scheduler, args, process_index=0):
+    """The clean batch x (in the model's range), its noise z and noise-level draws for one micro-step, on
+    `clean.device`, from this process's shard `clean` (uint8, or float32 in [0, 1]) of its global batch.
+
+    Draws (dequantisation, flips, levels, noise) are made for the global batch from a generator seeded by
+    (seed, micro_step) and this process keeps its shard, so they do not depend on the number of processes, nor on
+    where a run was resumed, nor on whether the images came from memory or a stream.
 
     Returns:
         `tuple`: clean (B, C, R, R), noise (B, C, R, R), levels (B,) (VE: ladder indices, or the sigmas themselves
         with `--sigma_sampling log_uniform`; VP: DDPM timesteps).
     """
-    device = images.device
-    index = order.indices(micro_step, process_index, num_processes)
-    # A copy from pageable memory would make the host wait for the GPU's queue at every step; pinned, it does not.
-    index = index.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else index.to(device)
-    shard = slice(process_index * len(index), (process_index + 1) * len(index))
-    global_shape = (order.global_batch_size, *images.shape[1:])
+    device = clean.device
+    shard = slice(process_index * len(clean), (process_index + 1) * len(clean))
+    global_shape = (global_batch_size, *clean.shape[1:])
     generator = torch.Generator(device).manual_seed(derived_seed(seed, NOISE_STREAM, micro_step))
 
-    clean = images[index]
     clean = clean.float() / 255.0 if clean.dtype == torch.uint8 else clean
     if args.dequantize:  # the official code's uniform dequantisation: x / 256 * 255 + u / 256
         u = torch.rand(global_shape, generator=generator, device=device)[shard]

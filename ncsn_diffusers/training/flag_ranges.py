@@ -29,6 +29,11 @@ def check_flag_ranges(config):
         ("sigma_min", lambda v: v is None or finite(v), "a finite number"),
         ("sampling_sigma_max", lambda v: v is None or (finite(v) and v > 0), "a positive number"),
         ("log_sigma_mean", finite, "a finite number"),
+        (
+            "dataloader_num_workers",
+            lambda v: v is None or v >= 0,
+            "an integer >= 0 (0: decode in the training process)",
+        ),
     ]
     for name, ok, expected in rules:
         value = getattr(config, name)

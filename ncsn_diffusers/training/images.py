@@ -47,6 +47,12 @@ def preprocess_image(image, resolution: int, channels: int, center_crop: bool, r
     return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (C, R, R)
 
 
+def item_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of image `index`'s random crop: a function of (seed, index) only, so the crop does not depend
+    on which process or DataLoader worker decodes the image, nor on whether the set is decoded once or streamed."""
+    return np.random.default_rng([seed, index])
+
+
 def decode_images(
     sources, resolution: int, channels: int, center_crop: bool, seed: int = 0
 ) -> tuple[torch.Tensor, list[str]]:
@@ -57,22 +63,19 @@ def decode_images(
             `opener()` returns a PIL image; `name` is what a warning reports.
         resolution, channels, center_crop: see [`preprocess_image`].
         seed (`int`, defaults to 0):
-            Seed of the random crops.
+            Seed of the random crops (image k of the result is cropped by `item_rng(seed, k)`).
 
     Returns:
         `tuple[torch.Tensor, list[str]]`: uint8 images of shape (N, channels, resolution, resolution) and the names
         of the skipped files.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    rng = np.random.default_rng(seed)
     arrays, skipped = [], []
     for name, opener in sources:
         try:
             image = opener()
             image.load()
-            arrays.append(preprocess_image(image, resolution, channels, center_crop, rng))
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
+            arrays.append(preprocess_image(image, resolution, channels, center_crop, item_rng(seed, len(arrays))))
+        except decode_errors() as err:
             logger.warning(f"Skipping corrupt or unreadable image {name}: {err}")
             skipped.append(str(name))
     if not arrays:
@@ -80,15 +83,20 @@ def decode_images(
     return torch.from_numpy(np.stack(arrays)), skipped
 
 
-def image_folder_sources(train_data_dir: str | os.PathLike, cache_dir: str | None = None, exclude=()):
-    """Every image file under a folder (recursively, sorted by path), as `(path, opener)` pairs.
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises for a file that is not a readable image (truncated, corrupt, a decompression bomb)."""
+    from PIL import Image, UnidentifiedImageError
+
+    return (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+
+
+def image_folder_paths(train_data_dir: str | os.PathLike, exclude=()) -> list[Path]:
+    """Every image file under a folder (recursively, sorted by path).
 
     Every image is read: no split rules (`datasets`' imagefolder would train on the 8 `train_*.png` among 32 images,
     or fail on a `test/` subfolder). Files under a folder of `exclude` (a run's --output_dir placed inside the data
-    folder, say) are left out. `cache_dir` is accepted for symmetry with [`hub_dataset_sources`] and not used.
+    folder, say) are left out.
     """
-    from PIL import Image
-
     root = Path(train_data_dir)
     if not root.is_dir():
         raise ValueError(f"--train_data_dir {root} does not exist or is not a folder; pass a folder of images.")
@@ -105,25 +113,39 @@ def image_folder_sources(train_data_dir: str | os.PathLike, cache_dir: str | Non
             f"--train_data_dir {root} contains no image files (looked for {', '.join(IMAGE_EXTENSIONS)}); "
             "put the training images there (subfolders are fine)."
         )
+    return paths
+
+
+def image_folder_sources(train_data_dir: str | os.PathLike, cache_dir: str | None = None, exclude=()):
+    """The images of [`image_folder_paths`] as `(path, opener)` pairs. `cache_dir` is accepted for symmetry with
+    [`hub_dataset_sources`] and not used."""
+    from PIL import Image
+
     # Decoding ourselves lets one corrupt file be skipped and named instead of failing the whole run mid-training.
-    for path in paths:
+    for path in image_folder_paths(train_data_dir, exclude):
         yield str(path), (lambda path=path: Image.open(path))
 
 
-def hub_dataset_sources(dataset_name: str, dataset_config_name: str | None = None, cache_dir: str | None = None):
-    """The images of a `datasets` dataset (Hub id or local script/folder), as `(index, opener)` pairs.
+def load_image_table(dataset_name: str, dataset_config_name: str | None = None, cache_dir: str | None = None):
+    """The train split of a `datasets` dataset (a Hub id, a local data folder or a `save_to_disk` folder) and the name
+    of its image column, cast to undecoded records `{"bytes", "path"}`: nothing is decoded or held in memory.
 
     Raises a `ValueError` at once, without network retries, when the Hub is unreachable and the dataset is not cached.
     """
     import datasets
 
-    if not Path(dataset_name).exists() and not datasets.config.HF_HUB_OFFLINE and not hub_reachable():
+    local = Path(dataset_name)
+    if not local.exists() and not datasets.config.HF_HUB_OFFLINE and not hub_reachable():
         raise ValueError(
             f"--dataset_name {dataset_name!r}: the Hub ({hub_endpoint()}) is unreachable. Connect to the network, "
             "or, if the dataset is already in the local cache, set HF_HUB_OFFLINE=1 to load it from there."
         )
     try:
-        dataset = datasets.load_dataset(dataset_name, dataset_config_name, split="train", cache_dir=cache_dir)
+        if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():  # written by save_to_disk
+            dataset = datasets.load_from_disk(str(local))
+            dataset = dataset["train"] if isinstance(dataset, datasets.DatasetDict) else dataset
+        else:
+            dataset = datasets.load_dataset(dataset_name, dataset_config_name, split="train", cache_dir=cache_dir)
     except Exception as err:  # datasets raises many types (ConnectionError, FileNotFoundError, DatasetNotFoundError)
         raise ValueError(f"--dataset_name {dataset_name!r} could not be loaded: {err}") from err
     column = next((name for name, f in dataset.features.items() if isinstance(f, datasets.Image)), None)
@@ -132,14 +154,23 @@ def hub_dataset_sources(dataset_name: str, dataset_config_name: str | None = Non
             f"--dataset_name {dataset_name!r} has no image column (columns: {list(dataset.features)}); "
             "pass a dataset with a `datasets.Image` feature."
         )
-    dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False)), column
+
+
+def record_opener(record: dict):
+    """`opener()` of an undecoded `datasets.Image` record: from its bytes, or from its file."""
     from io import BytesIO
 
     from PIL import Image
 
-    for index, record in enumerate(dataset[column]):
-        name = record.get("path") or f"{dataset_name}[{index}]"
-        if record.get("bytes") is not None:
-            yield name, (lambda data=record["bytes"]: Image.open(BytesIO(data)))
-        else:
-            yield name, (lambda path=record["path"]: Image.open(path))
+    if record.get("bytes") is not None:
+        return lambda: Image.open(BytesIO(record["bytes"]))
+    return lambda: Image.open(record["path"])
+
+
+def hub_dataset_sources(dataset_name: str, dataset_config_name: str | None = None, cache_dir: str | None = None):
+    """The images of a `datasets` dataset (see [`load_image_table`]), as `(name, opener)` pairs."""
+    table, column = load_image_table(dataset_name, dataset_config_name, cache_dir)
+    for index in range(len(table)):
+        record = table[index][column]
+        yield record.get("path") or f"{dataset_name}[{index}]", record_opener(record)

@@ -22,7 +22,7 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .config import TrainingConfig, public_args
-from .data import draw_batch, load_training_images
+from .data import TrainingBatches, complete_batch, training_set
 from .export import ema_weights, finish
 from .json_log import JsonLog
 from .log_dir import LOG_FILE, run_logging_dir
@@ -69,7 +69,7 @@ def _train(args, claim: OutputDirClaim):
     accelerator.wait_for_everyone()
     set_seed(args.seed)  # model initialisation; training draws use their own (seed, step) generators
 
-    images = load_training_images(args)
+    images = training_set(args)
     noise_scheduler = build_noise_scheduler(args, images)
     unet = build_unet(args) if args.model_type == "unet" else build_paper_unet(args, noise_scheduler)
     if args.objective in VE_OBJECTIVES and args.sampler != "annealed_langevin":
@@ -80,7 +80,6 @@ def _train(args, claim: OutputDirClaim):
             f"Noise ladder ({args.noise_ladder}): L={len(sigmas)}, sigma_1={sigmas[0]:.4g} ... "
             f"sigma_L={sigmas[-1]:.4g}, epsilon={noise_scheduler.config.epsilon:.3g}"
         )
-    images = images.to(accelerator.device)
     objective = build_objective(args, noise_scheduler)
 
     order = BatchOrder(len(images), args.train_batch_size * accelerator.num_processes, args.seed)
@@ -121,9 +120,22 @@ def _train(args, claim: OutputDirClaim):
         (output_dir / "training_args.json").write_text(json.dumps(public_args(args), indent=2))
         accelerator.init_trackers("train_ncsn", config={k: v for k, v in public_args(args).items() if v is not None})
     json_log = JsonLog(logging_dir / LOG_FILE, start_step) if accelerator.is_main_process else None
+    accum = args.gradient_accumulation_steps
+    batches = TrainingBatches(
+        images,
+        order,
+        start_step * accum,
+        max_train_steps * accum,
+        args,
+        accelerator.device,
+        accelerator.process_index,
+        accelerator.num_processes,
+    )
 
+    streamed = "in memory" if batches.images is not None else f"streamed by {args.dataloader_num_workers} worker(s)"
     logger.info(
-        f"{len(images)} training images {tuple(images.shape[1:])}, objective {args.objective}, "
+        f"{len(images)} training images {(args.channels, args.resolution, args.resolution)} {streamed}, objective "
+        f"{args.objective}, "
         f"{accelerator.num_processes} process(es) x batch {args.train_batch_size} x accumulation "
         f"{args.gradient_accumulation_steps}, steps {start_step} -> {max_train_steps}"
     )
@@ -136,7 +148,7 @@ def _train(args, claim: OutputDirClaim):
         lr_scheduler,
         ema,
         noise_scheduler,
-        images,
+        batches,
         objective,
         order,
         start_step,
@@ -144,6 +156,7 @@ def _train(args, claim: OutputDirClaim):
         json_log,
     )
     train_time = time.time() - start_time
+    del batches  # the loader's workers stop now, not at the end of the process
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -197,7 +210,7 @@ def run_training(
     lr_scheduler,
     ema,
     noise_scheduler,
-    images,
+    batches,
     objective,
     order,
     start_step,
@@ -224,15 +237,14 @@ def run_training(
     for step in range(start_step, max_train_steps):
         for k in range(accum):
             micro = step * accum + k
-            clean, noise, levels = draw_batch(
-                images,
-                order,
+            clean, noise, levels = complete_batch(
+                batches.clean(micro),
+                order.global_batch_size,
                 micro,
                 args.seed,
                 noise_scheduler,
                 args,
                 accelerator.process_index,
-                accelerator.num_processes,
             )
             with accelerator.accumulate(unet):
                 loss, other = objective.losses(unet, clean, noise, levels, micro, accelerator.process_index)

@@ -7,7 +7,7 @@ from .. import NCSNUNet2DModel
 from ..models.unet_ncsn import PRESETS
 from ..recipes import build_paper_network
 from ..schedulers import AnnealedLangevinScheduler
-from .data import model_data_range, to_model_range
+from .data import ladder_sample, model_data_range
 from .objectives import VE_OBJECTIVES
 
 
@@ -54,8 +54,12 @@ def build_paper_unet(args, noise_scheduler: AnnealedLangevinScheduler) -> torch.
     )
 
 
-def build_noise_scheduler(args, images: torch.Tensor) -> AnnealedLangevinScheduler:
-    """The scheduler saved with the model: the VE ladder (explicit or NCSNv2) or DDPM's schedule in VP coordinates."""
+def build_noise_scheduler(args, images) -> AnnealedLangevinScheduler:
+    """The scheduler saved with the model: the VE ladder (explicit or NCSNv2) or DDPM's schedule in VP coordinates.
+
+    `images` is the training set (a tensor, or a streamed dataset: see [`ladder_sample`]); only NCSNv2's ladder
+    reads it.
+    """
     common = dict(
         steps_per_level=args.steps_per_level,
         epsilon=args.langevin_epsilon,
@@ -75,7 +79,7 @@ def build_noise_scheduler(args, images: torch.Tensor) -> AnnealedLangevinSchedul
         from ncsn_diffusers.ncsnv2_techniques import ncsnv2_scheduler_config
 
         ladder = ncsnv2_scheduler_config(
-            to_model_range(images, model_data_range(args)),
+            ladder_sample(images, args),
             sigma_min=args.sigma_min,
             steps_per_level=args.steps_per_level,
             generator=torch.Generator().manual_seed(args.seed),

@@ -1,0 +1,132 @@
+"""Training images decoded one at a time: map-style `torch.utils.data.Dataset`s over a folder's file list or a
+`datasets` table, for a `DataLoader` with worker processes (nothing but the list of files is held in memory)."""
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+from .images import (
+    decode_errors,
+    image_folder_paths,
+    item_rng,
+    load_image_table,
+    preprocess_image,
+    record_opener,
+)
+
+logger = logging.getLogger(__name__)
+
+# Rows of a `datasets` table read at once by the header check: bounded memory whatever the table's size.
+HEADER_CHECK_CHUNK = 1024
+
+
+def header_readable(name: str, opener) -> bool:
+    """Whether PIL recognises the file from its header (no pixel is decoded); warns naming the file when not."""
+    try:
+        opener().close()  # Image.open parses the header and raises for a file it cannot identify
+        return True
+    except decode_errors() as err:
+        logger.warning(f"Skipping corrupt or unreadable image {name}: {err}")
+        return False
+
+
+class PreprocessedImages(torch.utils.data.Dataset):
+    """Item k: image k decoded and preprocessed as [`preprocess_image`] does, its random crop drawn from
+    `item_rng(seed, k)` (never from a worker's state), as a uint8 tensor (channels, resolution, resolution).
+
+    Subclasses give `source(k) -> (name, opener)` and `__len__`. An image whose header was read at start-up but
+    whose pixels cannot be decoded stops the run with a `ValueError` naming it.
+    """
+
+    def __init__(self, resolution: int, channels: int, center_crop: bool, seed: int):
+        self.resolution, self.channels, self.center_crop, self.seed = resolution, channels, center_crop, seed
+
+    def source(self, index: int):
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        name, opener = self.source(index)
+        try:
+            with opener() as image:
+                image.load()
+                array = preprocess_image(
+                    image, self.resolution, self.channels, self.center_crop, item_rng(self.seed, index)
+                )
+        except decode_errors() as err:
+            raise ValueError(
+                f"Training image {name} could not be decoded ({err}); remove or replace it, then resume the run "
+                "with --resume_from_checkpoint latest."
+            ) from err
+        return torch.from_numpy(array)
+
+
+class ImageFolderDataset(PreprocessedImages):
+    """Every image file under `train_data_dir` (see [`image_folder_paths`]); files whose header PIL cannot read are
+    skipped at start-up with a warning naming them, as the in-memory path did.
+
+    Paths are held as one numpy bytes array, not a list of `str`: forked workers would otherwise copy the pages of
+    every string they touch (reference counts), and the workers' memory would grow with the data set.
+    """
+
+    def __init__(self, train_data_dir, resolution: int, channels: int, center_crop: bool, seed: int, exclude=()):
+        from PIL import Image
+
+        super().__init__(resolution, channels, center_crop, seed)
+        paths = [
+            path
+            for path in image_folder_paths(train_data_dir, exclude)
+            if header_readable(path, lambda p=path: Image.open(p))
+        ]
+        if not paths:
+            raise ValueError(f"--train_data_dir {train_data_dir}: none of its image files could be read.")
+        self.paths = np.array([os.fsencode(path) for path in paths])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def source(self, index: int):
+        from PIL import Image
+
+        path = os.fsdecode(self.paths[index])
+        return path, lambda: Image.open(path)
+
+
+class ImageTableDataset(PreprocessedImages):
+    """The images of a `datasets` dataset (see [`load_image_table`]), read row by row from its memory-mapped table;
+    rows whose image header PIL cannot read are skipped at start-up with a warning naming them."""
+
+    def __init__(
+        self,
+        dataset_name: str,
+        dataset_config_name: str | None,
+        cache_dir: str | None,
+        resolution: int,
+        channels: int,
+        center_crop: bool,
+        seed: int,
+    ):
+        super().__init__(resolution, channels, center_crop, seed)
+        self.dataset_name = dataset_name
+        self.table, self.column = load_image_table(dataset_name, dataset_config_name, cache_dir)
+        rows = []
+        for start in range(0, len(self.table), HEADER_CHECK_CHUNK):
+            records = self.table[start : start + HEADER_CHECK_CHUNK][self.column]
+            for row, record in enumerate(records, start):
+                if header_readable(self._name(row, record), record_opener(record)):
+                    rows.append(row)
+        if not rows:
+            raise ValueError(f"--dataset_name {dataset_name!r}: none of its {len(self.table)} images could be read.")
+        self.rows = np.array(rows, dtype=np.int64)
+
+    def _name(self, row: int, record: dict) -> str:
+        return record.get("path") or f"{self.dataset_name}[{row}]"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def source(self, index: int):
+        row = int(self.rows[index])
+        record = self.table[row][self.column]
+        return self._name(row, record), record_opener(record)
