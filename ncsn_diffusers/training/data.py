@@ -79,14 +79,18 @@ def dataset_label(args) -> str:
     return "scikit-learn digits (train split)"
 
 
-def ladder_sample(images, args) -> torch.Tensor:
-    """The images NCSNv2's Technique 1 measures (in the model's range): a set in memory whole (the ladder design
-    subsamples it itself); of a streamed set only the subsample `ncsnv2_scheduler_config` would draw from it in
-    memory (the first `max_points` of a permutation seeded by `--seed`), `max_points` bounded by
-    `LADDER_MAX_POINTS` and `LADDER_MAX_BYTES`."""
+def ladder_sample(images, args, max_points: int | None = None) -> torch.Tensor:
+    """The images NCSNv2's Technique 1 measures, in the model's range.
+
+    A set in memory is returned whole (the ladder design draws its own subsample). Of a streamed set only the
+    subsample `ncsnv2_scheduler_config` would draw from it in memory is decoded: the first `max_points` of a
+    permutation seeded by `--seed` (all images, in order, when there are fewer), so both give the same sigma_1.
+    `max_points` defaults to `LADDER_MAX_POINTS`, lowered to keep the float32 pixels within `LADDER_MAX_BYTES`.
+    """
     if isinstance(images, torch.Tensor):
         return to_model_range(images, model_data_range(args))
-    max_points = min(LADDER_MAX_POINTS, LADDER_MAX_BYTES // (4 * args.channels * args.resolution**2))
+    if max_points is None:
+        max_points = min(LADDER_MAX_POINTS, LADDER_MAX_BYTES // (4 * args.channels * args.resolution**2))
     if len(images) > max_points:
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:max_points]
     else:

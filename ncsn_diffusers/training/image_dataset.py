@@ -59,7 +59,7 @@ class PreprocessedImages(torch.utils.data.Dataset):
                 f"Training image {name} could not be decoded ({err}); remove or replace it, then resume the run "
                 "with --resume_from_checkpoint latest."
             ) from err
-        return torch.from_numpy(array)
+        return torch.from_numpy(array.copy())  # PIL's buffer is read-only
 
 
 class ImageFolderDataset(PreprocessedImages):
