@@ -3,8 +3,8 @@
 
     python examples/compare_ncsn_ddpm.py --output_dir outputs/compare    # ~40 min on 2 shared CPU cores
 
-Three U-Nets of one size preset are trained by `train_ncsn.py` on the same digits, batch, seed and number of optimizer
-steps (all runs share every other flag of that script):
+Three U-Nets of one size preset are trained by `ncsn_diffusers.training.train` on the same digits, batch, seed and
+number of optimizer steps (all runs share every other setting of `TrainingConfig`):
 
 - `ncsn_v1`: denoising score matching on NCSN v1's ladder, sigma 1 -> 0.01 for [0, 1] data, i.e. 2 -> 0.02 on the
   [-1, 1] data the script trains on, L = 10; sampled with T = 100 steps per level and epsilon = 4 x 2e-5; no EMA and no
@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # train_ncsn.py lives at the repository root
+from ncsn_diffusers.training import TrainingConfig, train
 
 MODEL_NAMES = ("ncsn_v1", "ncsn_v2", "ddpm")
 V1_EPSILON = 4 * 2e-5  # the paper's epsilon = 2e-5 for [0, 1] data; [-1, 1] data doubles distances, so 4x
@@ -95,38 +93,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Training: three calls of train_ncsn.main that differ only in the objective, the ladder and EMA
+# Training: three calls of `train` that differ only in the objective, the ladder and EMA
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def training_argv(name: str, args: argparse.Namespace, output_dir: Path) -> list[str]:
-    common = [
-        "--model_preset", args.model_preset, "--resolution", args.resolution,
-        "--train_batch_size", args.train_batch_size, "--max_train_steps", args.max_train_steps,
-        "--seed", args.seed, "--output_dir", output_dir, "--report_to", "none", "--num_sample_images", min(16, args.num_samples),
-        "--checkpointing_steps", max(args.max_train_steps // 4, 1), "--checkpoints_total_limit", 1,
-        "--resume_from_checkpoint", "latest", "--sigma_sampling", "discrete", "--sampler", "annealed_langevin",
-    ]  # fmt: skip
+def training_config(name: str, args: argparse.Namespace, output_dir: Path) -> TrainingConfig:
+    """The resolved `TrainingConfig` of model `name` (one of `MODEL_NAMES`)."""
+    common = dict(
+        model_preset=args.model_preset, resolution=args.resolution, train_batch_size=args.train_batch_size,
+        max_train_steps=args.max_train_steps, seed=args.seed, output_dir=str(output_dir), report_to="none",
+        num_sample_images=min(16, args.num_samples), checkpointing_steps=max(args.max_train_steps // 4, 1),
+        checkpoints_total_limit=1, resume_from_checkpoint="latest", sigma_sampling="discrete",
+        sampler="annealed_langevin",
+    )  # fmt: skip
     v1_steps_per_level = max(args.num_inference_steps // V1_LEVELS, 1)
     specific = {
-        "ncsn_v1": [
-            "--objective", "dsm", "--noise_ladder", "explicit", "--sigma_max", 2.0, "--sigma_min", SIGMA_MIN,
-            "--num_noise_levels", V1_LEVELS, "--steps_per_level", v1_steps_per_level,
-            "--langevin_epsilon", V1_EPSILON, "--no-final_denoise", "--no-use_ema",
-        ],
-        "ncsn_v2": [
-            "--objective", "dsm", "--noise_ladder", "ncsnv2", "--sigma_min", SIGMA_MIN,
-            "--steps_per_level", V2_TRAIN_STEPS_PER_LEVEL, "--final_denoise", "--use_ema",
-        ],
-        "ddpm": ["--objective", "epsilon", "--use_ema"],
+        "ncsn_v1": dict(
+            objective="dsm", noise_ladder="explicit", sigma_max=2.0, sigma_min=SIGMA_MIN,
+            num_noise_levels=V1_LEVELS, steps_per_level=v1_steps_per_level, langevin_epsilon=V1_EPSILON,
+            final_denoise=False, use_ema=False,
+        ),
+        "ncsn_v2": dict(
+            objective="dsm", noise_ladder="ncsnv2", sigma_min=SIGMA_MIN, steps_per_level=V2_TRAIN_STEPS_PER_LEVEL,
+            final_denoise=True, use_ema=True,
+        ),
+        "ddpm": dict(objective="epsilon", use_ema=True),
     }[name]  # fmt: skip
-    return [str(a) for a in common + specific]
+    return TrainingConfig(**common, **specific).resolve()
 
 
 REUSE_KEYS = ("objective", "noise_ladder", "model_preset", "resolution", "max_train_steps", "train_batch_size", "seed")
 
 
-def check_reusable(model_dir: Path, wanted: argparse.Namespace):
+def check_reusable(model_dir: Path, wanted: TrainingConfig):
     """Refuses to reuse a model trained with other settings than this run asks for."""
     saved = json.loads((model_dir / "training_args.json").read_text())
     differ = [
@@ -145,19 +144,17 @@ def train_models(args: argparse.Namespace, root: Path) -> dict:
     """Trains each model unless `root/<name>` already holds its saved pipeline; returns per-model facts."""
     from accelerate.state import AcceleratorState, GradientState
 
-    import train_ncsn
-
     times_path = root / "train_times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
     for name in MODEL_NAMES:
         model_dir = root / name
         if (model_dir / "model_index.json").exists():
-            check_reusable(model_dir, train_ncsn.parse_args(training_argv(name, args, model_dir)))
+            check_reusable(model_dir, training_config(name, args, model_dir))
             continue
         AcceleratorState._reset_state(reset_partial_state=True)  # one Accelerator per run, as in a fresh process
         GradientState._reset_state()
         start = time.perf_counter()
-        train_ncsn.main(training_argv(name, args, model_dir))
+        train(training_config(name, args, model_dir))
         times[name] = time.perf_counter() - start
         times_path.write_text(json.dumps(times, indent=2))
         torch.set_num_threads(args.num_threads)  # accelerate may change it

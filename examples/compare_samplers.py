@@ -4,8 +4,8 @@
     python examples/compare_samplers.py --output_dir outputs/samplers       # resumable; every cell is cached
     python examples/compare_samplers.py --output_dir outputs/samplers --plot docs/fd_vs_nfe.png
 
-Four U-Nets of one size preset are trained by `train_ncsn.py` on the same digits, batch, seed, number of optimizer
-steps and EMA:
+Four U-Nets of one size preset are trained by `ncsn_diffusers.training.train` on the same digits, batch, seed,
+number of optimizer steps and EMA:
 
 - `ncsn_discrete`: denoising score matching on the NCSNv2 ladder computed from the data (Techniques 1 and 2), sigma a
   level of the ladder (`--sigma_sampling discrete`, the paper);
@@ -25,23 +25,21 @@ samples, and the held-out digits against the training split.
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # train_ncsn.py lives at the repository root
+from ncsn_diffusers.training import TrainingConfig, train
 
 # The score models save their training ladder's annealed Langevin chain, which the `als` sampler runs.
-SCORE_FLAGS = ["--objective", "dsm", "--noise_ladder", "ncsnv2", "--sampler", "annealed_langevin"]
+SCORE_SETTINGS = dict(objective="dsm", noise_ladder="ncsnv2", sampler="annealed_langevin")
 MODELS = {
-    "ncsn_discrete": [*SCORE_FLAGS, "--sigma_sampling", "discrete"],
-    "ncsn_log_uniform": [*SCORE_FLAGS, "--sigma_sampling", "log_uniform"],
-    "ncsn_log_normal": [*SCORE_FLAGS, "--sigma_sampling", "log_normal"],
-    "ddpm": ["--objective", "epsilon"],
+    "ncsn_discrete": dict(**SCORE_SETTINGS, sigma_sampling="discrete"),
+    "ncsn_log_uniform": dict(**SCORE_SETTINGS, sigma_sampling="log_uniform"),
+    "ncsn_log_normal": dict(**SCORE_SETTINGS, sigma_sampling="log_normal"),
+    "ddpm": dict(objective="epsilon"),
 }
 SIGMA_MIN = 0.02  # NCSN's sigma_L = 0.01 for [0, 1] data, on the script's [-1, 1] data
 
@@ -81,27 +79,23 @@ def train_models(args: argparse.Namespace, root: Path):
     """Trains each model of `MODELS` unless `root/<name>` already holds its saved pipeline."""
     from accelerate.state import AcceleratorState, GradientState
 
-    import train_ncsn
-
     times_path = root / "train_times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
-    for name, flags in MODELS.items():
+    for name, settings in MODELS.items():
         model_dir = root / name
         if (model_dir / "model_index.json").exists():
             continue
-        argv = [
-            "--model_preset", args.model_preset, "--resolution", args.resolution,
-            "--train_batch_size", args.train_batch_size, "--max_train_steps", args.max_train_steps,
-            "--seed", args.seed, "--output_dir", model_dir, "--report_to", "none", "--num_sample_images", 16,
-            "--steps_per_level", 1, "--checkpointing_steps", max(args.max_train_steps // 4, 1),
-            "--checkpoints_total_limit", 1, "--resume_from_checkpoint", "latest", "--use_ema", *flags,
-        ]  # fmt: skip
-        if name != "ddpm":
-            argv += ["--sigma_min", SIGMA_MIN]
+        config = TrainingConfig(
+            model_preset=args.model_preset, resolution=args.resolution, train_batch_size=args.train_batch_size,
+            max_train_steps=args.max_train_steps, seed=args.seed, output_dir=str(model_dir), report_to="none",
+            num_sample_images=16, steps_per_level=1, checkpointing_steps=max(args.max_train_steps // 4, 1),
+            checkpoints_total_limit=1, resume_from_checkpoint="latest", use_ema=True, **settings,
+            **({} if name == "ddpm" else {"sigma_min": SIGMA_MIN}),
+        )  # fmt: skip
         AcceleratorState._reset_state(reset_partial_state=True)  # one Accelerator per run, as in a fresh process
         GradientState._reset_state()
         start = time.perf_counter()
-        train_ncsn.main([str(a) for a in argv])
+        train(config)
         times[name] = time.perf_counter() - start
         times_path.write_text(json.dumps(times, indent=2))
         torch.set_num_threads(args.num_threads)  # accelerate may change it
