@@ -101,13 +101,17 @@ def image_folder_paths(train_data_dir: str | os.PathLike, exclude=()) -> list[Pa
     if not root.is_dir():
         raise ValueError(f"--train_data_dir {root} does not exist or is not a folder; pass a folder of images.")
     excluded = [Path(folder).resolve() for folder in exclude]
-    paths = sorted(
-        path
-        for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS
-        and path.is_file()
-        and not any(path.resolve().is_relative_to(folder) for folder in excluded)
-    )
+    paths = []
+    for folder, subfolders, files in os.walk(root):  # excluded folders are pruned, not each path resolved
+        if any(Path(folder).resolve().is_relative_to(other) for other in excluded):
+            subfolders.clear()
+            continue
+        paths += [
+            Path(folder, name)
+            for name in files
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, name))
+        ]
+    paths.sort(key=lambda path: path.parts)  # as `Path`s sort, part by part: the order the batch order indexes
     if not paths:
         raise ValueError(
             f"--train_data_dir {root} contains no image files (looked for {', '.join(IMAGE_EXTENSIONS)}); "
