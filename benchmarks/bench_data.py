@@ -109,6 +109,18 @@ def loader_images_per_s(data_dir: Path, num_workers: int, micro_steps: int = 100
     return listed, (micro_steps - 1) * 32 / (time.perf_counter() - start)
 
 
+def in_memory_decode(data_dir: Path) -> tuple[float, float]:
+    """Seconds and MB of the whole folder decoded at once (`load_training_images`, the path before streaming)."""
+    from ncsn_diffusers import training
+    from ncsn_diffusers.training import data
+
+    config = dict(train_data_dir=str(data_dir), resolution=32, channels=3, report_to="none")
+    args = training.TrainingConfig(**config, output_dir=os.path.join(tempfile.gettempdir(), "unused")).resolve()
+    start = time.perf_counter()
+    images = data.load_training_images(args)
+    return time.perf_counter() - start, images.numel() * images.element_size() / 2**20
+
+
 def digits_batches(num_workers: int, micro_steps: int = 200) -> tuple[float, float]:
     """Seconds to the first batch and batches/s of the digits: in memory (`num_workers` < 0) or streamed."""
     from ncsn_diffusers import training
@@ -163,6 +175,8 @@ def main():
         for workers in (0, 1, 2, 4):
             listed, rate = loader_images_per_s(data_dir, workers)
             print(f"{args.num_images} PNGs, {workers} workers: file list {listed:.1f} s, {rate:.0f} images/s streamed")
+        seconds, megabytes = in_memory_decode(data_dir)
+        print(f"{args.num_images} PNGs decoded in memory instead: {seconds:.1f} s, a {megabytes:.0f} MB tensor")
         return
     if args.digits:
         import torch
