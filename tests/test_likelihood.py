@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from analytic_models import ImageMixtureScoreModel
+from analytic_models import GaussianEpsilonModel, ImageMixtureScoreModel
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
@@ -46,23 +46,6 @@ def gaussian_log_prob(x: torch.Tensor, mean: float, var: float) -> torch.Tensor:
 
 def gaussian_model(mean: float, std: float) -> ImageMixtureScoreModel:
     return ImageMixtureScoreModel(means=[[mean] * DIM], weights=[1.0], std=std, sample_size=2)
-
-
-class GaussianEpsilonModel(ModelMixin, ConfigMixin):
-    """epsilon*(x_t, t) of data N(mean, std^2 I) under x_t = sqrt(abar) x_0 + sqrt(1 - abar) z, at float t, with abar
-    from `vp_sigma`: x_t ~ N(sqrt(abar) mean, (abar std^2 + 1 - abar) I)."""
-
-    @register_to_config
-    def __init__(self, mean: float, std: float, alphas_cumprod: list):
-        super().__init__()
-        self.register_buffer("abar", torch.tensor(alphas_cumprod, dtype=torch.float64), persistent=False)
-
-    def forward(self, sample, timestep, return_dict=True):
-        sigma = vp_sigma(self.abar, timestep).item()
-        abar = 1 / (1 + sigma**2)
-        var = abar * self.config.std**2 + 1 - abar
-        eps = (1 - abar) ** 0.5 * (sample - abar**0.5 * self.config.mean) / var
-        return UNet2DOutput(sample=eps)
 
 
 class UniformBoxScoreModel(ModelMixin, ConfigMixin):
