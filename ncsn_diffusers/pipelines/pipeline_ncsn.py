@@ -37,6 +37,7 @@ from .pipeline_utils import (
     OUTPUT_TYPES,
     check_callback,
     check_generator,
+    check_latents,
     format_images,
     prepare_images,
     run_callback,
@@ -77,6 +78,10 @@ class NCSNPipeline(DiffusionPipeline):
             The sampler, in the coordinates of the network.
         classifier ([`NoiseConditionalClassifier`], *optional*):
             p_phi(y | x, sigma), for class-conditional sampling with `class_labels` (classifier guidance).
+        default_num_inference_steps (`int`, *optional*):
+            The U-Net calls of a call without `num_inference_steps`, saved in `model_index.json`: the count the
+            saved sampler was measured at (`train_ncsn.py --objective epsilon` saves DDIM's); `None` keeps the
+            scheduler's own default.
     """
 
     model_cpu_offload_seq = "unet"
@@ -96,10 +101,15 @@ class NCSNPipeline(DiffusionPipeline):
         | DDIMScheduler
         | DPMSolverMultistepScheduler,
         classifier: NoiseConditionalClassifier | None = None,
+        default_num_inference_steps: int | None = None,
     ):
         super().__init__()
         check_components(unet, scheduler)
+        steps = default_num_inference_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"default_num_inference_steps={steps!r} must be a positive integer or None.")
         self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
+        self.register_to_config(default_num_inference_steps=steps)
         self.model_card_kwargs = {}
 
     @classmethod
@@ -184,8 +194,9 @@ class NCSNPipeline(DiffusionPipeline):
                 image, to make generation deterministic.
             num_inference_steps (`int`, *optional*):
                 The number of U-Net calls, spread over the noise levels (see the scheduler's `set_timesteps`).
-                Defaults to the scheduler's configured chain (annealed Langevin: L x T, +1 for denoising; diffusers'
-                schedulers: their `num_train_timesteps`, as `DDPMPipeline`).
+                Defaults to `default_num_inference_steps` when the pipeline has one, else to the scheduler's configured
+                chain (annealed Langevin: L x T, +1 for denoising; diffusers' schedulers: their `num_train_timesteps`,
+                as `DDPMPipeline`).
             latents (`torch.Tensor`, *optional*):
                 Standard normal noise z of shape `(batch_size, num_channels, height, width)` to start the chain from,
                 instead of a draw from `generator`, as in diffusers (which scales latents by `init_noise_sigma`): every
@@ -234,6 +245,7 @@ class NCSNPipeline(DiffusionPipeline):
         # Again at each call: `pipe.unet = ...` or `pipe.scheduler = ...` after construction bypasses `__init__`.
         check_components(self.unet, self.scheduler)
         shape = (batch_size, self.unet.config.in_channels, *self._sample_size())
+        num_inference_steps = num_inference_steps or self.config.get("default_num_inference_steps")
         device = self._execution_device
 
         scheduler = self.scheduler
@@ -242,7 +254,7 @@ class NCSNPipeline(DiffusionPipeline):
         guidance = self.prepare_guidance(class_labels, guidance_scale, batch_size, device)
 
         # The chain lives in float32; only the U-Net sees its own dtype.
-        latents = self.check_latents(latents, shape)
+        latents = check_latents(latents, shape)
         uses_timesteps = is_timestep_scheduler(scheduler)
         if uses_denoiser or uses_timesteps:
             num_inference_steps = num_inference_steps or scheduler.config.num_train_timesteps
@@ -305,7 +317,11 @@ class NCSNPipeline(DiffusionPipeline):
         data_range = getattr(self.scheduler, "data_range", DEFAULT_DATA_RANGE)
         low, high = data_range
         unit = prepare_images(images, self.unet.config.in_channels, self.unet.config.sample_size, name="images")
-        steps = num_inference_steps or self.scheduler.config.get("num_train_timesteps")
+        steps = (
+            num_inference_steps
+            or self.config.get("default_num_inference_steps")
+            or self.scheduler.config.get("num_train_timesteps")
+        )
         return encode_latents(
             self,
             low + (high - low) * unit,
@@ -353,22 +369,6 @@ class NCSNPipeline(DiffusionPipeline):
             raise ValueError(
                 f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not available; use ['sample']."
             )
-
-    @staticmethod
-    def check_latents(latents: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
-        """Refuses `latents` that are not a finite floating-point tensor of the chain's shape."""
-        if latents is None:
-            return None
-        if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
-            raise ValueError(f"latents must be a floating-point torch.Tensor of shape {shape}, got {type(latents)}.")
-        if tuple(latents.shape) != shape:
-            raise ValueError(
-                f"latents has shape {tuple(latents.shape)} but batch_size and the U-Net's config give {shape} "
-                "(batch_size, num_channels, height, width); pass latents of that shape or change batch_size."
-            )
-        if not torch.isfinite(latents).all():
-            raise ValueError("latents holds NaN or infinite values; pass standard normal noise.")
-        return latents
 
     def _sample_size(self) -> tuple[int, int]:
         size = self.unet.config.sample_size

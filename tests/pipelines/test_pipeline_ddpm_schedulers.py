@@ -111,3 +111,23 @@ def test_score_networks_and_guidance_are_refused(unet):
     pipe = NCSNPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10), classifier=classifier)
     with pytest.raises(ValueError, match="DDPMScheduler steps a DDPM epsilon model"):
         pipe(num_inference_steps=2, class_labels=0)
+
+
+def test_the_saved_default_number_of_steps_round_trips(unet, tmp_path):
+    """Catches `default_num_inference_steps` lost by save_pretrained / from_pretrained or not used by a plain call."""
+    pipe = NCSNPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=100), default_num_inference_steps=7)
+    pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["default_num_inference_steps"] == 7
+    loaded = NCSNPipeline.from_pretrained(tmp_path)
+    calls = []
+    hook = loaded.unet.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        ncsn_images(loaded.unet, loaded.scheduler, None)  # a pipeline without the default: num_train_timesteps
+        assert len(calls) == 100
+        loaded.set_progress_bar_config(disable=True)
+        loaded(batch_size=1, output_type="np")
+    finally:
+        hook.remove()
+    assert len(calls) == 107
+    with pytest.raises(ValueError, match="default_num_inference_steps=0 must be a positive integer"):
+        NCSNPipeline(unet=unet, scheduler=DDIMScheduler(), default_num_inference_steps=0)
