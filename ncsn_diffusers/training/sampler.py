@@ -6,9 +6,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffusers import DDIMScheduler
+
 from .. import NCSNPipeline
 from ..schedulers import PredictorCorrectorScheduler, StochasticHeunScheduler
 from .data import DATA_RANGE
+
+# The sampler saved with an epsilon model (--objective epsilon) and its U-Net calls: the best measured on the
+# default-budget run (docs/sampling.md, "Epsilon models"), built from the training schedule's config.
+EPSILON_SAMPLER = DDIMScheduler
+EPSILON_SAMPLING_CALLS = 100
+DDPM_SCHEDULE_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+)
 
 
 def sampling_sigma_max(args, ladder) -> float:
@@ -23,9 +38,16 @@ def sampling_sigma_max(args, ladder) -> float:
 
 
 def make_pipeline(unet, noise_scheduler, args):
-    """The pipeline to sample and save: the training ladder's annealed Langevin chain, or PC sampling (`--sampler
-    predictor_corrector`) or EDM's stochastic Heun sampler (`stochastic_heun`) of the same range, from
-    `sampling_sigma_max` to sigma_L, in --sampling_calls U-Net calls."""
+    """The pipeline to sample and save: for a score model the training ladder's annealed Langevin chain, or PC sampling
+    (`--sampler predictor_corrector`) or EDM's stochastic Heun sampler (`stochastic_heun`) of the same range, from
+    `sampling_sigma_max` to sigma_L, in --sampling_calls U-Net calls; for an epsilon model `EPSILON_SAMPLER` on the
+    training schedule, at `EPSILON_SAMPLING_CALLS` calls."""
+    if args.objective == "epsilon":
+        # the training schedule's betas and prediction type; diffusers' defaults for the rest (its data in [-1, 1])
+        config = {key: noise_scheduler.config[key] for key in DDPM_SCHEDULE_KEYS}
+        return NCSNPipeline(
+            unet=unet, scheduler=EPSILON_SAMPLER(**config), default_num_inference_steps=EPSILON_SAMPLING_CALLS
+        )
     if args.sampler == "annealed_langevin":
         return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
     ladder, k = noise_scheduler.config, args.corrector_steps
