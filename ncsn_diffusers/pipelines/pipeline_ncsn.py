@@ -143,6 +143,7 @@ class NCSNPipeline(DiffusionPipeline):
             unet_config=json.loads(self.unet.to_json_string()),
             scheduler_config=json.loads(self.scheduler.to_json_string()),
             repo_id=repo_id,
+            num_inference_steps=self.config.get("default_num_inference_steps"),
             **self.model_card_kwargs,
         )
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from diffusers import DDIMScheduler
 
 from .. import NCSNPipeline
