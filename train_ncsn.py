@@ -216,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--logging_steps", type=int, help="Log (and check the loss is finite) every N steps.")
     add("--save_images_steps", type=int, help="Sample a grid every N steps (0: only at the end).")
     add("--num_sample_images", type=int, help="Images in each sample grid.")
+    add(
+        "--sample_grid_steps",
+        type=int,
+        help="U-Net calls of the chain that draws the final sample grid (default: the saved sampler's own, e.g. "
+        "L x T = 1000 with --recipe ncsn_v1); the saved pipeline keeps its sampler.",
+    )
     add("--checkpointing_steps", type=int)
     add("--checkpoints_total_limit", type=int, help="Keep at most this many checkpoints.")
     add(

@@ -70,12 +70,17 @@ def make_pipeline(unet, noise_scheduler, args):
     return NCSNPipeline(unet=unet, scheduler=sampler)
 
 
-def save_sample_grid(pipeline, path: Path, num_images: int, seed: int, device) -> np.ndarray:
-    """Samples `num_images` with the pipeline and writes them as one PNG grid; returns the images (N, H, W, C)."""
+def save_sample_grid(
+    pipeline, path: Path, num_images: int, seed: int, device, num_inference_steps: int | None = None
+) -> np.ndarray:
+    """Samples `num_images` with the pipeline, in `num_inference_steps` U-Net calls (default: its sampler's own), and
+    writes them as one PNG grid; returns the images (N, H, W, C)."""
     from PIL import Image
 
     generator = torch.Generator(device).manual_seed(seed)
-    images = pipeline(batch_size=num_images, generator=generator, output_type="np").images  # (N, H, W, C) in [0, 1]
+    images = pipeline(
+        batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps, output_type="np"
+    ).images  # (N, H, W, C) in [0, 1]
     images = np.asarray(images)
     n, h, w, c = images.shape
     cols = math.ceil(math.sqrt(n))
