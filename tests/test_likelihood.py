@@ -277,3 +277,22 @@ def test_encode_through_a_saved_pipeline_uses_its_scheduler_sigma_range(tiny_pip
         decode(pipe, latents, solver="heun", num_steps=10),
         decode(pipe.unet, latents, 0.05, 5.0, solver="heun", num_steps=10),
     )
+
+
+def test_a_pipeline_saved_with_ddim_has_the_flow_of_its_ddpm_schedule(tmp_path):
+    # catches the flow of an epsilon pipeline depending on which DDPM-family scheduler it ships: train_ncsn.py
+    # --objective epsilon saves DDIMScheduler, and its likelihood must be that of the DDPM schedule's ODE
+    from diffusers import DDIMScheduler, DDPMScheduler
+    from tiny_models import tiny_ddpm_unet
+
+    unet = tiny_ddpm_unet().eval()
+    NCSNPipeline(unet, DDIMScheduler(num_train_timesteps=50), default_num_inference_steps=10).save_pretrained(tmp_path)
+    saved = NCSNPipeline.from_pretrained(tmp_path)
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(12)) * 2 - 1
+    kwargs = {"num_levels": 17, "solver": "heun", "num_steps": 4}
+    ddim = log_likelihood(saved, images, generator=torch.Generator().manual_seed(0), **kwargs)
+    ddpm = log_likelihood(
+        NCSNPipeline(unet, DDPMScheduler(num_train_timesteps=50)), images, generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )  # fmt: skip
+    assert torch.isfinite(ddim.bits_per_dim).all() and torch.allclose(ddim.log_prob, ddpm.log_prob, atol=1e-4)
