@@ -9,6 +9,8 @@ from string import Template
 
 from huggingface_hub import ModelCardData
 
+from .schedulers.scheduling_utils import SCORE_SCHEDULER_NAMES
+
 TAGS = ["ncsn", "score-based", "annealed-langevin", "diffusers:NCSNPipeline", "pytorch"]
 # unet_config["_class_name"] -> what the network predicts, which picks the card's blocks.
 MODEL_KINDS = {"NCSNUNet2DModel": "score", "NCSNRefineNet": "score", "NCSNv2Model": "score", "UNet2DModel": "epsilon"}
@@ -42,12 +44,6 @@ SCORE_OBJECTIVE_TEXT = {
     "ssm": "sliced score matching (variance-reduced) over the noise ladder, "
     "ℓ(θ; σ) = σ² E[vᵀ ∇ₓs_θ(x + σz, σ) v + ½ ‖s_θ(x + σz, σ)‖²] (projections v ~ N(0, I))",
 }
-SCORE_SCHEDULER_CLASSES = (
-    "AnnealedLangevinScheduler",
-    "PredictorCorrectorScheduler",
-    "ConsistentAnnealedSamplingScheduler",
-    "StochasticHeunScheduler",
-)
 PREDICTION_TEXT = {
     "score": "The network outputs the score s_θ(x, σ) itself.",
     "epsilon": "The network outputs ε_θ(x, σ) = −σ s_θ(x, σ), which the scheduler turns into the score.",
@@ -137,7 +133,7 @@ def _scheduler_table(scheduler_config: dict) -> str:
 
 def _is_diffusers_scheduler(scheduler_config: dict) -> bool:
     """A scheduler of diffusers itself (DDIMScheduler, DDPMScheduler, ...), not one of this package's samplers."""
-    return scheduler_config.get("_class_name", "AnnealedLangevinScheduler") not in SCORE_SCHEDULER_CLASSES
+    return scheduler_config.get("_class_name", "AnnealedLangevinScheduler") not in SCORE_SCHEDULER_NAMES
 
 
 def _num_model_calls(scheduler_config: dict, num_inference_steps: int | None = None) -> int:
