@@ -90,6 +90,17 @@ def check_components(unet, scheduler):
         )
 
 
+def check_score_chain(pipeline, scheduler):
+    """Img2img and inpainting run the package's score chains (their `add_noise` at a sigma, the chain's levels): a
+    DDPM-family scheduler (what `train_ncsn.py --objective epsilon` saves) is refused with the conversion to use."""
+    if is_timestep_scheduler(scheduler):
+        raise ValueError(
+            f"{type(pipeline).__name__} runs the package's score chains, not {type(scheduler).__name__}; for this DDPM "
+            "U-Net set pipe.scheduler = AnnealedLangevinScheduler.from_config(pipe.scheduler.config) (VP "
+            "coordinates, the same DDPM schedule)."
+        )
+
+
 def check_timestep_pair(unet, scheduler):
     """A DDPM-family scheduler calls the network at integer timesteps t and steps with what it predicts (epsilon): only
     a DDPM U-Net (`UNet2DModel` with its positional timestep embedding) or another timestep model samples with it."""

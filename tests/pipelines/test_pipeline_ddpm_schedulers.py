@@ -131,3 +131,19 @@ def test_the_saved_default_number_of_steps_round_trips(unet, tmp_path):
     assert len(calls) == 107
     with pytest.raises(ValueError, match="default_num_inference_steps=0 must be a positive integer"):
         NCSNPipeline(unet=unet, scheduler=DDIMScheduler(), default_num_inference_steps=0)
+
+
+def test_img2img_and_inpainting_name_the_conversion_for_a_ddim_folder(unet):
+    """Catches NCSNImg2ImgPipeline / NCSNInpaintPipeline failing deep in their chain on what --objective epsilon saves,
+    and checks the conversion they name works."""
+    from ncsn_diffusers import AnnealedLangevinScheduler, NCSNImg2ImgPipeline, NCSNInpaintPipeline
+
+    image, mask = torch.rand(1, 1, 8, 8), torch.ones(1, 1, 8, 8)
+    for pipeline_class, args in ((NCSNImg2ImgPipeline, (image,)), (NCSNInpaintPipeline, (image, mask))):
+        pipe = pipeline_class(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=100))
+        pipe.set_progress_bar_config(disable=True)
+        with pytest.raises(ValueError, match=f"{pipeline_class.__name__} runs the package's score chains"):
+            pipe(*args, num_inference_steps=4)
+        pipe.scheduler = AnnealedLangevinScheduler.from_config(pipe.scheduler.config)
+        out = pipe(*args, num_inference_steps=4, output_type="np").images
+        assert np.isfinite(out).all()
