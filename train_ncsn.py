@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="The sampler saved with a score model: predictor_corrector (the default; Song et al. 2021, "
         "reverse diffusion + --corrector_steps Langevin steps per level, --sampling_calls U-Net calls from sigma_1 to "
         "sigma_L), stochastic_heun (EDM's Algorithm 2, EDM's VE churn, --sampling_calls calls, one fewer if even) or "
-        "annealed_langevin (Algorithm 1 on the training ladder, L x T calls). --objective epsilon saves annealed "
-        "Langevin in VP coordinates.",
+        "annealed_langevin (Algorithm 1 on the training ladder, L x T calls). --objective epsilon saves diffusers' "
+        "DDIMScheduler at 100 calls on its DDPM schedule (the best measured, docs/sampling.md).",
     )
     add(
         "--sampling_calls",
@@ -223,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--logging_steps", type=int, help="Log (and check the loss is finite) every N steps.")
     add("--save_images_steps", type=int, help="Sample a grid every N steps (0: only at the end).")
     add("--num_sample_images", type=int, help="Images in each sample grid.")
+    add(
+        "--sample_grid_steps",
+        type=int,
+        help="U-Net calls of the chain that draws the final sample grid (default: the saved sampler's own, e.g. "
+        "L x T = 1000 with --recipe ncsn_v1); the saved pipeline keeps its sampler.",
+    )
     add("--checkpointing_steps", type=int)
     add("--checkpoints_total_limit", type=int, help="Keep at most this many checkpoints.")
     add(

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Scores the samplers of a trained score pipeline on the digits, over several seeds, to choose the one it saves.
+"""Scores the samplers of a trained pipeline on the digits, over several seeds, to choose the one it saves.
 
     python examples/choose_default_sampler.py --pipeline ncsn-digits --seeds 0 1 2 --num_samples 500
+    python examples/choose_default_sampler.py --pipeline ncsn-eps --seeds 0 1 --num_samples 500   # epsilon model
 
 Each row is a scheduler built from the saved scheduler's config (so it keeps sigma_max, sigma_min and data_range) with
 the settings named in the row, run in `NCSNPipeline` at its number of U-Net calls. Every cell is scored by
@@ -29,6 +30,21 @@ SAMPLERS = {
     "Heun, EDM churn @49": ("StochasticHeunScheduler", {}, 49),
     "EDM DPM-Solver @20": ("EDMDPMSolverMultistepScheduler", {}, 20),
 }
+# The candidates for a DDPM epsilon model (`train_ncsn.py --objective epsilon`): diffusers' own schedulers, each
+# `from_config` of the saved DDPM schedule, and annealed Langevin in VP coordinates with a step relative to sigma_L**2.
+EPSILON_SAMPLERS = {
+    "saved": (None, {}, None),
+    "DDPM @1000": ("DDPMScheduler", {}, 1000),
+    "DDPM @100": ("DDPMScheduler", {}, 100),
+    "DDIM @100": ("DDIMScheduler", {}, 100),
+    "DDIM @50": ("DDIMScheduler", {}, 50),
+    "DPM-Solver++ @20": ("DPMSolverMultistepScheduler", {}, 20),
+    "VP ALS L=100 T=1 rel 0.2 + denoise @100": (
+        "AnnealedLangevinScheduler",
+        {"num_noise_levels": 99, "steps_per_level": 1, "relative_epsilon": 0.2, "final_denoise": True},
+        100,
+    ),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,7 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pipeline", required=True, help="A saved NCSNPipeline folder of a score model.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--num_samples", type=int, default=500)
-    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=None,
+        choices=sorted({*SAMPLERS, *EPSILON_SAMPLERS}),
+        help="Default: every candidate for the pipeline's kind of model (score network or DDPM epsilon U-Net).",
+    )
     parser.add_argument("--json", default=None, help="Write every cell here.")
     return parser.parse_args(argv)
 
@@ -51,7 +73,8 @@ def build_scheduler(pipe, class_name: str | None, overrides: dict):
     config = pipe.scheduler.config
     if class_name.startswith("EDM"):
         return getattr(diffusers, class_name)(sigma_min=config.sigma_min, sigma_max=config.sigma_max)
-    return getattr(ncsn_diffusers, class_name).from_config(config, **overrides)
+    scheduler_class = getattr(ncsn_diffusers, class_name, None) or getattr(diffusers, class_name)
+    return scheduler_class.from_config(config, **overrides)
 
 
 def score_cell(pipe, scheduler, calls, seed: int, num_samples: int) -> dict:
@@ -82,12 +105,15 @@ def score_cell(pipe, scheduler, calls, seed: int, num_samples: int) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
+    from diffusers import UNet2DModel
+
     from ncsn_diffusers import NCSNPipeline
 
     pipe = NCSNPipeline.from_pretrained(args.pipeline)
+    candidates = EPSILON_SAMPLERS if isinstance(pipe.unet, UNet2DModel) else SAMPLERS
     cells = {}
-    for name in args.samplers:
-        class_name, overrides, calls = SAMPLERS[name]
+    for name in args.samplers or list(candidates):
+        class_name, overrides, calls = {**SAMPLERS, **EPSILON_SAMPLERS}[name]
         scheduler = build_scheduler(pipe, class_name, overrides)
         cells[name] = [score_cell(pipe, scheduler, calls, seed, args.num_samples) for seed in args.seeds]
         print(f"{name}: {[round(c['fd'], 2) for c in cells[name]]}", flush=True)

@@ -9,6 +9,8 @@ from string import Template
 
 from huggingface_hub import ModelCardData
 
+from .schedulers.scheduling_utils import SCORE_SCHEDULER_NAMES
+
 TAGS = ["ncsn", "score-based", "annealed-langevin", "diffusers:NCSNPipeline", "pytorch"]
 # unet_config["_class_name"] -> what the network predicts, which picks the card's blocks.
 MODEL_KINDS = {"NCSNUNet2DModel": "score", "NCSNRefineNet": "score", "NCSNv2Model": "score", "UNet2DModel": "epsilon"}
@@ -129,8 +131,17 @@ def _scheduler_table(scheduler_config: dict) -> str:
     return _table(("Config key", "Symbol", "Value", "Meaning"), rows)
 
 
-def _num_model_calls(scheduler_config: dict) -> int:
-    """The calls of the scheduler's configured chain (`num_inference_steps=None`)."""
+def _is_diffusers_scheduler(scheduler_config: dict) -> bool:
+    """A scheduler of diffusers itself (DDIMScheduler, DDPMScheduler, ...), not one of this package's samplers."""
+    return scheduler_config.get("_class_name", "AnnealedLangevinScheduler") not in SCORE_SCHEDULER_NAMES
+
+
+def _num_model_calls(scheduler_config: dict, num_inference_steps: int | None = None) -> int:
+    """The calls of a call without `num_inference_steps`: the pipeline's saved default, else the scheduler's chain."""
+    if num_inference_steps is not None:
+        return num_inference_steps
+    if _is_diffusers_scheduler(scheduler_config):
+        return scheduler_config.get("num_train_timesteps", 1000)
     levels, denoise = scheduler_config.get("num_noise_levels", 10), bool(scheduler_config.get("final_denoise", False))
     sampler = scheduler_config.get("_class_name", "AnnealedLangevinScheduler")
     if sampler == "PredictorCorrectorScheduler":  # k correctors and one predictor per level; no extra denoising call
@@ -154,6 +165,22 @@ def _sampler_call(scheduler_config: dict, sample_shape: str) -> str:
         return f"annealed_langevin({model}, cfg, {shape}, generator)"
     langevin = '{**cfg, "num_noise_levels": 50, "steps_per_level": 20, "relative_epsilon": 0.2}'
     return f"annealed_langevin({model}, {langevin}, {shape}, generator)  # {sampler}: as annealed Langevin"
+
+
+def _epsilon_sampler_text(scheduler_config: dict, num_calls: int) -> str:
+    """How the card's epsilon model samples: diffusers' own scheduler it ships, or annealed Langevin (VP)."""
+    name = scheduler_config.get("_class_name", "AnnealedLangevinScheduler")
+    if _is_diffusers_scheduler(scheduler_config):
+        return (
+            f"sampled with diffusers' own `{name}` at {num_calls} network calls, the best measured sampler for "
+            "this model (ncsn-diffusers' docs/sampling.md). Its score s(x_t, t) = −ε_θ(x_t, t) / √(1 − ᾱ_t) drives "
+            "the package's annealed Langevin sampler too (`AnnealedLangevinScheduler.from_config` of the DDPM "
+            "schedule)."
+        )
+    return (
+        "packaged to be sampled with **annealed Langevin dynamics** (Song & Ermon, 2019). Its score is "
+        "s(x_t, t) = −ε_θ(x_t, t) / √(1 − ᾱ_t), so the Langevin sampler runs on L of the DDPM noise levels."
+    )
 
 
 def _dataset_text(datasets: list[str]) -> str:
@@ -185,6 +212,7 @@ def render_model_card(
     results: dict | None = None,
     license: str = "apache-2.0",  # noqa: A002 - the Hub metadata field's name
     datasets: list[str] | None = None,
+    num_inference_steps: int | None = None,
 ) -> str:
     """
     Renders the Hub model card (README.md with YAML metadata) of a saved NCSN or epsilon model. Needs no network.
@@ -208,6 +236,9 @@ def render_model_card(
         datasets (`list[str]`, *optional*):
             Training data set names for the metadata, e.g. `["sklearn-digits"]`; when `None`, the `dataset_name`
             of `training` if given.
+        num_inference_steps (`int`, *optional*):
+            The network calls of a call without `num_inference_steps` (the pipeline's `default_num_inference_steps`);
+            when `None`, those of the scheduler's configured chain.
 
     Returns:
         `str`: the card, Markdown with a YAML metadata header.
@@ -236,7 +267,9 @@ def render_model_card(
     low, high = _data_range(scheduler_config)
     values = {
         "metadata": metadata,
-        "title": repo_id.split("/")[-1] if repo_id else f"{class_name} sampled with annealed Langevin dynamics",
+        "title": repo_id.split("/")[-1]
+        if repo_id
+        else f"{class_name} sampled with {scheduler_config.get('_class_name', 'annealed Langevin dynamics')}",
         "repo_id": repo_id or "your-namespace/your-model",
         "unet_class": class_name,
         "scheduler_class": scheduler_config.get("_class_name", "scheduler"),
@@ -249,7 +282,10 @@ def render_model_card(
             (training or {}).get("objective"), SCORE_OBJECTIVE_TEXT["dsm"]
         ),
         "prediction_text": PREDICTION_TEXT.get(scheduler_config.get("prediction_type", "score"), ""),
-        "num_model_calls": _num_model_calls(scheduler_config),
+        "num_model_calls": _num_model_calls(scheduler_config, num_inference_steps),
+        "diffusers_scheduler_class": scheduler_config["_class_name"]
+        if _is_diffusers_scheduler(scheduler_config)
+        else "DDPMScheduler",
         "dataset_text": _dataset_text(list(datasets or [])),
         "training_table": _training_table(training),
         "scheduler_table": _scheduler_table(scheduler_config),
@@ -257,6 +293,10 @@ def render_model_card(
         "results_table": _results_table(results),
     }
     values["sampler_call"] = _sampler_call(scheduler_config, values["sample_shape"])
+    values["epsilon_sampler_text"] = _epsilon_sampler_text(scheduler_config, values["num_model_calls"])
+    values["epsilon_steps"] = (
+        values["num_model_calls"] if _is_diffusers_scheduler(scheduler_config) else values["num_train_timesteps"]
+    )
     text = _TEMPLATE_NOTE.sub("", _template_path().read_text(encoding="utf-8"), count=1)
     kept = {kind} | ({"remote_code"} if class_name in REMOTE_CODE_CLASSES else set())
     if kind == "score" and scheduler_config.get("_class_name") == "PredictorCorrectorScheduler":

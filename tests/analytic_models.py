@@ -7,6 +7,7 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
+from ncsn_diffusers.probability_flow import vp_sigma
 from ncsn_diffusers.toy import mixture_score
 
 
@@ -47,3 +48,20 @@ class ImageMixtureEpsilonModel(ModelMixin, ConfigMixin):
         score = mixture_score(flat, 0.0, abar**0.5 * self.mu, self.config.weights, std_t)
         eps = (-((1 - abar) ** 0.5) * score).reshape(sample.shape).to(sample.dtype)
         return UNet2DOutput(sample=eps) if return_dict else (eps,)
+
+
+class GaussianEpsilonModel(ModelMixin, ConfigMixin):
+    """epsilon*(x_t, t) of data N(mean, std^2 I) under x_t = sqrt(abar) x_0 + sqrt(1 - abar) z, at float t, with abar
+    from `vp_sigma`: x_t ~ N(sqrt(abar) mean, (abar std^2 + 1 - abar) I)."""
+
+    @register_to_config
+    def __init__(self, mean: float, std: float, alphas_cumprod: list, sample_size: int = 2, in_channels: int = 1):
+        super().__init__()
+        self.register_buffer("abar", torch.tensor(alphas_cumprod, dtype=torch.float64), persistent=False)
+
+    def forward(self, sample, timestep, return_dict=True):
+        sigma = vp_sigma(self.abar, timestep).item()
+        abar = 1 / (1 + sigma**2)
+        var = abar * self.config.std**2 + 1 - abar
+        eps = (1 - abar) ** 0.5 * (sample - abar**0.5 * self.config.mean) / var
+        return UNet2DOutput(sample=eps.to(sample.dtype)) if return_dict else (eps,)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from analytic_models import ImageMixtureScoreModel
+from analytic_models import GaussianEpsilonModel, ImageMixtureScoreModel
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
@@ -46,23 +46,6 @@ def gaussian_log_prob(x: torch.Tensor, mean: float, var: float) -> torch.Tensor:
 
 def gaussian_model(mean: float, std: float) -> ImageMixtureScoreModel:
     return ImageMixtureScoreModel(means=[[mean] * DIM], weights=[1.0], std=std, sample_size=2)
-
-
-class GaussianEpsilonModel(ModelMixin, ConfigMixin):
-    """epsilon*(x_t, t) of data N(mean, std^2 I) under x_t = sqrt(abar) x_0 + sqrt(1 - abar) z, at float t, with abar
-    from `vp_sigma`: x_t ~ N(sqrt(abar) mean, (abar std^2 + 1 - abar) I)."""
-
-    @register_to_config
-    def __init__(self, mean: float, std: float, alphas_cumprod: list):
-        super().__init__()
-        self.register_buffer("abar", torch.tensor(alphas_cumprod, dtype=torch.float64), persistent=False)
-
-    def forward(self, sample, timestep, return_dict=True):
-        sigma = vp_sigma(self.abar, timestep).item()
-        abar = 1 / (1 + sigma**2)
-        var = abar * self.config.std**2 + 1 - abar
-        eps = (1 - abar) ** 0.5 * (sample - abar**0.5 * self.config.mean) / var
-        return UNet2DOutput(sample=eps)
 
 
 class UniformBoxScoreModel(ModelMixin, ConfigMixin):
@@ -294,3 +277,22 @@ def test_encode_through_a_saved_pipeline_uses_its_scheduler_sigma_range(tiny_pip
         decode(pipe, latents, solver="heun", num_steps=10),
         decode(pipe.unet, latents, 0.05, 5.0, solver="heun", num_steps=10),
     )
+
+
+def test_a_pipeline_saved_with_ddim_has_the_flow_of_its_ddpm_schedule(tmp_path):
+    # catches the flow of an epsilon pipeline depending on which DDPM-family scheduler it ships: train_ncsn.py
+    # --objective epsilon saves DDIMScheduler, and its likelihood must be that of the DDPM schedule's ODE
+    from diffusers import DDIMScheduler, DDPMScheduler
+    from tiny_models import tiny_ddpm_unet
+
+    unet = tiny_ddpm_unet().eval()
+    NCSNPipeline(unet, DDIMScheduler(num_train_timesteps=50), default_num_inference_steps=10).save_pretrained(tmp_path)
+    saved = NCSNPipeline.from_pretrained(tmp_path)
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(12)) * 2 - 1
+    kwargs = {"num_levels": 17, "solver": "heun", "num_steps": 4}
+    ddim = log_likelihood(saved, images, generator=torch.Generator().manual_seed(0), **kwargs)
+    ddpm = log_likelihood(
+        NCSNPipeline(unet, DDPMScheduler(num_train_timesteps=50)), images, generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )  # fmt: skip
+    assert torch.isfinite(ddim.bits_per_dim).all() and torch.allclose(ddim.log_prob, ddpm.log_prob, atol=1e-4)

@@ -6,6 +6,7 @@ from diffusers import UNet2DModel
 
 from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
 from ..schedulers import SCORE_SCHEDULERS
+from .timestep_adapter import is_timestep_scheduler
 
 
 def is_denoiser_scheduler(scheduler) -> bool:
@@ -15,6 +16,11 @@ def is_denoiser_scheduler(scheduler) -> bool:
 
 def check_guidable(scheduler):
     """Classifier guidance adds to a VE score conditioned on sigma = the timestep: refuses any other score chain."""
+    if is_timestep_scheduler(scheduler):
+        raise ValueError(
+            f"class_labels guide a VE score model, but {type(scheduler).__name__} steps a DDPM epsilon model; sample "
+            "an NCSN score model (VE, 'score') with one of the package's schedulers."
+        )
     noise_space = getattr(scheduler.config, "noise_space", "ve")
     if noise_space != "ve" or scheduler.config.prediction_type != "score":
         raise ValueError(
@@ -48,10 +54,14 @@ def check_components(unet, scheduler):
                 "with e.g. EDMEulerScheduler(sigma_min=..., sigma_max=...) rather than from the NCSN config."
             )
         return
+    if is_timestep_scheduler(scheduler):
+        check_timestep_pair(unet, scheduler)
+        return
     if not isinstance(scheduler, SCORE_SCHEDULERS):
         raise ValueError(
-            f"NCSNPipeline needs one of {names} or a diffusers EDM scheduler (EDMEulerScheduler, "
-            f"EDMDPMSolverMultistepScheduler), got {type(scheduler).__name__}; convert it with "
+            f"NCSNPipeline needs one of {names}, a diffusers EDM scheduler (EDMEulerScheduler, "
+            "EDMDPMSolverMultistepScheduler) or, for a DDPM epsilon UNet2DModel, a DDPM-family one (DDPMScheduler, "
+            f"DDIMScheduler, DPMSolverMultistepScheduler, ...), got {type(scheduler).__name__}; convert it with "
             f"AnnealedLangevinScheduler.from_config(scheduler.config)."
         )
     noise_space = getattr(scheduler.config, "noise_space", "ve")
@@ -77,4 +87,29 @@ def check_components(unet, scheduler):
             f"This UNet2DModel takes integer DDPM timesteps (an epsilon model) but the scheduler is in "
             f"noise_space={noise_space!r} with prediction_type={prediction_type!r}, which conditions on sigma; use "
             "AnnealedLangevinScheduler.from_config(DDPMScheduler(...).config) for DDPM (VP) coordinates."
+        )
+
+
+def check_score_chain(pipeline, scheduler):
+    """Img2img and inpainting run the package's score chains (their `add_noise` at a sigma, the chain's levels): a
+    DDPM-family scheduler (what `train_ncsn.py --objective epsilon` saves) is refused with the conversion to use."""
+    if is_timestep_scheduler(scheduler):
+        raise ValueError(
+            f"{type(pipeline).__name__} runs the package's score chains, not {type(scheduler).__name__}; for this DDPM "
+            "U-Net set pipe.scheduler = AnnealedLangevinScheduler.from_config(pipe.scheduler.config) (VP "
+            "coordinates, the same DDPM schedule)."
+        )
+
+
+def check_timestep_pair(unet, scheduler):
+    """A DDPM-family scheduler calls the network at integer timesteps t and steps with what it predicts (epsilon): only
+    a DDPM U-Net (`UNet2DModel` with its positional timestep embedding) or another timestep model samples with it."""
+    name = type(scheduler).__name__
+    if isinstance(unet, (NCSNUNet2DModel, NCSNRefineNet, NCSNv2Model)) or (
+        isinstance(unet, UNet2DModel) and unet.config.time_embedding_type != "positional"
+    ):
+        raise ValueError(
+            f"{name} calls the network at integer DDPM timesteps and steps with its epsilon, but "
+            f"{type(unet).__name__} is a score network conditioned on sigma; sample it with the package's schedulers "
+            "(PredictorCorrectorScheduler, StochasticHeunScheduler, ...) or diffusers' EDM schedulers."
         )

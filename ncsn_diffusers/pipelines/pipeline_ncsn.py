@@ -8,7 +8,10 @@ from pathlib import Path
 
 import torch
 from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
     DiffusionPipeline,
+    DPMSolverMultistepScheduler,
     EDMDPMSolverMultistepScheduler,
     EDMEulerScheduler,
     ImagePipelineOutput,
@@ -27,17 +30,21 @@ from ..schedulers import (
     StochasticHeunScheduler,
 )
 from .edm_adapter import edm_model_output, takes_denoised_sample
+from .encoding import encode_latents
 from .pairing import check_components, check_guidable, is_denoiser_scheduler
 from .pipeline_folder import HUB_KWARGS, resolve_pipeline_folder
 from .pipeline_utils import (
     OUTPUT_TYPES,
     check_callback,
     check_generator,
+    check_latents,
     format_images,
+    prepare_images,
     run_callback,
     samples_to_unit_range,
     scheduler_overrides,
 )
+from .timestep_adapter import is_timestep_scheduler, timestep_model_output, timestep_step_kwargs
 
 # The range of the data when the scheduler does not record it (diffusers' EDM schedulers): diffusers' images.
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
@@ -49,8 +56,10 @@ class NCSNPipeline(DiffusionPipeline):
     or another sampler for score models.
 
     It samples two kinds of model: a score network conditioned on sigma ([`NCSNUNet2DModel`]) and a DDPM
-    epsilon-prediction [`~diffusers.UNet2DModel`] ([`AnnealedLangevinScheduler`] in VP coordinates, where
-    score = -epsilon / sqrt(1 - alphabar_t)). A score network samples with any of the package's schedulers
+    epsilon-prediction [`~diffusers.UNet2DModel`]. An epsilon model samples with diffusers' DDPM-family schedulers
+    ([`~diffusers.DDPMScheduler`], [`~diffusers.DDIMScheduler`], [`~diffusers.DPMSolverMultistepScheduler`], ...) in
+    their standard loop, as `DDPMPipeline` runs them, or with [`AnnealedLangevinScheduler`] in VP coordinates, where
+    score = -epsilon / sqrt(1 - alphabar_t). A score network samples with any of the package's schedulers
     ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`], [`ConsistentAnnealedSamplingScheduler`],
     [`StochasticHeunScheduler`]) or with
     diffusers' EDM solvers as they are ([`~diffusers.EDMEulerScheduler`],
@@ -64,10 +73,15 @@ class NCSNPipeline(DiffusionPipeline):
         unet ([`NCSNUNet2DModel`], [`NCSNRefineNet`], [`NCSNv2Model`] or [`~diffusers.UNet2DModel`]):
             The network: s_theta(x, sigma) for a score model, epsilon_theta(x_t, t) for a DDPM model.
         scheduler ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`],
-            [`ConsistentAnnealedSamplingScheduler`], [`StochasticHeunScheduler`], or a diffusers EDM scheduler):
+            [`ConsistentAnnealedSamplingScheduler`], [`StochasticHeunScheduler`], a diffusers EDM scheduler, or for a
+            DDPM U-Net a diffusers DDPM-family scheduler such as [`~diffusers.DDPMScheduler`]):
             The sampler, in the coordinates of the network.
         classifier ([`NoiseConditionalClassifier`], *optional*):
             p_phi(y | x, sigma), for class-conditional sampling with `class_labels` (classifier guidance).
+        default_num_inference_steps (`int`, *optional*):
+            The U-Net calls of a call without `num_inference_steps`, saved in `model_index.json`: the count the
+            saved sampler was measured at (`train_ncsn.py --objective epsilon` saves DDIM's); `None` keeps the
+            scheduler's own default.
     """
 
     model_cpu_offload_seq = "unet"
@@ -82,12 +96,20 @@ class NCSNPipeline(DiffusionPipeline):
         | ConsistentAnnealedSamplingScheduler
         | StochasticHeunScheduler
         | EDMEulerScheduler
-        | EDMDPMSolverMultistepScheduler,
+        | EDMDPMSolverMultistepScheduler
+        | DDPMScheduler
+        | DDIMScheduler
+        | DPMSolverMultistepScheduler,
         classifier: NoiseConditionalClassifier | None = None,
+        default_num_inference_steps: int | None = None,
     ):
         super().__init__()
         check_components(unet, scheduler)
+        steps = default_num_inference_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"default_num_inference_steps={steps!r} must be a positive integer or None.")
         self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
+        self.register_to_config(default_num_inference_steps=steps)
         self.model_card_kwargs = {}
 
     @classmethod
@@ -121,6 +143,7 @@ class NCSNPipeline(DiffusionPipeline):
             unet_config=json.loads(self.unet.to_json_string()),
             scheduler_config=json.loads(self.scheduler.to_json_string()),
             repo_id=repo_id,
+            num_inference_steps=self.config.get("default_num_inference_steps"),
             **self.model_card_kwargs,
         )
 
@@ -172,8 +195,9 @@ class NCSNPipeline(DiffusionPipeline):
                 image, to make generation deterministic.
             num_inference_steps (`int`, *optional*):
                 The number of U-Net calls, spread over the noise levels (see the scheduler's `set_timesteps`).
-                Defaults to the scheduler's configured chain (annealed Langevin: L x T, +1 for denoising; diffusers'
-                schedulers: their `num_train_timesteps`).
+                Defaults to `default_num_inference_steps` when the pipeline has one, else to the scheduler's configured
+                chain (annealed Langevin: L x T, +1 for denoising; diffusers' schedulers: their `num_train_timesteps`,
+                as `DDPMPipeline`).
             latents (`torch.Tensor`, *optional*):
                 Standard normal noise z of shape `(batch_size, num_channels, height, width)` to start the chain from,
                 instead of a draw from `generator`, as in diffusers (which scales latents by `init_noise_sigma`): every
@@ -222,6 +246,7 @@ class NCSNPipeline(DiffusionPipeline):
         # Again at each call: `pipe.unet = ...` or `pipe.scheduler = ...` after construction bypasses `__init__`.
         check_components(self.unet, self.scheduler)
         shape = (batch_size, self.unet.config.in_channels, *self._sample_size())
+        num_inference_steps = num_inference_steps or self.config.get("default_num_inference_steps")
         device = self._execution_device
 
         scheduler = self.scheduler
@@ -230,8 +255,9 @@ class NCSNPipeline(DiffusionPipeline):
         guidance = self.prepare_guidance(class_labels, guidance_scale, batch_size, device)
 
         # The chain lives in float32; only the U-Net sees its own dtype.
-        latents = self.check_latents(latents, shape)
-        if uses_denoiser:
+        latents = check_latents(latents, shape)
+        uses_timesteps = is_timestep_scheduler(scheduler)
+        if uses_denoiser or uses_timesteps:
             num_inference_steps = num_inference_steps or scheduler.config.num_train_timesteps
             if latents is None:
                 latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
@@ -242,10 +268,15 @@ class NCSNPipeline(DiffusionPipeline):
         unet_dtype = self.unet.dtype  # a walk over every module: read once, not at each of the N calls
         takes_denoised = uses_denoiser and takes_denoised_sample(scheduler)
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
-            model_output, step_kwargs = self._step_model_output(
-                sample, t, unet_dtype, uses_denoiser, takes_denoised, guidance
-            )
-            sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
+            if uses_timesteps:  # diffusers' DDPM loop, as DDPMPipeline / DDIMPipeline run it
+                model_output = timestep_model_output(scheduler, self.unet, sample, t, unet_dtype)
+                sample = scheduler.step(model_output, t, sample, **timestep_step_kwargs(scheduler, generator))
+                sample = sample.prev_sample
+            else:
+                model_output, step_kwargs = self._step_model_output(
+                    sample, t, unet_dtype, uses_denoiser, takes_denoised, guidance
+                )
+                sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
             sample = run_callback(self, callback_on_step_end, i, t, sample)
 
         data_range = getattr(scheduler, "data_range", DEFAULT_DATA_RANGE)
@@ -254,6 +285,54 @@ class NCSNPipeline(DiffusionPipeline):
         if not return_dict:
             return (image,)
         return ImagePipelineOutput(images=image)
+
+    @torch.no_grad()
+    def encode(
+        self,
+        images,
+        num_inference_steps: int | None = None,
+        solver: str = "rk45",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        num_steps: int = 100,
+    ) -> torch.Tensor:
+        r"""
+        Encodes images into the `latents` from which this pipeline's sampler starts, through the probability-flow ODE
+        dx/dsigma = -sigma s(x, sigma) from sigma_min to the sampler's sigma_max (`probability_flow.py`), so that a
+        deterministic sampler decodes them: `pipe(latents=pipe.encode(images), ...)` with e.g.
+        `StochasticHeunScheduler(s_churn=0)` (VE) or `DDIMScheduler` (DDPM U-Nets, eta = 0).
+
+        Args:
+            images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
+                In the pipeline's output forms, in [0, 1]: PIL images, `(B, H, W, C)` arrays, `(B, C, H, W)` tensors.
+            num_inference_steps (`int`, *optional*):
+                The calls of the decoding chain: a DDPM-family scheduler starts at its first timestep for that count.
+            solver (`str`, defaults to `"rk45"`), rtol, atol (`float`, default to 1e-5), num_steps (`int`):
+                The ODE solver: scipy's adaptive RK45 at `rtol` / `atol`, or `"heun"` with `num_steps` steps.
+
+        Returns:
+            `torch.Tensor` of shape `(B, C, H, W)`: z, the standard normal draw of `__call__`'s `latents` (VE: the
+            ODE's end is centre + sigma_max z).
+        """
+        check_components(self.unet, self.scheduler)
+        data_range = getattr(self.scheduler, "data_range", DEFAULT_DATA_RANGE)
+        low, high = data_range
+        unit = prepare_images(images, self.unet.config.in_channels, self.unet.config.sample_size, name="images")
+        steps = (
+            num_inference_steps
+            or self.config.get("default_num_inference_steps")
+            or self.scheduler.config.get("num_train_timesteps")
+        )
+        return encode_latents(
+            self,
+            low + (high - low) * unit,
+            data_range,
+            steps,
+            solver=solver,
+            rtol=rtol,
+            atol=atol,
+            num_steps=num_steps,
+        )
 
     def prepare_guidance(self, class_labels, guidance_scale: float | None, num_images: int, device) -> tuple:
         """(classifier, labels, w) for `guided_score`: labels `None` (no guidance) unless `class_labels` are given."""
@@ -291,22 +370,6 @@ class NCSNPipeline(DiffusionPipeline):
             raise ValueError(
                 f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not available; use ['sample']."
             )
-
-    @staticmethod
-    def check_latents(latents: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
-        """Refuses `latents` that are not a finite floating-point tensor of the chain's shape."""
-        if latents is None:
-            return None
-        if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
-            raise ValueError(f"latents must be a floating-point torch.Tensor of shape {shape}, got {type(latents)}.")
-        if tuple(latents.shape) != shape:
-            raise ValueError(
-                f"latents has shape {tuple(latents.shape)} but batch_size and the U-Net's config give {shape} "
-                "(batch_size, num_channels, height, width); pass latents of that shape or change batch_size."
-            )
-        if not torch.isfinite(latents).all():
-            raise ValueError("latents holds NaN or infinite values; pass standard normal noise.")
-        return latents
 
     def _sample_size(self) -> tuple[int, int]:
         size = self.unet.config.sample_size

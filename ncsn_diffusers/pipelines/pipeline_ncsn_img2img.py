@@ -8,7 +8,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..schedulers import StochasticHeunScheduler
 from .edm_adapter import takes_denoised_sample
-from .pairing import check_components, is_denoiser_scheduler
+from .pairing import check_components, check_score_chain, is_denoiser_scheduler
 from .pipeline_ncsn import DEFAULT_DATA_RANGE, NCSNPipeline
 from .pipeline_utils import (
     check_callback,
@@ -111,6 +111,7 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the images, in a tuple when `return_dict` is `False`.
         """
         check_components(self.unet, self.scheduler)
+        check_score_chain(self, self.scheduler)
         scheduler = self.scheduler
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
             raise ValueError(f"strength={strength!r} must lie in [0, 1] (0 returns the image, 1 ignores it).")

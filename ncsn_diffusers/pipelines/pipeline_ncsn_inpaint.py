@@ -8,7 +8,7 @@ import torch
 from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pairing import check_components, is_denoiser_scheduler
+from .pairing import check_components, check_score_chain, is_denoiser_scheduler
 from .pipeline_ncsn import NCSNPipeline
 from .pipeline_utils import (
     check_callback,
@@ -119,6 +119,7 @@ class NCSNInpaintPipeline(NCSNPipeline):
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the images, in a tuple when `return_dict` is `False`.
         """
         check_components(self.unet, self.scheduler)
+        check_score_chain(self, self.scheduler)
         if is_denoiser_scheduler(self.scheduler):
             raise ValueError(
                 f"NCSNInpaintPipeline perturbs the known pixels with the chain's own scheduler.add_noise, which "

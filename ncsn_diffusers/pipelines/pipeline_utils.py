@@ -58,6 +58,22 @@ def run_callback(pipe, callback_on_step_end, i: int, t, sample: torch.Tensor) ->
     return new_sample
 
 
+def check_latents(latents: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """Refuses `latents` that are not a finite floating-point tensor of the chain's shape."""
+    if latents is None:
+        return None
+    if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+        raise ValueError(f"latents must be a floating-point torch.Tensor of shape {shape}, got {type(latents)}.")
+    if tuple(latents.shape) != shape:
+        raise ValueError(
+            f"latents has shape {tuple(latents.shape)} but batch_size and the U-Net's config give {shape} "
+            "(batch_size, num_channels, height, width); pass latents of that shape or change batch_size."
+        )
+    if not torch.isfinite(latents).all():
+        raise ValueError("latents holds NaN or infinite values; pass standard normal noise.")
+    return latents
+
+
 def scheduler_overrides(scheduler, **settings) -> dict:
     """The per-call settings that are given (not None), checked against what `scheduler.set_timesteps` accepts."""
     overrides = {name: value for name, value in settings.items() if value is not None}

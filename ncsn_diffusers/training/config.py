@@ -91,6 +91,7 @@ class TrainingConfig:
     logging_steps: int = 25
     save_images_steps: int = 0
     num_sample_images: int = 64
+    sample_grid_steps: int | None = None
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None

@@ -15,8 +15,8 @@ import torch.nn as nn
 from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..parameterization import append_dims, sample_from_score
 from ..models import NCSNUNet2DModel
+from ..parameterization import append_dims, sample_from_score
 
 DISTANCES = ("l2", "pseudo_huber")
 

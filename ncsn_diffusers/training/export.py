@@ -39,7 +39,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
     pipeline = make_pipeline(unet, noise_scheduler, args)
     grid = Path(args.output_dir) / "samples" / f"step_{max_train_steps:06d}.png"
     sample_start = time.time()
-    save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)
+    save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device, args.sample_grid_steps)
     sample_time = time.time() - sample_start
 
     pipeline.model_card_kwargs = {
@@ -77,6 +77,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "training time (s)": round(train_time, 1),
             "training images/s (last interval)": last.get("images_per_s"),
             f"sampling time for {args.num_sample_images} images (s)": round(sample_time, 1),
+            **({"sample grid U-Net calls": args.sample_grid_steps} if args.sample_grid_steps else {}),
             "sample grid": str(grid.relative_to(args.output_dir)),
             "device": str(accelerator.device),
         },

@@ -24,6 +24,7 @@ def check_flag_ranges(config):
         ("seed", lambda v: 0 <= v < 2**63, "an integer in [0, 2^63)"),
         ("snr", lambda v: finite(v) and v > 0, "a positive number"),
         ("save_images_steps", lambda v: v >= 0, "an integer >= 0 (0: a grid at the end only)"),
+        ("sample_grid_steps", lambda v: v is None or v >= 1, "an integer >= 1 (U-Net calls of the final grid)"),
         ("langevin_epsilon", lambda v: v is None or (finite(v) and v > 0), "a positive number"),
         ("sigma_max", lambda v: v is None or finite(v), "a finite number"),
         ("sigma_min", lambda v: v is None or finite(v), "a finite number"),

@@ -5,10 +5,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import DDIMScheduler
 
 from .. import NCSNPipeline
 from ..schedulers import PredictorCorrectorScheduler, StochasticHeunScheduler
 from .data import DATA_RANGE
+
+# The sampler saved with an epsilon model (--objective epsilon) and its U-Net calls: the best measured on the
+# default-budget run (docs/sampling.md, "Epsilon models"), built from the training schedule's config.
+EPSILON_SAMPLER = DDIMScheduler
+EPSILON_SAMPLING_CALLS = 100
+DDPM_SCHEDULE_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+)
 
 
 def sampling_sigma_max(args, ladder) -> float:
@@ -23,9 +37,16 @@ def sampling_sigma_max(args, ladder) -> float:
 
 
 def make_pipeline(unet, noise_scheduler, args):
-    """The pipeline to sample and save: the training ladder's annealed Langevin chain, or PC sampling (`--sampler
-    predictor_corrector`) or EDM's stochastic Heun sampler (`stochastic_heun`) of the same range, from
-    `sampling_sigma_max` to sigma_L, in --sampling_calls U-Net calls."""
+    """The pipeline to sample and save: for a score model the training ladder's annealed Langevin chain, or PC sampling
+    (`--sampler predictor_corrector`) or EDM's stochastic Heun sampler (`stochastic_heun`) of the same range, from
+    `sampling_sigma_max` to sigma_L, in --sampling_calls U-Net calls; for an epsilon model `EPSILON_SAMPLER` on the
+    training schedule, at `EPSILON_SAMPLING_CALLS` calls."""
+    if args.objective == "epsilon":
+        # the training schedule's betas and prediction type; diffusers' defaults for the rest (its data in [-1, 1])
+        config = {key: noise_scheduler.config[key] for key in DDPM_SCHEDULE_KEYS}
+        return NCSNPipeline(
+            unet=unet, scheduler=EPSILON_SAMPLER(**config), default_num_inference_steps=EPSILON_SAMPLING_CALLS
+        )
     if args.sampler == "annealed_langevin":
         return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
     ladder, k = noise_scheduler.config, args.corrector_steps
@@ -49,12 +70,17 @@ def make_pipeline(unet, noise_scheduler, args):
     return NCSNPipeline(unet=unet, scheduler=sampler)
 
 
-def save_sample_grid(pipeline, path: Path, num_images: int, seed: int, device) -> np.ndarray:
-    """Samples `num_images` with the pipeline and writes them as one PNG grid; returns the images (N, H, W, C)."""
+def save_sample_grid(
+    pipeline, path: Path, num_images: int, seed: int, device, num_inference_steps: int | None = None
+) -> np.ndarray:
+    """Samples `num_images` with the pipeline, in `num_inference_steps` U-Net calls (default: its sampler's own), and
+    writes them as one PNG grid; returns the images (N, H, W, C)."""
     from PIL import Image
 
     generator = torch.Generator(device).manual_seed(seed)
-    images = pipeline(batch_size=num_images, generator=generator, output_type="np").images  # (N, H, W, C) in [0, 1]
+    images = pipeline(
+        batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps, output_type="np"
+    ).images  # (N, H, W, C) in [0, 1]
     images = np.asarray(images)
     n, h, w, c = images.shape
     cols = math.ceil(math.sqrt(n))

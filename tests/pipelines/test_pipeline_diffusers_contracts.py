@@ -82,7 +82,7 @@ def test_swapped_components_are_checked_at_call_time(pipe):
     with pytest.raises(ValueError, match="NCSNUNet2DModel returns the score"):
         sample(pipe)
     pipe.scheduler = DDPMScheduler()
-    with pytest.raises(ValueError, match="NCSNPipeline needs one of"):
+    with pytest.raises(ValueError, match="DDPMScheduler calls the network at integer DDPM timesteps"):
         sample(pipe)
     assert calls == []  # refused before the first U-Net call
     pipe.scheduler = AnnealedLangevinScheduler()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from analytic_models import ImageMixtureScoreModel
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler, ScoreSdeVeScheduler, UNet2DModel
 from huggingface_hub import ModelCard
 from PIL import Image
 from tiny_models import tiny_ddpm_unet
@@ -189,7 +189,9 @@ def test_mismatched_unet_and_scheduler():
     with pytest.raises(ValueError, match="takes integer DDPM timesteps"):
         NCSNPipeline(tiny_ddpm_unet(), ve_scheduler(prediction_type="epsilon"))
     with pytest.raises(ValueError, match="needs one of AnnealedLangevinScheduler, PredictorCorrectorScheduler"):
-        NCSNPipeline(tiny_ddpm_unet(), DDPMScheduler())
+        NCSNPipeline(tiny_ddpm_unet(), ScoreSdeVeScheduler())
+    with pytest.raises(ValueError, match="DDPMScheduler calls the network at integer DDPM timesteps"):
+        NCSNPipeline(NCSNUNet2DModel.from_preset("tiny"), DDPMScheduler())
 
 
 def test_folders_that_are_not_ncsn_pipelines(pipe, tmp_path):
