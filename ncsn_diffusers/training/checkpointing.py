@@ -188,13 +188,11 @@ def save_checkpoint(
     if accelerator.is_main_process:
         parts = {}
         save_file(_contiguous(accelerator.unwrap_model(model).state_dict()), tmp / "model.safetensors")
-        for name, obj in (
-            ("optimizer", optimizer),
-            ("lr_scheduler", lr_scheduler),
-            ("ema", ema),
-            ("objective", objective),
-        ):
-            if obj is not None and (name != "objective" or obj.state_dict()):
+        stateful = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, "ema": ema}
+        if objective is not None and objective.state_dict():  # an objective with models of its own
+            stateful["objective"] = objective
+        for name, obj in stateful.items():
+            if obj is not None:
                 parts[name], tensors = encode_state(obj.state_dict())
                 if tensors:
                     save_file(tensors, tmp / f"{name}.safetensors")

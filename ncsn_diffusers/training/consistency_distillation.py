@@ -178,14 +178,21 @@ def student_from_teacher(teacher: NCSNUNet2DModel, init_from_teacher: bool = Tru
     return student.to(teacher.device)
 
 
+def consistency_scheduler(
+    sigma_min: float, sigma_max: float, sigma_data: float, num_levels: int, rho: float = 7.0
+) -> CMStochasticIterativeScheduler:
+    """diffusers' `CMStochasticIterativeScheduler` on the grid of distillation: `num_train_timesteps` = N,
+    `sigma_min`, `sigma_max`, `sigma_data`, `rho` (its c_skip / c_out / c_in are the student's parameterisation)."""
+    return CMStochasticIterativeScheduler(
+        num_train_timesteps=num_levels, sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=sigma_data, rho=rho
+    )
+
+
 def consistency_pipeline(
     student: UNet2DModel, sigma_min: float, sigma_max: float, sigma_data: float, num_levels: int, rho: float = 7.0
 ) -> ConsistencyModelPipeline:
-    """The student as diffusers' own `ConsistencyModelPipeline` (data in [-1, 1]), its scheduler on the grid it was
-    distilled on: `num_train_timesteps` = N, `sigma_min`, `sigma_max`, `sigma_data`, `rho`."""
-    scheduler = CMStochasticIterativeScheduler(
-        num_train_timesteps=num_levels, sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=sigma_data, rho=rho
-    )
+    """The student as diffusers' own `ConsistencyModelPipeline` (data in [-1, 1]) on its `consistency_scheduler`."""
+    scheduler = consistency_scheduler(sigma_min, sigma_max, sigma_data, num_levels, rho)
     return ConsistencyModelPipeline(unet=student, scheduler=scheduler)
 
 

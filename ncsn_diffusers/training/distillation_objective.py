@@ -20,6 +20,7 @@ from .. import NCSNPipeline, NCSNUNet2DModel
 from .consistency_distillation import (
     consistency_distillation_loss,
     consistency_pipeline,
+    consistency_scheduler,
     karras_sigmas,
     student_from_teacher,
     teacher_denoiser,
@@ -47,7 +48,7 @@ class ConsistencyDistillation(Objective):
 
     def __init__(self, config, noise_scheduler):
         super().__init__(config, noise_scheduler)
-        self.teacher = self.target = self.denoiser = self.scheduler = None
+        self.teacher = self.target = self.denoiser = self.scheduler = self._sigmas = None
 
     def sample_levels(self, batch_size, generator, device):
         return torch.randint(0, self.config.num_scales - 1, (batch_size,), generator=generator, device=device)
@@ -65,14 +66,9 @@ class ConsistencyDistillation(Objective):
         self.denoiser = teacher_denoiser(self.teacher, data_range)
         scale = 2.0 if data_range == (0.0, 1.0) else 1.0  # the teacher's sigmas, in the student's [-1, 1]
         ladder = teacher_pipe.scheduler.config
-        pipe = consistency_pipeline(
-            torch.nn.Identity(),
-            scale * ladder.sigma_min,
-            scale * ladder.sigma_max,
-            config.sigma_data,
-            config.num_scales,
+        self.scheduler = consistency_scheduler(
+            scale * ladder.sigma_min, scale * ladder.sigma_max, config.sigma_data, config.num_scales
         )
-        self.scheduler = pipe.scheduler
         if isinstance(self.teacher, NCSNUNet2DModel):  # the same blocks: copied, or the same shapes afresh
             return student_from_teacher(self.teacher, init_from_teacher=config.student_init == "teacher")
         return build_unet(config)  # --model_preset's UNet2DModel (its positional embedding takes 250 log sigma)
@@ -80,9 +76,8 @@ class ConsistencyDistillation(Objective):
     def prepare(self, accelerator, unet):
         """The teacher on the device; the target theta^- starts as a copy of the student (theta^- = theta)."""
         self.teacher.to(accelerator.device)
-        self.target = copy.deepcopy(accelerator.unwrap_model(unet)).requires_grad_(False)
-        self.target.train(accelerator.unwrap_model(unet).training)
-        self._sigmas = None
+        student = accelerator.unwrap_model(unet)
+        self.target = copy.deepcopy(student).requires_grad_(False).train(student.training)  # as the paper's code
 
     def sigmas(self, device) -> torch.Tensor:
         """The Karras grid of the scheduler, (N,) descending, on `device`, computed once."""
