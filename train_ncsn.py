@@ -10,6 +10,8 @@ sigma_1 > ... > sigma_L with lambda(sigma) = sigma^2: loss = mean ||sigma s_thet
 level of the ladder (`--sigma_sampling discrete`), log-uniform in [sigma_L, sigma_1] (`log_uniform`) or log-normal
 truncated to it (`log_normal`, EDM's training distribution).
 `--objective ssm` trains the same network by sliced score matching on the same ladder (`ssm_loss`, `--num_projections`).
+`--objective consistency_distillation --teacher_model DIR` distils a saved score model into diffusers' own
+`ConsistencyModelPipeline` (Song et al. 2023; docs/distillation.md).
 `--objective epsilon` trains diffusers' `UNet2DModel` eps_theta(x_t, t) with DDPM's loss mean ||eps_theta - z||^2 on
 x_t = sqrt(abar_t) x + sqrt(1 - abar_t) z. Both log the other form too: under eps = -sigma s (VE) and
 score = -eps / sqrt(1 - abar_t) (VP) they are the same number. Losses are means over pixels (diffusers' convention);
@@ -37,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Objective and model
     add(
         "--objective",
-        choices=("dsm", "ssm", "epsilon"),
+        choices=("dsm", "ssm", "epsilon", "consistency_distillation"),
         help="dsm: NCSN denoising score matching (VE ladder); ssm: sliced score matching on the same ladder; "
-        "epsilon: DDPM's loss (VP forward process).",
+        "epsilon: DDPM's loss (VP forward process); consistency_distillation: distil --teacher_model into "
+        "diffusers' ConsistencyModelPipeline (1-2 calls; docs/distillation.md).",
     )
     add("--num_projections", type=int, help="Projections v per sample of --objective ssm (M).")
     add("--model_preset", choices=sorted(PRESETS), help="Size preset of the U-Net.")
@@ -235,6 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume_from_checkpoint",
         help='"latest" or a checkpoint-<step> folder (a bare name is looked up in --output_dir). Checkpoints past the '
         "resumed one are moved aside to abandoned-checkpoint-<step>-<time>.",
+    )
+    # Consistency distillation (--objective consistency_distillation)
+    add("--teacher_model", help="The saved NCSN score pipeline (folder or Hub id) to distil.")
+    add("--num_scales", type=int, help="N, levels of the Karras grid from the teacher's sigma_max to sigma_min (18).")
+    add("--target_ema_rate", type=float, help="mu of the target network theta^- (0.95); not --ema_max_decay.")
+    add("--distance", choices=("l2", "pseudo_huber"), help="d of the consistency loss (default l2).")
+    add("--sigma_data", type=float, help="sigma_data of c_skip / c_out / c_in (0.5).")
+    add(
+        "--student_init",
+        choices=("teacher", "random"),
+        help="The student's weights: the teacher's where the architectures allow (the default), or fresh.",
+    )
+    add(
+        "--quality_samples",
+        type=int,
+        help="Samples scored at 1 and 2 calls by the digits evaluator at the end, for the model card (500; 0 skips).",
     )
     # Hub
     add("--push_to_hub", action="store_true")

@@ -1,12 +1,15 @@
 """FD (the project's digits evaluator) of a distilled ConsistencyModelPipeline at 1, 2, 4 calls, beside its teacher.
 
-python benchmarks/bench_distillation.py --student /tmp/cd/student --teacher /tmp/cd/teacher --teacher_ode_levels 10 --seeds 0 1 2
+python benchmarks/bench_distillation.py --student OUT --teacher /work/models/ncsn-digits --teacher_ode_levels 10 --seeds 0 1 2
 
-Rows: the student at each `--calls`; with `--teacher`, the teacher's saved sampler at its saved number of calls
+OUT is the folder of `train_ncsn.py --objective consistency_distillation`. Rows: the student at each `--calls`
+(diffusers' default timesteps); at 2 calls with the second level chosen (`--two_call_indices K ...`: timesteps
+[K, 0], the second sigma t_K of the N-level grid); with `--weights target|raw`, the target network theta^- or the raw
+student of `--checkpoint` instead of the saved weights; with `--teacher`, the teacher's saved sampler
 (`--teacher_saved_sampler`) and its probability-flow ODE by deterministic Heun (`--teacher_ode_levels L`, S_churn = 0,
 2L - 1 calls).
 Each row: FD mean and spread over the seeds, the share of samples rougher than any training digit, the smallest and
-largest class share, and the student's CPU-minutes of distillation from its distillation_args.json.
+largest class share; the header gives the distillation's CPU-minutes from OUT/distillation.json.
 """
 
 import argparse
@@ -21,9 +24,29 @@ from ncsn_diffusers import NCSNPipeline, StochasticHeunScheduler
 from ncsn_diffusers.evaluation.digits_metrics import evaluate_samples
 
 
-def student_sampler(folder: str, calls: int):
+def student_pipeline(folder: str, weights: str = "saved", checkpoint: str | None = None):
+    """The saved pipeline, or with the target network theta^- (`"target"`) or the raw student (`"raw"`) of
+    `checkpoint` (a `checkpoint-<step>` folder of the run) loaded into its U-Net."""
     pipe = ConsistencyModelPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
+    if weights != "saved":
+        from safetensors.torch import load_file
+
+        path = Path(folder) / checkpoint
+        if weights == "target":
+            prefix = "state.target."
+            state = {k[len(prefix) :]: v for k, v in load_file(path / "objective.safetensors").items()}
+        else:
+            state = load_file(path / "model.safetensors")
+        pipe.unet.load_state_dict(state)
+    return pipe
+
+
+def student_sampler(pipe, calls: int = 1, timesteps: list[int] | None = None):
+    if timesteps is not None:
+        return lambda n, g: (
+            pipe(batch_size=n, num_inference_steps=None, timesteps=timesteps, generator=g, output_type="pt").images
+        )
     return lambda n, g: pipe(batch_size=n, num_inference_steps=calls, generator=g, output_type="pt").images
 
 
@@ -60,6 +83,9 @@ def main(argv=None):
     parser.add_argument("--student", required=True)
     parser.add_argument("--teacher", default=None)
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--two_call_indices", type=int, nargs="*", default=[], help="2 calls at timesteps [K, 0].")
+    parser.add_argument("--weights", choices=("saved", "target", "raw"), default="saved")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint-<step> of --student, for --weights.")
     parser.add_argument("--teacher_saved_sampler", action="store_true", help="Also the teacher's saved sampler.")
     parser.add_argument("--teacher_ode_levels", type=int, default=0)
     parser.add_argument("--num_samples", type=int, default=500)
@@ -68,10 +94,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    record = json.loads((Path(args.student) / "distillation_args.json").read_text())
-    print(f"student {args.student}: {record['cpu_minutes']} CPU-minutes of distillation, "
-          f"{record['max_train_steps']} steps x batch {record['train_batch_size']}, N = {record['num_levels']}")  # fmt: skip
-    rows = {f"student, {calls} call(s)": student_sampler(args.student, calls) for calls in args.calls}
+    record = json.loads((Path(args.student) / "distillation.json").read_text())
+    print(f"student {args.student} ({args.weights} weights): {record['cpu_minutes']} CPU-minutes of distillation, "
+          f"{record['max_train_steps']} steps x batch {record['train_batch_size']}, N = {record['num_scales']}")  # fmt: skip
+    pipe = student_pipeline(args.student, args.weights, args.checkpoint)
+    rows = {f"student, {calls} call(s)": student_sampler(pipe, calls) for calls in args.calls}
+    for k in args.two_call_indices:
+        rows[f"student, 2 calls, timesteps [{k}, 0]"] = student_sampler(pipe, timesteps=[k, 0])
     if args.teacher:
         if args.teacher_saved_sampler:
             rows["teacher, saved sampler"] = teacher_sampler(args.teacher)

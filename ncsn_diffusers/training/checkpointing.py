@@ -36,7 +36,9 @@ ABANDONED_PREFIX = "abandoned-"
 
 # The files `save_checkpoint` writes into a checkpoint folder: the only ones ever deleted from one.
 CHECKPOINT_FILE = re.compile(
-    r"^((model|optimizer|lr_scheduler|ema)\.safetensors|rng_state_\d+\.safetensors|" + re.escape(STATE_FILE) + r")$"
+    r"^((model|optimizer|lr_scheduler|ema|objective)\.safetensors|rng_state_\d+\.safetensors|"
+    + re.escape(STATE_FILE)
+    + r")$"
 )
 
 
@@ -156,6 +158,7 @@ def save_checkpoint(
     optimizer=None,
     lr_scheduler=None,
     ema=None,
+    objective=None,
 ):
     """Atomically writes `output_dir/checkpoint-<step>` as safetensors + JSON, then prunes old ones.
 
@@ -168,6 +171,7 @@ def save_checkpoint(
 
     Args:
         model, optimizer, lr_scheduler, ema: what to save (prepared or not); `ema` is a diffusers `EMAModel`.
+        objective: an objective whose `state_dict()` is saved when it is not empty (a distillation's target network).
 
     Returns:
         `Path`: the final checkpoint folder.
@@ -184,7 +188,10 @@ def save_checkpoint(
     if accelerator.is_main_process:
         parts = {}
         save_file(_contiguous(accelerator.unwrap_model(model).state_dict()), tmp / "model.safetensors")
-        for name, obj in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler), ("ema", ema)):
+        stateful = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, "ema": ema}
+        if objective is not None and objective.state_dict():  # an objective with models of its own
+            stateful["objective"] = objective
+        for name, obj in stateful.items():
             if obj is not None:
                 parts[name], tensors = encode_state(obj.state_dict())
                 if tensors:
@@ -208,7 +215,9 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(checkpoint: str | os.PathLike, accelerator, *, model, optimizer=None, lr_scheduler=None, ema=None):
+def load_checkpoint(
+    checkpoint: str | os.PathLike, accelerator, *, model, optimizer=None, lr_scheduler=None, ema=None, objective=None
+):
     """Restores what [`save_checkpoint`] wrote, reading only its safetensors files and `STATE_FILE`.
 
     Every file is checked against the SHA-256 recorded in `STATE_FILE` before anything is loaded; files the
@@ -255,6 +264,10 @@ def load_checkpoint(checkpoint: str | os.PathLike, accelerator, *, model, optimi
             if name not in state:
                 raise ValueError(f"{checkpoint} holds no {name} state; resume it with the settings that wrote it.")
             obj.load_state_dict(decode_state(state[name], tensors(f"{name}.safetensors")))
+    if objective is not None and "objective" in state:
+        objective.load_state_dict(decode_state(state["objective"], tensors("objective.safetensors")))
+    elif objective is not None and objective.state_dict():
+        raise ValueError(f"{checkpoint} holds no objective state; resume it with the --objective that wrote it.")
     if accelerator.scaler is not None and "grad_scaler" in state:
         accelerator.scaler.load_state_dict(decode_state(state["grad_scaler"], {}))
     rng_name = f"rng_state_{accelerator.process_index}.safetensors"

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..recipes import OFFICIAL_CONFIGS, recipe_settings
 from .checkpointing import ABANDONED_PREFIX
+from .distillation_config import resolve_distillation
 from .flag_ranges import check_flag_ranges
 from .objectives import VE_OBJECTIVES
 from .run_dir import OWN_ENTRIES
@@ -95,6 +96,14 @@ class TrainingConfig:
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None
+    # Consistency distillation (--objective consistency_distillation; defaults: distillation_config.py)
+    teacher_model: str | None = None
+    num_scales: int = 18
+    target_ema_rate: float = 0.95
+    distance: str = "l2"
+    sigma_data: float = 0.5
+    student_init: str | None = None
+    quality_samples: int = 500
     # Hub
     push_to_hub: bool = False
     hub_model_id: str | None = None
@@ -126,6 +135,7 @@ class TrainingConfig:
         explicit = config.explicit_fields() if explicit is None else set(explicit)
         fill_data_defaults(config)
         apply_recipe(config, explicit)
+        resolve_distillation(config, explicit)
         check_flag_ranges(config)
         check_args(config)
         check_explicit_flags_are_used(config, explicit)

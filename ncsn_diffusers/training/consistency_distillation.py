@@ -96,23 +96,29 @@ def consistency_distillation_loss(
     denoiser,
     scheduler: CMStochasticIterativeScheduler,
     x0: torch.Tensor,
+    noise: torch.Tensor,
+    index: torch.Tensor,
     sigmas: torch.Tensor,
     distance_kind: str = "l2",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    The CD loss E[d(f_student(x_n, t_n), stopgrad f_target(x_hat_{n+1}, t_{n+1}))], Algorithm 2 of Song et al. 2023:
-    n ~ U{0, ..., N-2} on the descending grid `sigmas` (t_n > t_{n+1}), x_n = x0 + t_n z, x_hat_{n+1} the teacher's
-    Heun step from t_n to t_{n+1}. Every random draw takes `generator`.
+    The CD loss E[d(f_student(x_n, t_n), stopgrad f_target(x_hat_{n+1}, t_{n+1}))], Algorithm 2 of Song et al. 2023,
+    on the descending grid `sigmas` (t_n > t_{n+1}): x_n = x0 + t_n z with z = `noise`, n = `index` (B,) in
+    {0, ..., N-2}, x_hat_{n+1} the teacher's Heun step from t_n to t_{n+1}.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor]`: the loss (mean of `distance_kind` over the batch) and, detached, the
+        mean squared error between the two outputs (the same number under `"l2"`).
     """
-    index = torch.randint(0, len(sigmas) - 1, (x0.shape[0],), generator=generator).to(x0.device)
-    t, t_next = sigmas.to(x0.device)[index], sigmas.to(x0.device)[index + 1]  # (B,), t > t_next
-    z = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    x_t = x0 + append_dims(t, x0.ndim) * z
+    sigmas = sigmas.to(x0.device)
+    t, t_next = sigmas[index], sigmas[index + 1]  # (B,), t > t_next
+    x_t = x0 + append_dims(t, x0.ndim) * noise
     with torch.no_grad():
         x_next = heun_step(denoiser, x_t, t, t_next)
         target_output = consistency_function(target, scheduler, x_next, t_next)
-    return distance(consistency_function(student, scheduler, x_t, t), target_output, distance_kind).mean()
+    output = consistency_function(student, scheduler, x_t, t).float()
+    loss = distance(output, target_output, distance_kind).mean()
+    return loss, (output.detach() - target_output).pow(2).mean()
 
 
 @torch.no_grad()
@@ -172,14 +178,21 @@ def student_from_teacher(teacher: NCSNUNet2DModel, init_from_teacher: bool = Tru
     return student.to(teacher.device)
 
 
+def consistency_scheduler(
+    sigma_min: float, sigma_max: float, sigma_data: float, num_levels: int, rho: float = 7.0
+) -> CMStochasticIterativeScheduler:
+    """diffusers' `CMStochasticIterativeScheduler` on the grid of distillation: `num_train_timesteps` = N,
+    `sigma_min`, `sigma_max`, `sigma_data`, `rho` (its c_skip / c_out / c_in are the student's parameterisation)."""
+    return CMStochasticIterativeScheduler(
+        num_train_timesteps=num_levels, sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=sigma_data, rho=rho
+    )
+
+
 def consistency_pipeline(
     student: UNet2DModel, sigma_min: float, sigma_max: float, sigma_data: float, num_levels: int, rho: float = 7.0
 ) -> ConsistencyModelPipeline:
-    """The student as diffusers' own `ConsistencyModelPipeline` (data in [-1, 1]), its scheduler on the grid it was
-    distilled on: `num_train_timesteps` = N, `sigma_min`, `sigma_max`, `sigma_data`, `rho`."""
-    scheduler = CMStochasticIterativeScheduler(
-        num_train_timesteps=num_levels, sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=sigma_data, rho=rho
-    )
+    """The student as diffusers' own `ConsistencyModelPipeline` (data in [-1, 1]) on its `consistency_scheduler`."""
+    scheduler = consistency_scheduler(sigma_min, sigma_max, sigma_data, num_levels, rho)
     return ConsistencyModelPipeline(unet=student, scheduler=scheduler)
 
 
@@ -213,8 +226,10 @@ def distill(
     for step in range(num_steps):
         index = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
         x0 = data[index.to(data.device)]
-        loss = consistency_distillation_loss(
-            student, target, denoiser, scheduler, x0, sigmas, distance_kind, generator
+        level = torch.randint(0, len(sigmas) - 1, (batch_size,), generator=generator).to(x0.device)
+        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        loss, _ = consistency_distillation_loss(
+            student, target, denoiser, scheduler, x0, noise, level, sigmas, distance_kind
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

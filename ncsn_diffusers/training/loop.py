@@ -23,10 +23,10 @@ from .checkpointing import (
 )
 from .config import TrainingConfig, public_args
 from .data import TrainingBatches, complete_batch, training_set
-from .export import ema_weights, finish
+from .export import ema_weights
 from .json_log import JsonLog
 from .log_dir import LOG_FILE, run_logging_dir
-from .networks import build_noise_scheduler, build_paper_unet, build_unet
+from .networks import build_noise_scheduler
 from .objectives import VE_OBJECTIVES, build_objective
 from .run_dir import OutputDirClaim, resume_path
 from .run_settings import compare_run_settings, must_match, run_settings
@@ -71,7 +71,8 @@ def _train(args, claim: OutputDirClaim):
 
     images = training_set(args)
     noise_scheduler = build_noise_scheduler(args, images)
-    unet = build_unet(args) if args.model_type == "unet" else build_paper_unet(args, noise_scheduler)
+    objective = build_objective(args, noise_scheduler)
+    unet = objective.build_network()
     if args.objective in VE_OBJECTIVES and args.sampler != "annealed_langevin":
         sampling_sigma_max(args, noise_scheduler.config)  # a bad --sampling_sigma_max fails before training
     if args.objective in VE_OBJECTIVES:
@@ -80,7 +81,6 @@ def _train(args, claim: OutputDirClaim):
             f"Noise ladder ({args.noise_ladder}): L={len(sigmas)}, sigma_1={sigmas[0]:.4g} ... "
             f"sigma_L={sigmas[-1]:.4g}, epsilon={noise_scheduler.config.epsilon:.3g}"
         )
-    objective = build_objective(args, noise_scheduler)
 
     order = BatchOrder(len(images), args.train_batch_size * accelerator.num_processes, args.seed)
     max_train_steps = args.max_train_steps or num_update_steps(
@@ -101,6 +101,7 @@ def _train(args, claim: OutputDirClaim):
         num_training_steps=max_train_steps * accelerator.num_processes,
     )
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    objective.prepare(accelerator, unet)
     ema = None
     if args.use_ema:
         ema = EMAModel(
@@ -115,7 +116,7 @@ def _train(args, claim: OutputDirClaim):
             **({} if args.ema_warmup else {"min_decay": args.ema_max_decay, "update_after_step": -1}),
         )
 
-    start_step = resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps)
+    start_step = resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps, objective)
     if accelerator.is_main_process:
         (output_dir / "training_args.json").write_text(json.dumps(public_args(args), indent=2))
         accelerator.init_trackers("train_ncsn", config={k: v for k, v in public_args(args).items() if v is not None})
@@ -160,12 +161,12 @@ def _train(args, claim: OutputDirClaim):
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last)
+        objective.finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last)
     del unet, optimizer, lr_scheduler, ema  # the DDP reducer goes before the process group (end_distributed_run)
     end_distributed_run(accelerator)
 
 
-def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int) -> int:
+def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int, objective=None) -> int:
     """Restores the state of `--resume_from_checkpoint` and returns its step (0 for a fresh run).
 
     The checkpoints past the resumed one belong to the run being abandoned: they are moved aside (see
@@ -185,7 +186,9 @@ def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_step
             f"{path} is at step {saved['step']}, past --max_train_steps {max_train_steps}; pass --max_train_steps "
             f">= {saved['step']}, or resume from an earlier checkpoint."
         )
-    load_checkpoint(path, accelerator, model=unet, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema)
+    load_checkpoint(
+        path, accelerator, model=unet, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema, objective=objective
+    )
     accelerator.step = saved["step"] * args.gradient_accumulation_steps  # where gradient accumulation stands
     if ema is not None:
         ema.to(accelerator.device)
@@ -259,6 +262,7 @@ def run_training(
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(pair).all(), step + 1, first_bad)
         if ema is not None:
             ema.step(accelerator.unwrap_model(unet).parameters())
+        objective.after_step(accelerator.unwrap_model(unet))
         progress.update(1)
         done = step + 1
         is_checkpoint = done % args.checkpointing_steps == 0
@@ -311,6 +315,7 @@ def run_training(
                 optimizer=optimizer,
                 lr_scheduler=lr_scheduler,
                 ema=ema,
+                objective=objective,
             )
         if args.save_images_steps and done % args.save_images_steps == 0 and done < max_train_steps:
             if accelerator.is_main_process:

@@ -95,6 +95,34 @@ class Objective:
         """(loss to optimise, the same loss in the other parameterisation), both scalars."""
         return training_losses(unet, self.noise_scheduler, clean, noise, levels, self.ladder(clean.device))
 
+    # Hooks for an objective that owns models besides the trained one (a teacher, a target network); no-ops here.
+
+    def build_network(self) -> torch.nn.Module:
+        """The network to train: `--model_type`'s (`--model_preset` for `unet`)."""
+        from .networks import build_paper_unet, build_unet  # networks imports this module
+
+        config = self.config
+        return build_unet(config) if config.model_type == "unet" else build_paper_unet(config, self.noise_scheduler)
+
+    def prepare(self, accelerator, unet):
+        """Called once the trained network is prepared, before a checkpoint is resumed."""
+
+    def after_step(self, unet):
+        """Called after each optimizer step with the unwrapped trained network."""
+
+    def state_dict(self) -> dict:
+        """The objective's own state (tensors and JSON values), saved in every checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict):
+        """Restores what `state_dict` returned."""
+
+    def finish(self, args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last):
+        """Saves the trained model to --output_dir (see `export.finish`)."""
+        from .export import finish  # export imports this module
+
+        finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last)
+
     def ladder(self, device) -> torch.Tensor:
         """The scheduler's `sigmas` (VE) or `alphas_cumprod` (VP) on `device`, computed once."""
         if getattr(self, "_ladder", None) is None or self._ladder.device != torch.device(device):
@@ -149,3 +177,8 @@ OBJECTIVES = {
 def build_objective(config, noise_scheduler) -> Objective:
     """The objective `config.objective` names, on the ladder of `noise_scheduler`."""
     return OBJECTIVES[config.objective](config, noise_scheduler)
+
+
+from .distillation_objective import ConsistencyDistillation  # noqa: E402 (it subclasses Objective; last: a cycle)
+
+OBJECTIVES[ConsistencyDistillation.name] = ConsistencyDistillation

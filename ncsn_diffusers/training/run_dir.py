@@ -25,6 +25,7 @@ OWN_ENTRIES = {"unet", "scheduler", "samples", "logs", "model_index.json", "READ
 
 
 OWN_ENTRIES |= {".gitattributes", ".gitignore", ".git", ".cache", ".huggingface", LOCK_FILE}
+OWN_ENTRIES |= {"distillation.json"}  # --objective consistency_distillation's record (distillation_card.py)
 
 
 # A saved pipeline: never replaced unless --overwrite_output_dir or the run resumes a checkpoint of this folder.

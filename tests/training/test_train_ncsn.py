@@ -339,27 +339,33 @@ def test_end_to_end_epsilon_pushes_and_loads_in_ncsn_and_ddpm_pipelines(tmp_path
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def sigkill_after_checkpoint(argv, output_dir: Path, log_path: Path, step: int) -> int:
+    """Starts `train_ncsn.py argv` in its own session, kills it with SIGKILL once `output_dir` holds a complete
+    checkpoint of at least `step`, checks it had not finished, and returns the step of its latest checkpoint."""
+    log = log_path.open("w")  # a file, not a pipe: a full pipe would stall the child
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train_ncsn.py"), *map(str, argv)],
+        env=subprocess_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while latest_checkpoint(output_dir) is None or int(latest_checkpoint(output_dir).name.split("-")[1]) < step:
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"the run never reached checkpoint-{step}"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    log.close()
+    assert not (output_dir / "model_index.json").exists(), "the run finished before it was killed"
+    return int(latest_checkpoint(output_dir).name.split("-")[1])
+
+
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     """A real process is killed with SIGKILL mid-run (possibly mid-checkpoint); `--resume_from_checkpoint latest`
     continues from the last complete checkpoint and ends bit-identical to an uninterrupted run (tolerance 0 on CPU:
     weights, optimizer, lr schedule, EMA and the (seed, step)-derived draws are all restored exactly)."""
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     common = [*TINY, "--max_train_steps", "30", "--checkpointing_steps", "1", "--checkpoints_total_limit", "3"]
-    log = (tmp_path / "killed.log").open("w")  # a file, not a pipe: a full pipe would stall the child
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "train_ncsn.py"), *common, "--output_dir", str(killed)],
-        env=subprocess_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while latest_checkpoint(killed) is None or int(latest_checkpoint(killed).name.split("-")[1]) < 3:
-        assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "the run never reached checkpoint-3"
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    log.close()
-    assert not (killed / "model_index.json").exists(), "the run finished before it was killed"
-    stopped_at = int(latest_checkpoint(killed).name.split("-")[1])
+    stopped_at = sigkill_after_checkpoint([*common, "--output_dir", killed], killed, tmp_path / "killed.log", 3)
     assert 3 <= stopped_at < 30
     (killed / f"checkpoint-{stopped_at + 5}.tmp").mkdir()  # a partial checkpoint from the kill is never picked up
 

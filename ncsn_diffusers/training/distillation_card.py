@@ -1,0 +1,93 @@
+"""The record and the model card of a distilled student: the teacher, N, the calls and the quality measured."""
+
+import torch
+
+# Written beside the pipeline by `ConsistencyDistillation.finish`; benchmarks/bench_distillation.py reads it.
+DISTILLATION_RECORD = "distillation.json"
+
+QUALITY_CALLS = (1, 2)
+
+
+def measure_quality(pipeline, num_samples: int, seed: int, batch_size: int = 100) -> dict:
+    """FD with the project's digits evaluator (held-out split), the share of samples rougher than any training digit
+    and the smallest and largest class share, of `num_samples` samples at 1 and 2 calls (`{}` for 0 samples)."""
+    if num_samples == 0:
+        return {}
+    from ..evaluation.digits_metrics import evaluate_samples
+
+    quality = {}
+    for calls in QUALITY_CALLS:
+        generator = torch.Generator(pipeline.device).manual_seed(seed)
+        images = torch.cat(
+            [
+                pipeline(batch_size=min(batch_size, num_samples - i), num_inference_steps=calls, generator=generator,
+                         output_type="pt").images.cpu()
+                for i in range(0, num_samples, batch_size)
+            ]
+        )  # fmt: skip
+        result = evaluate_samples(images.float())
+        counts = result["class_counts"]
+        quality[f"{calls} call" + ("s" if calls > 1 else "")] = {
+            "frechet_distance": round(float(result["frechet_distance"]), 3),
+            "rough_fraction": round(float(result["rough_fraction"]), 4),
+            "class_share_min": min(counts) / num_samples,
+            "class_share_max": max(counts) / num_samples,
+            "num_samples": num_samples,
+        }
+    return quality
+
+
+def _quality_rows(quality: dict) -> str:
+    if not quality:
+        return "Not measured (`--quality_samples 0`, or data other than the digits).\n"
+    rows = ["| calls | FD (digits evaluator) | rough samples | classes (min-max share) |", "|---|---:|---:|---|"]
+    for label, q in quality.items():
+        rows.append(
+            f"| {label} | {q['frechet_distance']:.2f} | {100 * q['rough_fraction']:.1f}% | "
+            f"{100 * q['class_share_min']:.1f}-{100 * q['class_share_max']:.1f}% |"
+        )
+    samples = next(iter(quality.values()))["num_samples"]
+    return "\n".join(rows) + f"\n\n{samples} samples each, seed of the run; lower FD is better.\n"
+
+
+def render_distillation_card(record: dict, repo_id: str, grid) -> str:
+    """The README.md (Hub model card) of a distilled `ConsistencyModelPipeline`, from its `distillation.json`."""
+    return f"""---
+library_name: diffusers
+pipeline_tag: unconditional-image-generation
+tags: [consistency-models, consistency-distillation, ncsn, score-based, "diffusers:ConsistencyModelPipeline"]
+---
+# {repo_id.rstrip("/").split("/")[-1]}: a consistency model distilled from `{record["teacher_model"]}`
+
+Consistency distillation (Song, Dhariwal, Chen & Sutskever 2023, Algorithm 2) of the NCSN score model
+`{record["teacher_model"]}` into diffusers' own `ConsistencyModelPipeline`: a stock `UNet2DModel` and a
+`CMStochasticIterativeScheduler`; diffusers alone loads it, and 1 or 2 U-Net calls give a sample in [-1, 1].
+
+```python
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained("{repo_id}")
+images = pipe(batch_size=16, num_inference_steps=1).images  # 1 U-Net call; num_inference_steps=2: 2 calls
+```
+
+## Distillation
+
+| setting | value |
+|---|---|
+| teacher | `{record["teacher_model"]}` |
+| N (Karras levels, rho = {record["rho"]}) | {record["num_scales"]} |
+| sigma_min / sigma_max (the teacher's) | {record["sigma_min"]:.4g} / {record["sigma_max"]:.4g} |
+| sigma_data (c_skip, c_out, c_in) | {record["sigma_data"]} |
+| distance | {record["distance"]} |
+| target EMA rate mu | {record["target_ema_rate"]} |
+| student initialised from | {record["student_init"]} |
+| steps x batch, learning rate | {record["max_train_steps"]} x {record["train_batch_size"]}, {record["learning_rate"]} |
+| saved weights | {"the student's EMA (--use_ema)" if record["use_ema"] else "the student"} |
+| CPU-minutes (whole run) | {record["cpu_minutes"]} on {record["device"]} |
+
+Trained with `accelerate launch train_ncsn.py --objective consistency_distillation --teacher_model ...`
+(ncsn-diffusers, docs/distillation.md). Final sample grid (1 call): `{grid.name}` in `samples/`.
+
+## Quality
+
+{_quality_rows(record["quality"])}"""

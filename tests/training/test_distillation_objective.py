@@ -1,0 +1,173 @@
+"""`train_ncsn.py --objective consistency_distillation`: the real command end to end (the student loaded by diffusers
+alone), kill -9 and resume bit-exactly (student, its EMA, the target network, optimizer, lr schedule), the teachers and
+flags refused before anything is built, and a [0, 1] NCSNv2 teacher distilled into a fresh student."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train_ncsn import (
+    launch,
+    log_records,
+    max_difference,
+    run_main,
+    sigkill_after_checkpoint,
+    subprocess_env,
+    unet_weights,
+)
+from tiny_models import tiny_ddpm_unet
+
+from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel, PredictorCorrectorScheduler
+from ncsn_diffusers.recipes import build_paper_network
+from ncsn_diffusers.training import TrainingConfig
+
+# A few seconds per run: a tiny 8x8 teacher, N = 6, batch 8, no quality measurement.
+DISTIL = [
+    "--objective", "consistency_distillation", "--num_scales", "6", "--train_batch_size", "8", "--report_to", "none",
+    "--logging_steps", "2", "--num_sample_images", "4", "--quality_samples", "0",
+]  # fmt: skip
+
+LOAD_WITH_DIFFUSERS_ALONE = """
+import sys
+sys.modules["ncsn_diffusers"] = None  # any import of the package now fails
+import torch
+from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, DiffusionPipeline, UNet2DModel
+pipe = DiffusionPipeline.from_pretrained(sys.argv[1])
+assert type(pipe) is ConsistencyModelPipeline and type(pipe.unet) is UNet2DModel
+assert type(pipe.scheduler) is CMStochasticIterativeScheduler
+for steps in (1, 2):
+    images = pipe(batch_size=2, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert images.images.shape == (2, 8, 8, 1) and bool((images.images >= 0).all())
+c = pipe.scheduler.config
+print(c.num_train_timesteps, c.sigma_min, c.sigma_max, c.sigma_data)
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    """A saved 8x8 score pipeline in [-1, 1], its saved sampler from sigma_max = 6 to sigma_min = 0.02."""
+    folder = tmp_path_factory.mktemp("teacher") / "teacher"
+    torch.manual_seed(0)
+    NCSNPipeline(
+        unet=NCSNUNet2DModel.from_preset("tiny", sample_size=8),
+        scheduler=PredictorCorrectorScheduler(sigma_max=6.0, sigma_min=0.02, data_range=(-1.0, 1.0)),
+    ).save_pretrained(folder)
+    return folder
+
+
+def test_the_command_end_to_end_gives_a_pipeline_diffusers_alone_loads(tiny_teacher, tmp_path):
+    # Catches an export that needs ncsn_diffusers, a grid not taken from the teacher, a student not initialised from
+    # it, and a card or record that does not name the teacher and N.
+    out = tmp_path / "student"
+    launch(*DISTIL, "--teacher_model", tiny_teacher, "--output_dir", out, "--max_train_steps", "3")
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITH_DIFFUSERS_ALONE, str(out)], capture_output=True, text=True, cwd=tmp_path,
+        env=subprocess_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-4:] == ["6", "0.02", "6.0", "0.5"]
+    record = json.loads((out / "distillation.json").read_text())
+    assert record["teacher_model"] == str(tiny_teacher) and record["num_scales"] == 6
+    assert record["student_init"] == "teacher" and record["max_train_steps"] == 3 and record["cpu_minutes"] > 0
+    card = (out / "README.md").read_text()
+    assert str(tiny_teacher) in card and "| 6 |" in card and "ConsistencyModelPipeline" in card
+    assert (out / "samples" / "step_000003.png").is_file()
+    assert [r["step"] for r in log_records(out)] == [2, 3] and "loss_l2" in log_records(out)[0]
+    # Initialised from the teacher, then 3 small steps: a copied weight is still close to the teacher's.
+    teacher = load_file(tiny_teacher / "unet" / "diffusion_pytorch_model.safetensors")
+    student = unet_weights(out)
+    name = "conv_in.weight"
+    assert (student[name] - teacher[name]).abs().max() < 0.05 * teacher[name].abs().max()
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_teacher, tmp_path):
+    """A real process is killed with SIGKILL mid-run; `--resume_from_checkpoint latest` ends bit-identical to an
+    uninterrupted run: the saved student (its EMA), the last checkpoint's raw student and target network theta^-."""
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    common = [*DISTIL, "--teacher_model", tiny_teacher, "--max_train_steps", "12", "--checkpointing_steps", "1",
+              "--checkpoints_total_limit", "2"]  # fmt: skip
+    stopped_at = sigkill_after_checkpoint([*common, "--output_dir", killed], killed, tmp_path / "killed.log", 3)
+    assert 3 <= stopped_at < 12
+
+    run_main(*common, "--output_dir", killed, "--resume_from_checkpoint", "latest")
+    run_main(*common, "--output_dir", reference)
+
+    assert max_difference(unet_weights(killed), unet_weights(reference)) == 0  # the saved EMA weights
+    for name in ("model.safetensors", "objective.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        a, b = (load_file(folder / "checkpoint-12" / name) for folder in (killed, reference))
+        assert max_difference(a, b) == 0, name
+    target = load_file(reference / "checkpoint-12" / "objective.safetensors")
+    raw = load_file(reference / "checkpoint-12" / "model.safetensors")
+    assert any(k.startswith("state.target.") for k in target)
+    # theta^- moved towards theta but is not theta (mu = 0.95): the target is really an EMA, not a copy.
+    key = "state.target.conv_in.weight"
+    assert 0 < (target[key] - raw["conv_in.weight"]).abs().max() < (raw["conv_in.weight"]).abs().max()
+    assert [r["loss_consistency_distillation"] for r in log_records(killed)] == [
+        r["loss_consistency_distillation"] for r in log_records(reference)
+    ]
+
+
+def save_refinenet_teacher(folder: Path):
+    unet = build_paper_network("ncsn_v1", 8, 1, 8, (0.0, 1.0), (1.0, 0.01, 4))
+    scheduler = AnnealedLangevinScheduler(sigma_max=1.0, sigma_min=0.01, num_noise_levels=4)
+    NCSNPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
+
+
+def save_epsilon_teacher(folder: Path):
+    scheduler = AnnealedLangevinScheduler(noise_space="vp", prediction_type="epsilon", data_range=(-1.0, 1.0))
+    NCSNPipeline(unet=tiny_ddpm_unet(), scheduler=scheduler).save_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    ("teacher", "settings", "message"),
+    [
+        (save_refinenet_teacher, {}, "RefineNet, which is conditioned on the index"),
+        (save_epsilon_teacher, {}, "is a DDPM epsilon model"),
+        (None, {}, "needs --teacher_model DIR"),
+        ("missing", {}, "--teacher_model .*neither a pipeline folder nor a Hub repo id"),
+        ("tiny", {"num_scales": 1}, "--num_scales .* at least 2"),
+        ("tiny", {"target_ema_rate": 1.0}, r"--target_ema_rate .* \[0, 1\)"),
+        ("tiny", {"distance": "lpips"}, "--distance must be one of l2, pseudo_huber"),
+        ("tiny", {"resolution": 32}, "--resolution 32 differs from the teacher's 8"),
+        ("tiny", {"save_images_steps": 5}, "--save_images_steps does not apply"),
+        ("tiny", {"objective": "dsm"}, "--teacher_model only apply to --objective consistency_distillation"),
+    ],
+)
+def test_refused_teachers_and_flags_name_the_fix_before_anything_is_built(
+    teacher, settings, message, tiny_teacher, tmp_path
+):
+    # Catches a teacher whose ODE the student cannot learn (discrete levels, VP epsilon) that would train to the end.
+    folder = tmp_path / "teacher"
+    if callable(teacher):
+        teacher(folder)
+    elif teacher == "tiny":
+        folder = tiny_teacher
+    elif teacher == "missing":
+        folder = tmp_path / "no" / "such" / "teacher"
+    config = {"objective": "consistency_distillation", "output_dir": str(tmp_path / "out"), **settings}
+    config["teacher_model"] = None if teacher is None else str(folder)
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**config).resolve()
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_unit_range_ncsnv2_teacher_is_converted_and_distilled_into_a_fresh_student(tmp_path):
+    # Catches a [0, 1] teacher used at the student's [-1, 1] scale (its sigmas must double), and a student that
+    # claims to copy an architecture it does not share.
+    teacher = tmp_path / "ncsnv2"
+    unet = build_paper_network("ncsnv2", 8, 1, 8, (0.0, 1.0), (3.0, 0.01, 4))
+    scheduler = AnnealedLangevinScheduler(sigma_max=3.0, sigma_min=0.01, num_noise_levels=4, data_range=(0.0, 1.0))
+    NCSNPipeline(unet=unet, scheduler=scheduler).save_pretrained(teacher)
+    base = {"objective": "consistency_distillation", "teacher_model": str(teacher), "output_dir": str(tmp_path / "o")}
+    with pytest.raises(ValueError, match="--student_init teacher: the teacher's NCSNv2Model has no UNet2DModel"):
+        TrainingConfig(**base, student_init="teacher").resolve()
+    out = tmp_path / "student"
+    run_main(*DISTIL, "--teacher_model", teacher, "--output_dir", out, "--max_train_steps", "2", "--model_preset",
+             "tiny")  # fmt: skip
+    record = json.loads((out / "distillation.json").read_text())
+    assert record["student_init"] == "random"
+    assert (record["sigma_min"], record["sigma_max"]) == pytest.approx((0.02, 6.0))  # doubled into [-1, 1]
