@@ -23,10 +23,10 @@ from .checkpointing import (
 )
 from .config import TrainingConfig, public_args
 from .data import draw_batch, load_training_images
-from .export import ema_weights, finish
+from .export import ema_weights
 from .json_log import JsonLog
 from .log_dir import LOG_FILE, run_logging_dir
-from .networks import build_noise_scheduler, build_paper_unet, build_unet
+from .networks import build_noise_scheduler
 from .objectives import VE_OBJECTIVES, build_objective
 from .run_dir import OutputDirClaim, resume_path
 from .run_settings import compare_run_settings, must_match, run_settings
@@ -71,7 +71,8 @@ def _train(args, claim: OutputDirClaim):
 
     images = load_training_images(args)
     noise_scheduler = build_noise_scheduler(args, images)
-    unet = build_unet(args) if args.model_type == "unet" else build_paper_unet(args, noise_scheduler)
+    objective = build_objective(args, noise_scheduler)
+    unet = objective.build_network(args, images)
     if args.objective in VE_OBJECTIVES and args.sampler != "annealed_langevin":
         sampling_sigma_max(args, noise_scheduler.config)  # a bad --sampling_sigma_max fails before training
     if args.objective in VE_OBJECTIVES:
@@ -81,9 +82,9 @@ def _train(args, claim: OutputDirClaim):
             f"sigma_L={sigmas[-1]:.4g}, epsilon={noise_scheduler.config.epsilon:.3g}"
         )
     images = images.to(accelerator.device)
-    objective = build_objective(args, noise_scheduler)
 
     order = BatchOrder(len(images), args.train_batch_size * accelerator.num_processes, args.seed)
+    objective.use_batch_order(order, accelerator.num_processes)
     max_train_steps = args.max_train_steps or num_update_steps(
         args.num_epochs, order.batches_per_epoch, args.gradient_accumulation_steps
     )
@@ -147,7 +148,7 @@ def _train(args, claim: OutputDirClaim):
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last)
+        objective.finish(args, accelerator, unet, ema, images, max_train_steps, train_time, last)
     del unet, optimizer, lr_scheduler, ema  # the DDP reducer goes before the process group (end_distributed_run)
     end_distributed_run(accelerator)
 

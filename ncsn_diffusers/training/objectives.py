@@ -8,8 +8,10 @@ from ..losses import dsm_loss, epsilon_loss, ssm_loss
 from ..parameterization import append_dims, epsilon_from_score, score_from_epsilon
 from .batch_order import PROJECTION_STREAM, derived_seed
 
-# Objectives that train a score network s_theta(x, sigma) on the VE ladder.
-VE_OBJECTIVES = ("dsm", "ssm")
+# Objectives trained on the VE ladder, x + sigma z: score networks s_theta(x, sigma) and the noise classifier.
+VE_OBJECTIVES = ("dsm", "ssm", "noise_classifier")
+# Objectives whose ladder and sigma draws default to the default run's (the ncsnv2 ladder, log-uniform sigma).
+DEFAULT_RUN_LADDER = ("dsm", "noise_classifier")
 
 
 def log_uniform_sigmas(ladder: torch.Tensor, batch_size: int, generator, device) -> torch.Tensor:
@@ -95,6 +97,21 @@ class Objective:
         """(loss to optimise, the same loss in the other parameterisation), both scalars."""
         return training_losses(unet, self.noise_scheduler, clean, noise, levels, self.ladder(clean.device))
 
+    def build_network(self, args, images: torch.Tensor) -> torch.nn.Module:
+        """The network to train, on the training set `images`: the score (or epsilon) U-Net of `args`."""
+        from .networks import build_paper_unet, build_unet
+
+        return build_unet(args) if args.model_type == "unet" else build_paper_unet(args, self.noise_scheduler)
+
+    def use_batch_order(self, order, num_processes: int):
+        """Called once with the run's `BatchOrder` before training; an objective reading per-image data keeps it."""
+
+    def finish(self, args, accelerator, network, ema, images, max_train_steps: int, train_time: float, last: dict):
+        """Saves the trained network to --output_dir: the pipeline with its sample grid and model card."""
+        from .export import finish
+
+        finish(args, accelerator, network, ema, self.noise_scheduler, images, max_train_steps, train_time, last)
+
     def ladder(self, device) -> torch.Tensor:
         """The scheduler's `sigmas` (VE) or `alphas_cumprod` (VP) on `device`, computed once."""
         if getattr(self, "_ladder", None) is None or self._ladder.device != torch.device(device):
@@ -141,8 +158,43 @@ class EpsilonPrediction(Objective):
         return torch.randint(0, num_timesteps, (batch_size,), generator=generator, device=device)
 
 
+class NoiseClassification(DenoisingScoreMatching):
+    """A noise-conditional classifier's cross-entropy -log p_phi(y | x + sigma z, sigma), sigma drawn as DSM draws it
+    (Song et al., 2021, App. I); y is the label of each image (`labels.py`), logged beside the error rate."""
+
+    name, logged_as = "noise_classifier", "error_rate"
+
+    def build_network(self, args, images):
+        from .labels import load_training_labels
+        from .noise_classifier import build_classifier
+
+        self.labels, class_names = load_training_labels(args)
+        if len(self.labels) != len(images):
+            raise ValueError(
+                f"{len(images)} training images but {len(self.labels)} labels: --objective noise_classifier needs "
+                "every image readable (one was skipped, see the warning); remove or fix the unreadable files."
+            )
+        return build_classifier(args, class_names)
+
+    def use_batch_order(self, order, num_processes):
+        self.order, self.num_processes = order, num_processes
+
+    def losses(self, classifier, clean, noise, levels, micro_step, process_index=0):
+        from .noise_classifier import noise_classifier_losses
+
+        index = self.order.indices(micro_step, process_index, self.num_processes)
+        sigma = levels if levels.is_floating_point() else self.ladder(clean.device)[levels]
+        return noise_classifier_losses(classifier, clean, self.labels[index].to(clean.device), sigma, noise)
+
+    def finish(self, args, accelerator, network, ema, images, max_train_steps, train_time, last):
+        from .noise_classifier import save_classifier
+
+        save_classifier(args, accelerator, network, ema, len(images), max_train_steps, train_time, last)
+
+
 OBJECTIVES = {
-    objective.name: objective for objective in (DenoisingScoreMatching, SlicedScoreMatching, EpsilonPrediction)
+    objective.name: objective
+    for objective in (DenoisingScoreMatching, SlicedScoreMatching, EpsilonPrediction, NoiseClassification)
 }
 
 
