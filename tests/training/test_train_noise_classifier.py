@@ -69,11 +69,13 @@ def test_the_command_saves_a_classifier_that_guides_and_saves_with_a_pipeline(tm
     assert all(torch.equal(value, saved[name]) for name, value in loaded.classifier.state_dict().items())
 
     loaded.set_progress_bar_config(disable=True)
-    run = lambda w: (
-        loaded(  # noqa: E731
-            batch_size=2, class_labels=[1, 7], guidance_scale=w, generator=torch.manual_seed(0), output_type="pt"
+
+    def run(w):
+        generator = torch.manual_seed(0)
+        return loaded(
+            batch_size=2, class_labels=[1, 7], guidance_scale=w, generator=generator, output_type="pt"
         ).images
-    )
+
     unguided = loaded(batch_size=2, generator=torch.manual_seed(0), output_type="pt").images
     guided = run(2.0)
     assert guided.shape == (2, 1, 8, 8) and torch.isfinite(guided).all()
@@ -92,7 +94,10 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path):
     for name, a in uninterrupted.items():
         b = load_file(out / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    same = lambda rs: [(r["step"], r["loss_noise_classifier"], r["error_rate"], r["lr"]) for r in rs]  # noqa: E731
+
+    def same(rs):
+        return [(r["step"], r["loss_noise_classifier"], r["error_rate"], r["lr"]) for r in rs]
+
     assert same(log_records(out)) == same(records) and len(records) == 4
 
 
