@@ -98,7 +98,7 @@ def classifier_card(args, classifier, num_images: int, max_train_steps: int, tra
         "classes": f"{classifier.config.num_classes} ({names})",
         "resolution": f"{args.resolution}×{args.resolution}, {args.channels} channel(s)",
         "noise": f"x + σ z, σ {sigma}, ladder `{args.noise_ladder}`"
-        + (f" of `{args.score_model}`" if args.score_model else ""),
+        + (f" of the score model `{Path(args.score_model).resolve().name}`" if args.score_model else ""),
         "steps × batch": f"{max_train_steps} × {args.train_batch_size}",
         "learning rate": f"{args.learning_rate:g} ({args.lr_scheduler})",
         "EMA": f"{args.ema_max_decay:g}" if args.use_ema else "no",

@@ -48,19 +48,25 @@ def log_records(output_dir):
 
 
 def test_the_command_saves_a_classifier_that_guides_and_saves_with_a_pipeline(tmp_path):
-    out = tmp_path / "classifier"
-    run_main(*TINY, "--max_train_steps", "3", "--checkpointing_steps", "2", "--output_dir", out)
+    out, score = tmp_path / "classifier", score_pipeline(tmp_path / "score")
+    record = {"objective": "dsm", "noise_ladder": "explicit", "sigma_max": 8.0, "sigma_min": 0.02, "resolution": 8}
+    (score / "training_args.json").write_text(json.dumps(record))  # as train_ncsn.py leaves it
+    run_main(
+        *TINY, "--max_train_steps", "3", "--checkpointing_steps", "2", "--score_model", score, "--output_dir", out
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["README.md", "checkpoint-2", WEIGHTS, "config.json", "logs", "training_args.json"]
     )  # no pipeline, no sample grid
     records = log_records(out)
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(r["loss_noise_classifier"] > 0 and 0 <= r["error_rate"] <= 1 for r in records)
-    assert "noise_classifier" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "noise_classifier" in card and "score model `score`" in card and str(tmp_path) not in card
+    assert json.loads((out / "training_args.json").read_text())["sigma_max"] == 8.0  # the score model's ladder
 
     classifier = NoiseConditionalClassifier.from_pretrained(out)
     assert (classifier.config.num_classes, classifier.config.class_names) == (10, [str(k) for k in range(10)])
-    pipe = NCSNPipeline.from_pretrained(score_pipeline(tmp_path / "score"), classifier=classifier)
+    pipe = NCSNPipeline.from_pretrained(score, classifier=classifier)
     pipe.save_pretrained(tmp_path / "guided")
     loaded = NCSNPipeline.from_pretrained(tmp_path / "guided")
     assert isinstance(loaded.classifier, NoiseConditionalClassifier)
@@ -189,3 +195,25 @@ def test_score_model_gives_its_ladder_and_sigma_draws_unless_given(tmp_path):
     (tmp_path / "training_args.json").write_text(json.dumps({"objective": "epsilon"}))
     with pytest.raises(ValueError, match="was trained with --objective epsilon: classifier guidance needs a VE"):
         train_ncsn.TrainingConfig(objective="noise_classifier", score_model=str(tmp_path)).resolve()
+
+
+def test_push_to_hub_uploads_the_classifier_and_its_card_only(tmp_path):
+    """A real run (its own process: the client reads HF_ENDPOINT at import) pushes to the loopback Hub."""
+    import os
+    import subprocess
+    import sys
+
+    from hub_stand_in import LocalHub
+
+    out, repo = tmp_path / "out", Path(__file__).resolve().parents[2]
+    with LocalHub(tmp_path / "hub") as hub:
+        env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1", HF_ENDPOINT=hub.endpoint, HF_TOKEN=hub.token)
+        env.update(HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home"))
+        argv = [*TINY, "--max_train_steps", "2", "--checkpointing_steps", "1", "--output_dir", out, "--push_to_hub"]
+        argv += ["--hub_model_id", "test-user/clf"]
+        result = subprocess.run([sys.executable, str(repo / "train_ncsn.py"), *map(str, argv)], env=env, cwd=repo,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-5000:]
+        record = hub.store.record("model", "test-user/clf")
+    pushed = set(record["commits"][record["head"]]["files"])
+    assert pushed == {".gitattributes", "README.md", "config.json", WEIGHTS}  # no checkpoints, logs or arguments
