@@ -37,6 +37,10 @@ def apply_score_model(args, explicit: set[str]):
             + ": classifier guidance needs a VE score model on [-1, 1] data (--objective dsm or ssm, no --recipe)."
         )
     names = SCORE_MODEL_SETTINGS + (SCORE_MODEL_DATA if not explicit & set(SCORE_MODEL_DATA) else ())
+    if (
+        saved.get("noise_ladder") == "ncsnv2"
+    ):  # sigma_1 and L are computed from the data again; the record's are fillers
+        names = tuple(name for name in names if name not in ("sigma_max", "num_noise_levels"))
     for name in names:
         if name not in explicit and name in saved:
             setattr(args, name, saved[name])

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 import train_ncsn
 from ncsn_diffusers import NCSNPipeline, NCSNUNet2DModel, NoiseConditionalClassifier, PredictorCorrectorScheduler
 from ncsn_diffusers.digits import load_digits_images
+from ncsn_diffusers.training.config import public_args
 from ncsn_diffusers.training.data import load_training_images
 from ncsn_diffusers.training.labels import load_training_labels
 
@@ -189,8 +190,13 @@ def test_score_model_gives_its_ladder_and_sigma_draws_unless_given(tmp_path):
     assert got == {"noise_ladder": "explicit", "sigma_max": 5.0, "sigma_min": 0.1, "num_noise_levels": 7}
     assert (args.sigma_sampling, args.resolution) == ("discrete", 12)
 
-    default = train_ncsn.parse_args(TINY[:2])  # without one: the default run's ladder and draws
+    default = parse(*TINY[:2])  # without one: the default run's ladder and draws
     assert (default.noise_ladder, default.sigma_sampling) == ("ncsnv2", "log_uniform")
+    (tmp_path / "training_args.json").write_text(json.dumps(public_args(parse())))  # the default run's record
+    assert parse(*TINY[:2], "--score_model", tmp_path).noise_ladder == "ncsnv2"  # its ladder, computed again
+    assert {k: v for k, v in vars(parse(*TINY[:2], "--score_model", tmp_path)).items() if k != "score_model"} == {
+        k: v for k, v in vars(default).items() if k != "score_model"
+    }
 
     (tmp_path / "training_args.json").write_text(json.dumps({"objective": "epsilon"}))
     with pytest.raises(ValueError, match="was trained with --objective epsilon: classifier guidance needs a VE"):
