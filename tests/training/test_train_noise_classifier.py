@@ -146,6 +146,20 @@ def test_image_folder_labels_are_the_class_folder_names(tmp_path):
     )
     assert NoiseConditionalClassifier.from_pretrained(tmp_path / "o").config.class_names == ["blank", "circle"]
 
+    (data / "circle" / "torn.png").write_bytes(b"not a png")  # skipped by the decoder: the labels would shift
+    with pytest.raises(ValueError, match="9 labels: --objective noise_classifier needs every image readable"):
+        run_main(
+            *TINY,
+            "--train_data_dir",
+            data,
+            "--channels",
+            "1",
+            "--max_train_steps",
+            "1",
+            "--output_dir",
+            tmp_path / "p",
+        )
+    (data / "circle" / "torn.png").unlink()
     (data / "loose.png").write_bytes((data / "blank" / "0.png").read_bytes())
     with pytest.raises(ValueError, match=r"images outside a class folder \(loose.png\).*DIR/<class>/<image>"):
         load_training_labels(args)
