@@ -17,6 +17,10 @@ x_t = sqrt(abar_t) x + sqrt(1 - abar_t) z. Both log the other form too: under ep
 score = -eps / sqrt(1 - abar_t) (VP) they are the same number. Losses are means over pixels (diffusers' convention);
 the paper's 1/2 sum over the D pixels is D/2 times larger, a constant that Adam ignores, and keeping the mean for
 both objectives makes `--max_grad_norm` mean the same thing for both.
+`--objective noise_classifier` trains a `NoiseConditionalClassifier` p_phi(y | x, sigma) for classifier guidance by
+cross-entropy -log p_phi(y | x + sigma z, sigma), sigma drawn as for dsm (or as `--score_model DIR` was trained), and
+saves it with `save_pretrained`: `NCSNPipeline.from_pretrained(score_dir, classifier=NoiseConditionalClassifier.
+from_pretrained(output_dir))`.
 
 The run is crash-safe: checkpoints are written under a temporary name and renamed when complete, every random draw
 is a function of (seed, step), and `--resume_from_checkpoint latest` continues a killed run exactly. Checkpoints hold
@@ -39,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Objective and model
     add(
         "--objective",
-        choices=("dsm", "ssm", "epsilon", "consistency_distillation"),
+        choices=("dsm", "ssm", "epsilon", "consistency_distillation", "noise_classifier"),
         help="dsm: NCSN denoising score matching (VE ladder); ssm: sliced score matching on the same ladder; "
         "epsilon: DDPM's loss (VP forward process); consistency_distillation: distil --teacher_model into "
-        "diffusers' ConsistencyModelPipeline (1-2 calls; docs/distillation.md).",
+        "diffusers' ConsistencyModelPipeline (1-2 calls; docs/distillation.md); noise_classifier: a "
+        "NoiseConditionalClassifier p(y | x, sigma) for classifier guidance, cross-entropy on labelled data perturbed "
+        "as dsm perturbs it.",
     )
     add("--num_projections", type=int, help="Projections v per sample of --objective ssm (M).")
     add("--model_preset", choices=sorted(PRESETS), help="Size preset of the U-Net.")
@@ -79,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "skipped with a warning naming it.",
     )
     add("--cache_dir", help="Where `datasets` caches downloads.")
+    add(
+        "--label_column",
+        help="--objective noise_classifier: the ClassLabel or integer column of --dataset_name holding the classes "
+        '(default "label"). The digits have their digits, a --train_data_dir the names of its class folders '
+        "(DIR/<class>/<image>, datasets' imagefolder convention).",
+    )
     add("--resolution", type=int, help="Side of the square training images.")
     add(
         "--channels",
@@ -105,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("explicit", "ncsnv2"),
         help="explicit: --sigma_max/--sigma_min/--num_noise_levels; ncsnv2: sigma_1 and L from the data (Song & Ermon "
         "2020). Default: ncsnv2 for --objective dsm unless --sigma_max or --num_noise_levels is given.",
+    )
+    add(
+        "--score_model",
+        help="--objective noise_classifier: a train_ncsn.py --output_dir whose ladder, sigma distribution and data "
+        "(its training_args.json) the classifier is trained with, unless given here.",
     )
     add("--sigma_max", type=float, help="sigma_1 (default 1.0; explicit ladder, data in [-1, 1]).")
     add("--sigma_min", type=float, help="sigma_L (default 0.02 = the paper's 0.01 for [-1, 1] data).")

@@ -5,9 +5,9 @@ image-to-image on corrupted held-out digits, scored by the evaluator's digits cl
     accelerate launch train_ncsn.py --output_dir ncsn-digits     # the default run
     python examples/controllable_digits.py --pipeline ncsn-digits --output_dir ncsn-digits-control
 
-1. Trains a `NoiseConditionalClassifier` on the training digits perturbed with sigma log-uniform in
-   [--sigma_min, --sigma_max] (the default run's training distribution), times it, and saves the pipeline with it
-   (`--output_dir/pipeline`), or loads one with `--classifier DIR`.
+1. Trains a `NoiseConditionalClassifier` with `train_ncsn.py --objective noise_classifier --score_model PIPELINE`
+   (the score model's noise ladder and sigma draws) into `--output_dir/classifier`, times it, and saves the
+   pipeline with it (`--output_dir/pipeline`), or loads one with `--classifier DIR`.
 2. Guided digits: for every class and guidance scale w, `--samples_per_class` samples of the pipeline's default
    chain with `class_labels=c, guidance_scale=w`; prints the share the evaluator's classifier assigns to c and the FD
    per class (against the held-out digits of c), beside the same for unguided samples, and writes a figure with one
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ncsn_diffusers import NCSNImg2ImgPipeline, NCSNPipeline, NoiseConditionalClassifier, load_digits_images
 from ncsn_diffusers.evaluation import classifier_outputs, frechet_distance, load_digits_classifier
-from ncsn_diffusers.training.noise_classifier import log_uniform_sigmas, train_noise_classifier
+from ncsn_diffusers.training import TrainingConfig, train
 
 CORRUPTIONS = ("noise", "blur", "stroke")
 
@@ -39,9 +39,7 @@ def parse_args(argv=None):
     add("--pipeline", default="ncsn-digits", help="A saved NCSNPipeline folder (the default run's).")
     add("--output_dir", default="ncsn-digits-control", help="Where the classifier, the pipeline and results go.")
     add("--classifier", default=None, help="A saved NoiseConditionalClassifier folder; trained if not given.")
-    add("--sigma_min", type=float, default=0.02, help="Smallest training sigma (the default run's 0.02).")
-    add("--sigma_max", type=float, default=17.09, help="Largest training sigma (the default run's sigma_1 = 17.09).")
-    add("--classifier_steps", type=int, default=1500, help="Adam steps of batch 128 for the classifier.")
+    add("--classifier_steps", type=int, default=None, help="Steps of the classifier's run (default: the command's).")
     add("--guidance_scales", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     add("--samples_per_class", type=int, default=50)
     add("--strengths", type=float, nargs="+", default=[0.25, 0.5, 0.75])
@@ -50,10 +48,8 @@ def parse_args(argv=None):
     add("--figure_dir", default="docs", help="Where guided_digits.png and img2img.png are written.")
     add("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if min(args.classifier_steps, args.samples_per_class, args.num_images) < 1:
+    if min(args.classifier_steps or 1, args.samples_per_class, args.num_images) < 1:
         parser.error("--classifier_steps, --samples_per_class and --num_images must be positive.")
-    if not 0 < args.sigma_min < args.sigma_max:
-        parser.error("--sigma_min must be positive and below --sigma_max.")
     if any(not 0 <= s <= 1 for s in args.strengths) or any(w < 0 for w in args.guidance_scales):
         parser.error("--strengths must lie in [0, 1] and --guidance_scales be >= 0.")
     return args
@@ -64,29 +60,22 @@ def to_model_range(images: torch.Tensor, data_range) -> torch.Tensor:
     return low + (high - low) * images
 
 
-def get_classifier(args, pipe, output_dir: Path) -> NoiseConditionalClassifier:
+def get_classifier(args, output_dir: Path) -> NoiseConditionalClassifier:
+    """--classifier, or one trained by `train_ncsn.py --objective noise_classifier --score_model --pipeline`."""
     if args.classifier is not None:
         return NoiseConditionalClassifier.from_pretrained(args.classifier)
-    resolution = pipe.unet.config.sample_size
-    images, labels = load_digits_images(resolution, split="train")
-    torch.manual_seed(args.seed)
-    classifier = NoiseConditionalClassifier(sample_size=resolution, in_channels=pipe.unet.config.in_channels)
+    folder = output_dir / "classifier"
+    config = TrainingConfig(objective="noise_classifier", output_dir=str(folder), report_to="none", seed=args.seed)
+    if (Path(args.pipeline) / "training_args.json").is_file():
+        config.score_model = args.pipeline  # the score model's ladder, sigma draws and data
+    if args.classifier_steps is not None:
+        config.max_train_steps = args.classifier_steps
     start = time.perf_counter()
-    losses = train_noise_classifier(
-        classifier,
-        to_model_range(images, pipe.scheduler.data_range),
-        labels,
-        log_uniform_sigmas(args.sigma_min, args.sigma_max),
-        num_steps=args.classifier_steps,
-        seed=args.seed,
-    )
+    train(config)
     seconds = time.perf_counter() - start
-    print(f"classifier: {args.classifier_steps} steps in {seconds:.0f} s, final loss {sum(losses[-50:]) / 50:.3f}")
-    classifier.save_pretrained(output_dir / "classifier")
-    (output_dir / "classifier_training.json").write_text(
-        json.dumps({"steps": args.classifier_steps, "seconds": seconds, "final_loss": sum(losses[-50:]) / 50})
-    )
-    return classifier
+    last = json.loads((folder / "logs" / "train_log.jsonl").read_text().splitlines()[-1])
+    print(f"classifier: {last['step']} steps in {seconds:.0f} s, final loss {last['loss_noise_classifier']:.3f}")
+    return NoiseConditionalClassifier.from_pretrained(folder)
 
 
 def noisy_accuracy(classifier, pipe, sigmas=(0.02, 0.3, 1.0, 3.0)) -> dict:
@@ -250,7 +239,7 @@ def main(argv=None):
     output_dir.mkdir(parents=True, exist_ok=True)
     pipe = NCSNPipeline.from_pretrained(args.pipeline)
     pipe.set_progress_bar_config(disable=True)
-    classifier = get_classifier(args, pipe, output_dir)
+    classifier = get_classifier(args, output_dir)
     pipe = NCSNPipeline(pipe.unet, pipe.scheduler, classifier=classifier.eval())
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(output_dir / "pipeline")

@@ -12,6 +12,7 @@ from ncsn_diffusers import (
     AnnealedLangevinScheduler,
     ConsistentAnnealedSamplingScheduler,
     NCSNImg2ImgPipeline,
+    NCSNInpaintPipeline,
     NCSNPipeline,
     PredictorCorrectorScheduler,
     StochasticHeunScheduler,
@@ -149,3 +150,47 @@ def test_guided_image_to_image_lands_in_the_requested_component():
     assert ((x + a).var() / STD**2).item() == pytest.approx(1.0, rel=0.1)
     unguided = (pipe(image, **kwargs).images * 2 - 1).flatten(1)
     assert (unguided.mean(1) > 0).float().mean() > 0.5  # without guidance most edits stay near the guide
+
+
+def inpainting_pipeline():
+    """The mixture of constant 1x2x2 images at -/+0.5 (pixel std 0.1, 10 stds apart in every pixel)."""
+    model = ImageMixtureScoreModel([[-0.5] * 4, [0.5] * 4], WEIGHTS, STD, sample_size=2)
+    classifier = MixturePosteriorClassifier(model.mu.tolist(), WEIGHTS, STD, num_classes=2)
+    pipe = NCSNInpaintPipeline(model, ConsistentAnnealedSamplingScheduler(**VE), classifier=classifier)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_guided_inpainting_lands_the_free_pixels_in_the_requested_component(k):
+    # Given y = k the pixels are independent N(mu_k, s^2): at w = 1 the guided score is component k's, pixel by
+    # pixel, so the free bottom row samples N(mu_k, s^2) whatever the known top row holds, +0.5 (component 1's mean)
+    # or -0.5 (component 0's): against it or with it, the same completions.
+    pipe = inpainting_pipeline()
+    mask = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    kwargs = dict(mask_image=mask, batch_size=512, num_inference_steps=100, output_type="pt")
+
+    def free_pixels(known: float, **guidance):
+        image = torch.full((1, 1, 2, 2), (known + 1) / 2)  # the known value in [0, 1]
+        images = pipe(image, generator=torch.Generator().manual_seed(0), **kwargs, **guidance).images
+        assert torch.equal(images[:, :, 0], image[:, :, 0].expand(512, 1, 2))  # the known pixels come back exactly
+        return images[:, 0, 1] * 2 - 1  # (512, 2) in the data range
+
+    free, mean = free_pixels(0.5, class_labels=k), (-0.5 if k == 0 else 0.5)
+    assert ((free.mean(1) < 0) == (k == 0)).all()  # 100% of the completions
+    # CAS's own discretisation at 100 calls gives 0.92-0.98 s^2 for unmasked guided sampling of this mixture
+    assert ((free - mean).var() / STD**2).item() == pytest.approx(0.95, abs=0.1)
+    assert torch.allclose(free_pixels(-0.5, class_labels=k), free, atol=1e-5)
+    share = (free_pixels(0.5).mean(1) > 0).float().mean().item()
+    assert share > 0.9, share  # unguided, the known row +0.5 draws most of them to component 1
+
+
+def test_guidance_scale_0_inpaints_unguided_bit_for_bit():
+    pipe = inpainting_pipeline()
+    image, mask = torch.full((2, 1, 2, 2), 0.75), torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    kwargs = dict(batch_size=8, num_inference_steps=12, output_type="pt")
+    unguided = pipe(image, mask, generator=torch.Generator().manual_seed(0), **kwargs).images
+    guided = pipe(
+        image, mask, class_labels=0, guidance_scale=0.0, generator=torch.Generator().manual_seed(0), **kwargs
+    )
+    assert torch.equal(guided.images, unguided) and pipe.classifier.calls == 0

@@ -58,6 +58,8 @@ class NoiseConditionalClassifier(ModelMixin, ConfigMixin):
             Standard deviation of the random frequencies of the log-sigma embedding (NCSN++'s value).
         dropout (`float`, defaults to 0.0):
             Dropout probability inside the ResNet blocks.
+        class_names (`list[str]`, *optional*):
+            The name of each class 0..K-1 (the folder names of an image-folder training set, say); informational.
     """
 
     _keep_in_fp32_modules = ["sigma_proj"]
@@ -74,6 +76,7 @@ class NoiseConditionalClassifier(ModelMixin, ConfigMixin):
         norm_num_groups: int = 8,
         fourier_scale: float = 16.0,
         dropout: float = 0.0,
+        class_names: list[str] | None = None,
     ):
         super().__init__()
         self._check_config()
@@ -157,3 +160,8 @@ class NoiseConditionalClassifier(ModelMixin, ConfigMixin):
             )
         if isinstance(config.num_classes, bool) or not isinstance(config.num_classes, int) or config.num_classes < 2:
             raise ValueError(f"`num_classes`={config.num_classes!r} must be an integer >= 2.")
+        if config.class_names is not None and len(config.class_names) != config.num_classes:
+            raise ValueError(
+                f"`class_names` has {len(config.class_names)} names for `num_classes`={config.num_classes}; pass one "
+                "name per class, or none."
+            )

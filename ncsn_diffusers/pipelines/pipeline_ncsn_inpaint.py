@@ -35,7 +35,8 @@ class NCSNInpaintPipeline(NCSNPipeline):
     x_known = y + sigma_i z (VE; sqrt(alphabar_t) y + sqrt(1 - alphabar_t) z in VP, through the scheduler's
     `add_noise`), with one draw z per level, and the unknown pixels follow the scheduler's Langevin steps. The whole
     image thus stays on the sigma_i-perturbed data distribution, and the unknown pixels sample p_sigma_i(x_unknown |
-    x_known) at each level. The returned images hold the input's known pixels exactly.
+    x_known) at each level. The returned images hold the input's known pixels exactly. With `class_labels` (and a
+    `classifier`) every step uses the guided score s + w grad_x log p_phi(y | x, sigma), as [`NCSNPipeline`] does.
 
     Every score-model scheduler of [`NCSNPipeline`] runs the chain ([`AnnealedLangevinScheduler`], the paper's;
     [`PredictorCorrectorScheduler`], [`ConsistentAnnealedSamplingScheduler`], [`StochasticHeunScheduler`]); diffusers'
@@ -49,6 +50,8 @@ class NCSNInpaintPipeline(NCSNPipeline):
             The network: s_theta(x, sigma) for a score model, epsilon_theta(x_t, t) for a DDPM model.
         scheduler ([`AnnealedLangevinScheduler`]):
             The annealed Langevin sampler, in the coordinates of the network.
+        classifier ([`NoiseConditionalClassifier`], *optional*):
+            p_phi(y | x, sigma), for classifier guidance with `class_labels`.
     """
 
     @torch.no_grad()
@@ -59,6 +62,8 @@ class NCSNInpaintPipeline(NCSNPipeline):
         batch_size: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int | None = None,
+        class_labels: int | list[int] | torch.Tensor | None = None,
+        guidance_scale: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNInpaintPipeline", int, torch.Tensor, dict], dict] | None = None,
@@ -84,6 +89,11 @@ class NCSNInpaintPipeline(NCSNPipeline):
             num_inference_steps (`int`, *optional*):
                 The number of U-Net calls, spread over the noise levels (see
                 [`AnnealedLangevinScheduler.set_timesteps`]). Defaults to the scheduler's L x T (+1 for denoising).
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
+                Guide every step towards class y with `pipe.classifier`, as [`NCSNPipeline`] does (one label, or one
+                per output image): the generated pixels sample p(x_unknown | x_known, y).
+            guidance_scale (`float`, *optional*, defaults to 1.0 when `class_labels` are given):
+                w of the guided score s + w grad_x log p_phi(y | x, sigma); 0 is unguided, bit for bit.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (`(B, H, W, C)`) or `"pt"` (`(B, C, H, W)`), in [0, 1]; the completions of image k
                 are entries `k * batch_size` to `(k + 1) * batch_size - 1`.
@@ -140,6 +150,7 @@ class NCSNInpaintPipeline(NCSNPipeline):
         # the generator list was checked above, against the number of outputs rather than batch_size
         self.check_inputs(batch_size, None, output_type, callback_on_step_end_tensor_inputs or ["sample"])
         device = self._execution_device
+        guidance = self.prepare_guidance(class_labels, guidance_scale, num_outputs, device)
         reference = reference.repeat_interleave(batch_size, dim=0).to(device)
         generate = generate.repeat_interleave(batch_size, dim=0).to(device)
         low, high = self.scheduler.data_range
@@ -157,7 +168,7 @@ class NCSNInpaintPipeline(NCSNPipeline):
                 z = randn_tensor(y.shape, generator=generator, device=device, dtype=torch.float32)
                 known = self.scheduler.add_noise(y, z, t)
             sample = torch.where(generate, sample, known)
-            model_output = self.unet(sample.to(unet_dtype), t).sample
+            model_output, _ = self._step_model_output(sample, t, unet_dtype, False, False, guidance)
             sample = self.scheduler.step(model_output, t, sample, generator=generator).prev_sample
             sample = run_callback(self, callback_on_step_end, i, t, sample)
 

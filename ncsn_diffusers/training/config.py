@@ -7,7 +7,8 @@ from ..recipes import OFFICIAL_CONFIGS, recipe_settings
 from .checkpointing import ABANDONED_PREFIX
 from .distillation_config import resolve_distillation
 from .flag_ranges import check_flag_ranges
-from .objectives import VE_OBJECTIVES
+from .noise_classifier_args import apply_score_model, check_noise_classifier_args
+from .objectives import DEFAULT_RUN_LADDER, VE_OBJECTIVES
 from .run_dir import OWN_ENTRIES
 from .streaming import default_num_workers
 
@@ -39,6 +40,7 @@ class TrainingConfig:
     dataset_config_name: str | None = None
     train_data_dir: str | None = None
     cache_dir: str | None = None
+    label_column: str = "label"
     resolution: int = 16
     channels: int | None = None
     center_crop: bool = False
@@ -46,6 +48,7 @@ class TrainingConfig:
     random_flip: bool = False
     dequantize: bool = True
     # Noise ladder, sigma distribution and the saved sampler
+    score_model: str | None = None
     noise_ladder: str | None = None
     sigma_max: float | None = None
     sigma_min: float | None = None
@@ -133,12 +136,14 @@ class TrainingConfig:
             return self
         config = dataclasses.replace(self)
         explicit = config.explicit_fields() if explicit is None else set(explicit)
+        apply_score_model(config, explicit)
         fill_data_defaults(config)
         apply_recipe(config, explicit)
         resolve_distillation(config, explicit)
         check_flag_ranges(config)
         check_args(config)
         check_explicit_flags_are_used(config, explicit)
+        check_noise_classifier_args(config, explicit)
         config._resolved = True
         return config
 
@@ -210,10 +215,11 @@ def check_args(args: TrainingConfig):
             "--objective epsilon uses the DDPM schedule (--num_train_timesteps, --ddpm_beta_schedule)."
         )
     # The defaults chosen from the sampler comparison (README) are those of dsm; ssm and epsilon keep the paper's.
-    explicit = args.sigma_max is not None or args.num_noise_levels is not None or args.objective != "dsm"
+    explicit = args.sigma_max is not None or args.num_noise_levels is not None
+    explicit = explicit or args.objective not in DEFAULT_RUN_LADDER
     args.noise_ladder = args.noise_ladder or ("explicit" if explicit else "ncsnv2")
     # NCSN v1's network has one embedding row per trained level: it is trained and sampled on its ladder only.
-    continuous = args.objective == "dsm" and args.model_type != "ncsn_v1"
+    continuous = args.objective in DEFAULT_RUN_LADDER and args.model_type != "ncsn_v1"
     if args.sigma_sampling is None:
         args.sigma_sampling = "log_uniform" if continuous else "discrete"
     if args.sampler is None:

@@ -53,7 +53,7 @@ class ConsistencyDistillation(Objective):
     def sample_levels(self, batch_size, generator, device):
         return torch.randint(0, self.config.num_scales - 1, (batch_size,), generator=generator, device=device)
 
-    def build_network(self):
+    def build_network(self, args, images):
         """Loads the teacher (frozen) and returns the student: a `UNet2DModel` with the teacher's blocks and weights
         (`--student_init teacher`), or `--model_preset`'s, freshly initialised (`random`)."""
         from .networks import build_unet  # networks imports the objectives
@@ -107,7 +107,7 @@ class ConsistencyDistillation(Objective):
             )
         self.target.load_state_dict(state["target"])
 
-    def finish(self, args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last):
+    def finish(self, args, accelerator, unet, ema, images, max_train_steps, train_time, last):
         """Saves the student (its EMA weights) as diffusers' `ConsistencyModelPipeline`, with a 1-call sample grid,
         the measured FD at 1 and 2 calls (digits only, `--quality_samples`), `distillation.json` and the model card."""
         student = accelerator.unwrap_model(unet)

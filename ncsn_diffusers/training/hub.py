@@ -50,8 +50,11 @@ def push_to_hub(args, repo_id: str) -> str:
 
 def upload_patterns(output_dir: Path) -> list[str]:
     """What a push uploads, and nothing else: model_index.json, the folder of every component it names (unet/,
-    scheduler/, ...), the model card and the sample grids `samples/step_<step>.png`. Logs (any --logging_dir),
+    scheduler/, ...), the model card and the sample grids `samples/step_<step>.png` (a single saved model: its
+    config.json, weights and card). Logs (any --logging_dir),
     training_args.json, checkpoints and the lock file hold local paths or are of no use on the Hub: never uploaded."""
+    if not (output_dir / "model_index.json").is_file():  # a single model (--objective noise_classifier)
+        return ["config.json", "diffusion_pytorch_model.safetensors", "README.md"]
     index = json.loads((output_dir / "model_index.json").read_text())
     components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
     return ["model_index.json", "README.md", "samples/step_[0-9][0-9][0-9][0-9][0-9][0-9].png"] + [

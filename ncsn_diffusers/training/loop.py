@@ -72,7 +72,7 @@ def _train(args, claim: OutputDirClaim):
     images = training_set(args)
     noise_scheduler = build_noise_scheduler(args, images)
     objective = build_objective(args, noise_scheduler)
-    unet = objective.build_network()
+    unet = objective.build_network(args, images)
     if args.objective in VE_OBJECTIVES and args.sampler != "annealed_langevin":
         sampling_sigma_max(args, noise_scheduler.config)  # a bad --sampling_sigma_max fails before training
     if args.objective in VE_OBJECTIVES:
@@ -83,6 +83,7 @@ def _train(args, claim: OutputDirClaim):
         )
 
     order = BatchOrder(len(images), args.train_batch_size * accelerator.num_processes, args.seed)
+    objective.use_batch_order(order, accelerator.num_processes)
     max_train_steps = args.max_train_steps or num_update_steps(
         args.num_epochs, order.batches_per_epoch, args.gradient_accumulation_steps
     )
@@ -161,7 +162,7 @@ def _train(args, claim: OutputDirClaim):
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        objective.finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last)
+        objective.finish(args, accelerator, unet, ema, images, max_train_steps, train_time, last)
     del unet, optimizer, lr_scheduler, ema  # the DDP reducer goes before the process group (end_distributed_run)
     end_distributed_run(accelerator)
 

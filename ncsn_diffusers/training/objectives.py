@@ -8,8 +8,10 @@ from ..losses import dsm_loss, epsilon_loss, ssm_loss
 from ..parameterization import append_dims, epsilon_from_score, score_from_epsilon
 from .batch_order import PROJECTION_STREAM, derived_seed
 
-# Objectives that train a score network s_theta(x, sigma) on the VE ladder.
-VE_OBJECTIVES = ("dsm", "ssm")
+# Objectives trained on the VE ladder, x + sigma z: score networks s_theta(x, sigma) and the noise classifier.
+VE_OBJECTIVES = ("dsm", "ssm", "noise_classifier")
+# Objectives whose ladder and sigma draws default to the default run's (the ncsnv2 ladder, log-uniform sigma).
+DEFAULT_RUN_LADDER = ("dsm", "noise_classifier")
 
 
 def log_uniform_sigmas(ladder: torch.Tensor, batch_size: int, generator, device) -> torch.Tensor:
@@ -75,10 +77,13 @@ def sliced_losses(unet, noisy, noise, sigma, num_projections, generator):
 
 
 class Objective:
-    """A training objective: the distribution of its noise levels and its loss. The loop only calls these two.
+    """A training objective: the distribution of its noise levels and its loss, called at every step, and the
+    network it trains and how that is saved (`build_network`, `use_batch_order`, `finish`: a score network saved as
+    a pipeline, unless a subclass says otherwise).
 
     Subclasses set `name` (the `--objective` value) and `logged_as` (the log key of the same loss in the other
-    parameterisation), and are listed in `OBJECTIVES`; a new objective is one class and one entry there.
+    parameterisation, or of the second logged figure), and are listed in `OBJECTIVES`; a new objective is one class
+    and one entry there.
     """
 
     name: str
@@ -95,19 +100,22 @@ class Objective:
         """(loss to optimise, the same loss in the other parameterisation), both scalars."""
         return training_losses(unet, self.noise_scheduler, clean, noise, levels, self.ladder(clean.device))
 
-    # Hooks for an objective that owns models besides the trained one (a teacher, a target network); no-ops here.
+    # Hooks: the network the run trains and how it is saved, and the state of an objective that owns models besides
+    # it (a teacher, a target network). The defaults train and save a score (or epsilon) network.
 
-    def build_network(self) -> torch.nn.Module:
-        """The network to train: `--model_type`'s (`--model_preset` for `unet`)."""
+    def build_network(self, args, images) -> torch.nn.Module:
+        """The network to train, on the training set `images`: the score (or epsilon) U-Net of `args`."""
         from .networks import build_paper_unet, build_unet  # networks imports this module
 
-        config = self.config
-        return build_unet(config) if config.model_type == "unet" else build_paper_unet(config, self.noise_scheduler)
+        return build_unet(args) if args.model_type == "unet" else build_paper_unet(args, self.noise_scheduler)
 
-    def prepare(self, accelerator, unet):
+    def use_batch_order(self, order, num_processes: int):
+        """Called once with the run's `BatchOrder` before training; an objective reading per-image data keeps it."""
+
+    def prepare(self, accelerator, network):
         """Called once the trained network is prepared, before a checkpoint is resumed."""
 
-    def after_step(self, unet):
+    def after_step(self, network):
         """Called after each optimizer step with the unwrapped trained network."""
 
     def state_dict(self) -> dict:
@@ -117,11 +125,11 @@ class Objective:
     def load_state_dict(self, state: dict):
         """Restores what `state_dict` returned."""
 
-    def finish(self, args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last):
-        """Saves the trained model to --output_dir (see `export.finish`)."""
+    def finish(self, args, accelerator, network, ema, images, max_train_steps: int, train_time: float, last: dict):
+        """Saves the trained network to --output_dir: the pipeline with its sample grid and model card."""
         from .export import finish  # export imports this module
 
-        finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last)
+        finish(args, accelerator, network, ema, self.noise_scheduler, images, max_train_steps, train_time, last)
 
     def ladder(self, device) -> torch.Tensor:
         """The scheduler's `sigmas` (VE) or `alphas_cumprod` (VP) on `device`, computed once."""
@@ -169,8 +177,43 @@ class EpsilonPrediction(Objective):
         return torch.randint(0, num_timesteps, (batch_size,), generator=generator, device=device)
 
 
+class NoiseClassification(DenoisingScoreMatching):
+    """A noise-conditional classifier's cross-entropy -log p_phi(y | x + sigma z, sigma), sigma drawn as DSM draws it
+    (Song et al., 2021, App. I); y is the label of each image (`labels.py`), logged beside the error rate."""
+
+    name, logged_as = "noise_classifier", "error_rate"
+
+    def build_network(self, args, images):
+        from .labels import load_training_labels
+        from .noise_classifier import build_classifier
+
+        self.labels, class_names = load_training_labels(args)
+        if len(self.labels) != len(images):
+            raise ValueError(
+                f"{len(images)} training images but {len(self.labels)} labels: --objective noise_classifier needs "
+                "every image readable (one was skipped, see the warning); remove or fix the unreadable files."
+            )
+        return build_classifier(args, class_names)
+
+    def use_batch_order(self, order, num_processes):
+        self.order, self.num_processes = order, num_processes
+
+    def losses(self, classifier, clean, noise, levels, micro_step, process_index=0):
+        from .noise_classifier import noise_classifier_losses
+
+        index = self.order.indices(micro_step, process_index, self.num_processes)
+        sigma = levels if levels.is_floating_point() else self.ladder(clean.device)[levels]
+        return noise_classifier_losses(classifier, clean, self.labels[index].to(clean.device), sigma, noise)
+
+    def finish(self, args, accelerator, network, ema, images, max_train_steps, train_time, last):
+        from .noise_classifier import save_classifier
+
+        save_classifier(args, accelerator, network, ema, len(images), max_train_steps, train_time, last)
+
+
 OBJECTIVES = {
-    objective.name: objective for objective in (DenoisingScoreMatching, SlicedScoreMatching, EpsilonPrediction)
+    objective.name: objective
+    for objective in (DenoisingScoreMatching, SlicedScoreMatching, EpsilonPrediction, NoiseClassification)
 }
 
 

@@ -26,10 +26,13 @@ OWN_ENTRIES = {"unet", "scheduler", "samples", "logs", "model_index.json", "READ
 
 OWN_ENTRIES |= {".gitattributes", ".gitignore", ".git", ".cache", ".huggingface", LOCK_FILE}
 OWN_ENTRIES |= {"distillation.json"}  # --objective consistency_distillation's record (distillation_card.py)
+# A single saved model (--objective noise_classifier's classifier, `save_pretrained` of a ModelMixin).
+MODEL_ENTRIES = ("config.json", "diffusion_pytorch_model.safetensors")
+OWN_ENTRIES |= set(MODEL_ENTRIES)
 
 
 # A saved pipeline: never replaced unless --overwrite_output_dir or the run resumes a checkpoint of this folder.
-PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler", "README.md")
+PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler", "README.md", *MODEL_ENTRIES)
 
 
 class OutputDirLock:
