@@ -78,9 +78,8 @@ def save_sample_grid(
     from PIL import Image
 
     generator = torch.Generator(device).manual_seed(seed)
-    images = pipeline(
-        batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps, output_type="np"
-    ).images  # (N, H, W, C) in [0, 1]
+    steps = {} if num_inference_steps is None else {"num_inference_steps": num_inference_steps}
+    images = pipeline(batch_size=num_images, generator=generator, output_type="np", **steps).images  # (N, H, W, C)
     images = np.asarray(images)
     n, h, w, c = images.shape
     cols = math.ceil(math.sqrt(n))
