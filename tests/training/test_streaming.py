@@ -157,16 +157,20 @@ def test_a_datasets_table_streams_the_images_the_in_memory_decode_gives(tmp_path
         assert torch.equal(batches.clean(k), in_memory[order.indices(k)])
 
 
-def test_a_run_on_a_folder_ends_with_the_same_weights_for_any_worker_count(tmp_path):
-    folder = make_folder(tmp_path / "data", count=16)
-    runs = {}
-    for workers in ("0", "2"):
-        out = tmp_path / f"workers-{workers}"
-        run_main(*TINY_ANY_LADDER, "--train_data_dir", folder, "--channels", "3", "--max_train_steps", "3", "--output_dir", out,
-                 "--dataloader_num_workers", workers, "--random_flip", "--noise_ladder", "ncsnv2")  # fmt: skip
-        runs[workers] = out
-    assert max_difference(unet_weights(runs["0"]), unet_weights(runs["2"])) == 0
-    assert log_records(runs["0"])[-1]["loss_dsm"] == log_records(runs["2"])[-1]["loss_dsm"]
+def test_a_run_on_a_folder_ends_with_the_same_weights_for_any_worker_count_and_when_resumed_mid_epoch(tmp_path):
+    """Three real runs on one folder (24 images, batch 4 x accumulation 2: 3 steps per epoch): with 0 workers, with 2,
+    and resumed from the first run's step 2 (mid-epoch) with 1 worker; all end with bit-identical weights."""
+    folder = make_folder(tmp_path / "data")
+    common = [*TINY_ANY_LADDER, "--train_data_dir", folder, "--channels", "3", "--max_train_steps", "4",
+              "--train_batch_size", "4", "--gradient_accumulation_steps", "2", "--random_flip",
+              "--noise_ladder", "ncsnv2", "--checkpointing_steps", "2"]  # fmt: skip
+    run_main(*common, "--output_dir", tmp_path / "w0", "--dataloader_num_workers", "0")
+    run_main(*common, "--output_dir", tmp_path / "w2", "--dataloader_num_workers", "2")
+    resume = ["--resume_from_checkpoint", tmp_path / "w0" / "checkpoint-2", "--dataloader_num_workers", "1"]
+    run_main(*common, "--output_dir", tmp_path / "resumed", *resume)
+    for other in ("w2", "resumed"):
+        assert max_difference(unet_weights(tmp_path / "w0"), unet_weights(tmp_path / other)) == 0
+        assert log_records(tmp_path / other)[-1]["loss_dsm"] == log_records(tmp_path / "w0")[-1]["loss_dsm"]
 
 
 def test_a_negative_worker_count_is_refused_naming_the_flag(capsys):
