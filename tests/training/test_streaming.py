@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from test_train_ncsn import TINY, log_records, max_difference, run_main, unet_weights
+from test_training_utils import png_header_only
 
 import train_ncsn
 from ncsn_diffusers.schedulers.ncsnv2_ladder_design import ncsnv2_scheduler_config
@@ -121,12 +122,14 @@ def test_ncsnv2_ladder_decodes_only_a_bounded_seeded_subsample_and_matches_the_i
 def test_a_bad_header_is_skipped_at_start_and_a_bad_body_stops_the_stream_naming_the_file(tmp_path, caplog):
     folder = make_folder(tmp_path / "data", count=8)
     (folder / "x_no_header.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    (folder / "w_bomb.png").write_bytes(png_header_only(20000, 20000))  # 4e8 pixels: refused at Image.open
     whole = (folder / "000.png").read_bytes()
     (folder / "y_truncated.png").write_bytes(whole[: len(whole) // 2])  # its header reads, its pixels do not
     args = folder_args(folder, "--dataloader_num_workers", "2")
     with caplog.at_level(logging.WARNING):
         dataset = data.training_set(args)
     assert "x_no_header.png" in caplog.text and "y_truncated.png" not in caplog.text
+    assert "w_bomb.png" in caplog.text and "decompression bomb" in caplog.text
     assert len(dataset) == 9  # 8 good images and the truncated one
     with pytest.raises(ValueError, match=r"y_truncated.png could not be decoded.*--resume_from_checkpoint latest"):
         dataset[8]  # sorted after 000.png ... 007.png
