@@ -69,8 +69,9 @@ def test_streamed_batches_equal_the_in_memory_decode_for_any_worker_count(tmp_pa
         drawn = data.complete_batch(clean, 8, k, args.seed, scheduler, args)
         for a, b in zip(drawn, data.draw_batch(in_memory, order, k, args.seed, scheduler, args)):
             assert torch.equal(a, b)  # flips, dequantisation, levels and noise as the in-memory path draws them
-    # random crops differ between images (they are not all cut at one position), and repeat for the same image
-    assert len({tuple(streamed[i][0, 0, :3].tolist()) for i in range(24)}) > 20
+    # The crops are random (another --seed cuts some images elsewhere) and the same at every read of an image.
+    other_seed = data.training_set(dataclasses.replace(args, seed=6))
+    assert any(not torch.equal(streamed[i], other_seed[i]) for i in range(24))
     assert torch.equal(streamed[3], streamed[3])
 
 
@@ -113,7 +114,7 @@ def test_ncsnv2_ladder_decodes_only_a_bounded_seeded_subsample_and_matches_the_i
     generator = torch.Generator().manual_seed(args.seed)
     subsampled = ncsnv2_scheduler_config(in_memory, generator=generator, max_points=10)  # the in-memory subsample
     assert ncsnv2_scheduler_config(sample, max_points=10) == subsampled
-    # Below the bound every image is read once, and the ladder is the one of the whole set in memory.
+    # Below the bound every image is read, and the ladder is the one of the whole set in memory.
     scheduler = networks.build_noise_scheduler(args, data.training_set(args))
     assert scheduler.config.sigma_max == networks.build_noise_scheduler(args, decoded).config.sigma_max
     assert args.resolution**2 * 3 * 4 * data.LADDER_MAX_POINTS <= data.LADDER_MAX_BYTES  # 8x8: bound by points
