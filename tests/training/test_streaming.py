@@ -4,6 +4,7 @@ count or the step a run resumes at; NCSNv2's ladder reads a bounded seeded subsa
 
 import dataclasses
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -181,3 +182,14 @@ def test_a_negative_worker_count_is_refused_naming_the_flag(capsys):
     with pytest.raises(SystemExit):
         train_ncsn.parse_args(["--dataloader_num_workers", "-1"])
     assert "--dataloader_num_workers must be an integer >= 0" in capsys.readouterr().err
+
+
+def test_the_default_worker_count_shares_the_cpus_between_the_processes_of_a_machine(monkeypatch):
+    from ncsn_diffusers.training.streaming import MAX_DEFAULT_WORKERS, default_num_workers
+
+    cpus = len(os.sched_getaffinity(0))
+    assert default_num_workers() == min(MAX_DEFAULT_WORKERS, cpus)  # one process: up to 4 workers
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cpus))  # a process per CPU: one worker each
+    assert default_num_workers() == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cpus))  # more processes than CPUs: still one, never none
+    assert default_num_workers() == 1
