@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataloader_num_workers",
         type=int,
         help="Worker processes decoding --train_data_dir / --dataset_name images per training process (default: "
-        "min(4, CPUs); 0 decodes in the training process). The batches do not depend on it.",
+        "min(4, CPUs / processes on this machine); 0 decodes in the training process). The batches do not depend "
+        "on it.",
     )
     add("--random_flip", action="store_true", help="Flip images horizontally at random (not for digits!).")
     add(

@@ -2,7 +2,8 @@
 
 One idea per module: `config` (the settings and their one `resolve()`), `objectives` (each objective's noise-level
 distribution and loss), `data` (the training set and each step's batch), `batch_order` (the (seed, step) randomness),
-`images` (decoding), `networks` (the model and its noise scheduler), `checkpointing`, `run_settings` (what a resume
+`images` (decoding), `image_dataset` (a folder or `datasets` set, one image per item), `streaming` (the DataLoader
+in the batch order), `networks` (the model and its noise scheduler), `checkpointing`, `run_settings` (what a resume
 must match), `run_dir` (the output folder's rules and lock), `json_log`, `sampler` (the sampler saved with the model),
 `export` (the final save), `hub` and `loop` (`train`).
 """

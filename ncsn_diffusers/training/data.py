@@ -31,11 +31,12 @@ def training_set(args) -> torch.Tensor | torch.utils.data.Dataset:
 
     Only the file list (or the table's metadata) and each file's header are read here, never the pixels.
     """
-    crop = dict(resolution=args.resolution, channels=args.channels, center_crop=args.center_crop, seed=args.seed)
+    settings = dict(resolution=args.resolution, channels=args.channels, center_crop=args.center_crop, seed=args.seed)
+    settings.update(num_workers=args.dataloader_num_workers)  # the workers also check the headers
     if args.train_data_dir is not None:
-        return ImageFolderDataset(args.train_data_dir, exclude=[args.output_dir], **crop)
+        return ImageFolderDataset(args.train_data_dir, exclude=[args.output_dir], **settings)
     if args.dataset_name is not None:
-        return ImageTableDataset(args.dataset_name, args.dataset_config_name, args.cache_dir, **crop)
+        return ImageTableDataset(args.dataset_name, args.dataset_config_name, args.cache_dir, **settings)
     return load_training_images(args)
 
 

@@ -18,18 +18,38 @@ from .images import (
 
 logger = logging.getLogger(__name__)
 
-# Rows of a `datasets` table read at once by the header check: bounded memory whatever the table's size.
-HEADER_CHECK_CHUNK = 1024
+# Images whose headers one DataLoader worker checks per batch at start-up.
+HEADER_CHECK_BATCH = 1024
 
 
-def header_readable(name: str, opener) -> bool:
-    """Whether PIL recognises the file from its header (no pixel is decoded); warns naming the file when not."""
-    try:
-        opener().close()  # Image.open parses the header and raises for a file it cannot identify
-        return True
-    except decode_errors() as err:
-        logger.warning(f"Skipping corrupt or unreadable image {name}: {err}")
-        return False
+class HeaderChecks(torch.utils.data.Dataset):
+    """Item k: "" when PIL recognises image k of `images` from its header (no pixel is decoded), else the warning
+    naming it; checked by DataLoader workers at start-up."""
+
+    def __init__(self, images: "PreprocessedImages"):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> str:
+        name, opener = self.images.source(index)
+        try:
+            opener().close()  # Image.open parses the header and raises for a file it cannot identify
+            return ""
+        except decode_errors() as err:
+            return f"Skipping corrupt or unreadable image {name}: {err}"
+
+
+def readable_items(images: "PreprocessedImages", num_workers: int) -> np.ndarray:
+    """The indices of the items of `images` whose header reads; warns, naming each file, for the others."""
+    checks = torch.utils.data.DataLoader(
+        HeaderChecks(images), batch_size=HEADER_CHECK_BATCH, num_workers=num_workers, collate_fn=list
+    )
+    warnings = [warning for batch in checks for warning in batch]
+    for warning in filter(None, warnings):
+        logger.warning(warning)
+    return np.array([index for index, warning in enumerate(warnings) if not warning], dtype=np.int64)
 
 
 class PreprocessedImages(torch.utils.data.Dataset):
@@ -64,24 +84,27 @@ class PreprocessedImages(torch.utils.data.Dataset):
 
 class ImageFolderDataset(PreprocessedImages):
     """Every image file under `train_data_dir` (see [`image_folder_paths`]); files whose header PIL cannot read are
-    skipped at start-up with a warning naming them, as the in-memory path did.
+    skipped at start-up (checked by `num_workers` workers) with a warning naming them, as the in-memory path did.
 
     Paths are held as one numpy bytes array, not a list of `str`: forked workers would otherwise copy the pages of
     every string they touch (reference counts), and the workers' memory would grow with the data set.
     """
 
-    def __init__(self, train_data_dir, resolution: int, channels: int, center_crop: bool, seed: int, exclude=()):
-        from PIL import Image
-
+    def __init__(
+        self,
+        train_data_dir,
+        resolution: int,
+        channels: int,
+        center_crop: bool,
+        seed: int,
+        exclude=(),
+        num_workers: int = 0,
+    ):
         super().__init__(resolution, channels, center_crop, seed)
-        paths = [
-            path
-            for path in image_folder_paths(train_data_dir, exclude)
-            if header_readable(path, lambda p=path: Image.open(p))
-        ]
-        if not paths:
+        self.paths = np.array([os.fsencode(path) for path in image_folder_paths(train_data_dir, exclude)])
+        self.paths = self.paths[readable_items(self, num_workers)]
+        if not len(self.paths):
             raise ValueError(f"--train_data_dir {train_data_dir}: none of its image files could be read.")
-        self.paths = np.array([os.fsencode(path) for path in paths])
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -95,7 +118,8 @@ class ImageFolderDataset(PreprocessedImages):
 
 class ImageTableDataset(PreprocessedImages):
     """The images of a `datasets` dataset (see [`load_image_table`]), read row by row from its memory-mapped table;
-    rows whose image header PIL cannot read are skipped at start-up with a warning naming them."""
+    rows whose image header PIL cannot read are skipped at start-up (checked by `num_workers` workers) with a warning
+    naming them."""
 
     def __init__(
         self,
@@ -106,19 +130,15 @@ class ImageTableDataset(PreprocessedImages):
         channels: int,
         center_crop: bool,
         seed: int,
+        num_workers: int = 0,
     ):
         super().__init__(resolution, channels, center_crop, seed)
         self.dataset_name = dataset_name
         self.table, self.column = load_image_table(dataset_name, dataset_config_name, cache_dir)
-        rows = []
-        for start in range(0, len(self.table), HEADER_CHECK_CHUNK):
-            records = self.table[start : start + HEADER_CHECK_CHUNK][self.column]
-            for row, record in enumerate(records, start):
-                if header_readable(self._name(row, record), record_opener(record)):
-                    rows.append(row)
-        if not rows:
+        self.rows = np.arange(len(self.table), dtype=np.int64)
+        self.rows = self.rows[readable_items(self, num_workers)]
+        if not len(self.rows):
             raise ValueError(f"--dataset_name {dataset_name!r}: none of its {len(self.table)} images could be read.")
-        self.rows = np.array(rows, dtype=np.int64)
 
     def _name(self, row: int, record: dict) -> str:
         return record.get("path") or f"{self.dataset_name}[{row}]"

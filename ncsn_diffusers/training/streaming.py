@@ -18,10 +18,12 @@ MAX_DEFAULT_WORKERS = 4
 
 
 def default_num_workers() -> int:
-    """min(4, the CPUs this process may run on)."""
-    return min(
-        MAX_DEFAULT_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    )
+    """min(4, the CPUs this process may run on / the training processes on this machine), at least 1.
+
+    `LOCAL_WORLD_SIZE` is set by `accelerate launch` / `torchrun`: 8 processes on 16 CPUs get 2 workers each, not 4.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 class BatchOrderSampler(Sampler[list[int]]):
