@@ -26,7 +26,7 @@ from .consistency_distillation import (
     teacher_denoiser,
     update_target,
 )
-from .distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card
+from .distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
 from .distillation_config import OBJECTIVE, read_teacher, teacher_data_range
 from .hub import push_to_hub
 from .objectives import Objective
@@ -109,7 +109,7 @@ class ConsistencyDistillation(Objective):
 
     def finish(self, args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last):
         """Saves the student (its EMA weights) as diffusers' `ConsistencyModelPipeline`, with a 1-call sample grid,
-        the measured FD at 1 and 2 calls (digits only, `--quality_samples`), `distillation.json` and the model card."""
+        the FD measured at 1 and 2 calls (digits only, `--quality_samples`), `distillation.json` and the model card."""
         student = accelerator.unwrap_model(unet)
         if ema is not None:
             ema.copy_to(student.parameters())
@@ -129,6 +129,7 @@ class ConsistencyDistillation(Objective):
             "sigma_max": c.sigma_max,
             "sigma_data": c.sigma_data,
             "rho": c.rho,
+            "two_call_timesteps": two_call_timesteps(c.num_train_timesteps),
             "target_ema_rate": args.target_ema_rate,
             "distance": args.distance,
             "student_init": args.student_init,
