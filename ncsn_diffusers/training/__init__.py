@@ -4,7 +4,9 @@ One idea per module: `config` (the settings and their one `resolve()`), `objecti
 distribution and loss), `data` (the training set and each step's batch), `batch_order` (the (seed, step) randomness),
 `images` (decoding), `networks` (the model and its noise scheduler), `checkpointing`, `run_settings` (what a resume
 must match), `run_dir` (the output folder's rules and lock), `json_log`, `sampler` (the sampler saved with the model),
-`export` (the final save), `hub` and `loop` (`train`).
+`export` (the final save), `hub` and `loop` (`train`); `--objective consistency_distillation` in
+`distillation_config` (its flags and teacher checks), `distillation_objective` (the objective and its export) and
+`distillation_card`, the algorithm in `consistency_distillation`.
 """
 
 from .config import TrainingConfig

@@ -40,8 +40,9 @@ class ConsistencyDistillation(Objective):
 
     A level n is drawn uniformly from {0, ..., N-2} of the Karras grid t_0 = sigma_max > ... > t_{N-1} = sigma_min
     (the teacher scheduler's range, doubled for a [0, 1] teacher), and the loss is
-    d(f_theta(x + t_n z, t_n), stopgrad f_theta^-(x_hat_{n+1}, t_{n+1})). Nothing heavy happens in `__init__`:
-    the teacher is read by `build_network` and moved to the device by `prepare`.
+    d(f_theta(x + t_n z, t_n), stopgrad f_theta^-(x_hat_{n+1}, t_{n+1})). Nothing heavy happens in `__init__`
+    (`draw_batch` builds an objective at every step for `sample_levels`): the teacher is read by `build_network`
+    and moved to the device by `prepare`.
     """
 
     name, logged_as = OBJECTIVE, "loss_l2"
