@@ -191,3 +191,19 @@ def test_the_card_names_the_teacher_n_the_calls_and_the_measured_quality(tmp_pat
     assert "| 1 call | 11.60 | 1.9% | 5.8-12.8% |" in card and "500 samples each" in card
     assert "| CPU-minutes (whole run) | 7.9 on cpu |" in card
     assert two_call_timesteps(40) == [5, 0] and two_call_timesteps(2) == [1, 0]
+
+
+def test_resuming_with_another_grid_or_target_rate_is_refused(tiny_teacher, tmp_path):
+    # Catches a resume that would silently continue theta^- under another mu or grid than it was trained with.
+    out = tmp_path / "run"
+    common = [*DISTIL, "--teacher_model", tiny_teacher, "--output_dir", out, "--checkpointing_steps", "1"]
+    run_main(*common, "--max_train_steps", "1")
+    resume = [*common, "--max_train_steps", "2", "--resume_from_checkpoint", "latest"]
+    for flags, saved in (
+        (["--target_ema_rate", "0.9"], "--target_ema_rate 0.95"),
+        (["--num_scales", "7"], "--num_scales 6"),
+    ):
+        with pytest.raises(ValueError, match=f"was trained with {saved}, this run has {' '.join(flags)}"):
+            run_main(*resume, *flags)  # the later flag wins
+    run_main(*resume)  # the same settings resume
+    assert json.loads((out / "distillation.json").read_text())["max_train_steps"] == 2
