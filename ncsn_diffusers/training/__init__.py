@@ -5,7 +5,9 @@ distribution and loss), `data` (the training set and each step's batch), `batch_
 `images` (decoding), `image_dataset` (a folder or `datasets` set, one image per item), `streaming` (the DataLoader
 in the batch order), `networks` (the model and its noise scheduler), `checkpointing`, `run_settings` (what a resume
 must match), `run_dir` (the output folder's rules and lock), `json_log`, `sampler` (the sampler saved with the model),
-`export` (the final save), `hub` and `loop` (`train`).
+`export` (the final save), `hub` and `loop` (`train`); `--objective consistency_distillation` in
+`distillation_config` (its flags and teacher checks), `distillation_objective` (the objective and its export) and
+`distillation_card`, the algorithm in `consistency_distillation`.
 """
 
 from .config import TrainingConfig

@@ -5,29 +5,50 @@ import torch
 # Written beside the pipeline by `ConsistencyDistillation.finish`; benchmarks/bench_distillation.py reads it.
 DISTILLATION_RECORD = "distillation.json"
 
-QUALITY_CALLS = (1, 2)
+# The second level of a 2-call sample, as a fraction of the grid: timesteps [round(TWO_CALL_RAMP (N - 1)), 0], i.e.
+# [2, 0] at N = 18 (t_2 = 5.2 on the default run's grid). Measured on the default run's network over 3 seeds against
+# diffusers' default [N // 2, 0] and [4, 0], [6, 0], [12, 0] (docs/distillation.md).
+TWO_CALL_RAMP = 2 / 17
+
+
+def two_call_timesteps(num_scales: int) -> list[int]:
+    """The `timesteps` of the measured 2-call sampler for a grid of N = `num_scales` levels."""
+    return [max(1, round(TWO_CALL_RAMP * (num_scales - 1))), 0]
+
+
+def quality_samplers(num_scales: int) -> dict:
+    """The pipeline arguments of each measured row: 1 call, diffusers' default 2 calls, the chosen 2 calls."""
+    return {
+        "1 call": {"num_inference_steps": 1},
+        "2 calls": {"num_inference_steps": 2},
+        f"2 calls, timesteps {two_call_timesteps(num_scales)}": {
+            "num_inference_steps": None,
+            "timesteps": two_call_timesteps(num_scales),
+        },
+    }
 
 
 def measure_quality(pipeline, num_samples: int, seed: int, batch_size: int = 100) -> dict:
     """FD with the project's digits evaluator (held-out split), the share of samples rougher than any training digit
-    and the smallest and largest class share, of `num_samples` samples at 1 and 2 calls (`{}` for 0 samples)."""
+    and the smallest and largest class share, of `num_samples` samples of each of `quality_samplers` (`{}` for 0)."""
     if num_samples == 0:
         return {}
     from ..evaluation.digits_metrics import evaluate_samples
 
     quality = {}
-    for calls in QUALITY_CALLS:
+    for label, call in quality_samplers(pipeline.scheduler.config.num_train_timesteps).items():
         generator = torch.Generator(pipeline.device).manual_seed(seed)
         images = torch.cat(
             [
-                pipeline(batch_size=min(batch_size, num_samples - i), num_inference_steps=calls, generator=generator,
-                         output_type="pt").images.cpu()
+                pipeline(
+                    batch_size=min(batch_size, num_samples - i), generator=generator, output_type="pt", **call
+                ).images.cpu()
                 for i in range(0, num_samples, batch_size)
             ]
-        )  # fmt: skip
+        )
         result = evaluate_samples(images.float())
         counts = result["class_counts"]
-        quality[f"{calls} call" + ("s" if calls > 1 else "")] = {
+        quality[label] = {
             "frechet_distance": round(float(result["frechet_distance"]), 3),
             "rough_fraction": round(float(result["rough_fraction"]), 4),
             "class_share_min": min(counts) / num_samples,
@@ -67,8 +88,12 @@ Consistency distillation (Song, Dhariwal, Chen & Sutskever 2023, Algorithm 2) of
 from diffusers import DiffusionPipeline
 
 pipe = DiffusionPipeline.from_pretrained("{repo_id}")
-images = pipe(batch_size=16, num_inference_steps=1).images  # 1 U-Net call; num_inference_steps=2: 2 calls
+images = pipe(batch_size=16, num_inference_steps=1).images  # 1 U-Net call
+images = pipe(batch_size=16, num_inference_steps=None, timesteps={record["two_call_timesteps"]}).images  # 2 calls
 ```
+
+The 2-call `timesteps` put the second call at t_{record["two_call_timesteps"][0]} of the N-level grid, chosen by
+measurement on the default run's network (diffusers' own default, `num_inference_steps=2`, uses t_{record["num_scales"] // 2}).
 
 ## Distillation
 

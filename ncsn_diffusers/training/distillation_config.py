@@ -16,7 +16,7 @@ OBJECTIVE = "consistency_distillation"
 # default run's network: docs/distillation.md).
 DISTILLATION_FLAGS = ("teacher_model", "num_scales", "target_ema_rate", "distance", "sigma_data", "student_init")
 DISTILLATION_FLAGS += ("quality_samples",)
-DISTILLATION_DEFAULTS = {"train_batch_size": 32, "learning_rate": 1e-3, "max_train_steps": 1000}
+DISTILLATION_DEFAULTS = {"train_batch_size": 32, "learning_rate": 1e-3, "max_train_steps": 2000}
 
 # Teacher U-Net classes: the architecture a stock `UNet2DModel` student can copy, and the score networks it cannot.
 COPYABLE_TEACHERS = ("NCSNUNet2DModel",)

@@ -26,7 +26,7 @@ from .consistency_distillation import (
     teacher_denoiser,
     update_target,
 )
-from .distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card
+from .distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
 from .distillation_config import OBJECTIVE, read_teacher, teacher_data_range
 from .hub import push_to_hub
 from .objectives import Objective
@@ -40,8 +40,9 @@ class ConsistencyDistillation(Objective):
 
     A level n is drawn uniformly from {0, ..., N-2} of the Karras grid t_0 = sigma_max > ... > t_{N-1} = sigma_min
     (the teacher scheduler's range, doubled for a [0, 1] teacher), and the loss is
-    d(f_theta(x + t_n z, t_n), stopgrad f_theta^-(x_hat_{n+1}, t_{n+1})). Nothing heavy happens in `__init__`:
-    the teacher is read by `build_network` and moved to the device by `prepare`.
+    d(f_theta(x + t_n z, t_n), stopgrad f_theta^-(x_hat_{n+1}, t_{n+1})). Nothing heavy happens in `__init__`
+    (`draw_batch` builds an objective at every step for `sample_levels`): the teacher is read by `build_network`
+    and moved to the device by `prepare`.
     """
 
     name, logged_as = OBJECTIVE, "loss_l2"
@@ -109,7 +110,7 @@ class ConsistencyDistillation(Objective):
 
     def finish(self, args, accelerator, unet, ema, images, max_train_steps, train_time, last):
         """Saves the student (its EMA weights) as diffusers' `ConsistencyModelPipeline`, with a 1-call sample grid,
-        the measured FD at 1 and 2 calls (digits only, `--quality_samples`), `distillation.json` and the model card."""
+        the FD measured at 1 and 2 calls (digits only, `--quality_samples`), `distillation.json` and the model card."""
         student = accelerator.unwrap_model(unet)
         if ema is not None:
             ema.copy_to(student.parameters())
@@ -129,6 +130,7 @@ class ConsistencyDistillation(Objective):
             "sigma_max": c.sigma_max,
             "sigma_data": c.sigma_data,
             "rho": c.rho,
+            "two_call_timesteps": two_call_timesteps(c.num_train_timesteps),
             "target_ema_rate": args.target_ema_rate,
             "distance": args.distance,
             "student_init": args.student_init,

@@ -171,3 +171,39 @@ def test_a_unit_range_ncsnv2_teacher_is_converted_and_distilled_into_a_fresh_stu
     record = json.loads((out / "distillation.json").read_text())
     assert record["student_init"] == "random"
     assert (record["sigma_min"], record["sigma_max"]) == pytest.approx((0.02, 6.0))  # doubled into [-1, 1]
+
+
+def test_the_card_names_the_teacher_n_the_calls_and_the_measured_quality(tmp_path):
+    # Catches a card that loses a setting or a measured row, or prints 2-call timesteps other than those measured.
+    from ncsn_diffusers.training.distillation_card import render_distillation_card, two_call_timesteps
+
+    row = {"frechet_distance": 11.6, "rough_fraction": 0.019, "class_share_min": 0.058, "class_share_max": 0.128,
+           "num_samples": 500}  # fmt: skip
+    record = {
+        "teacher_model": "me/ncsn-digits", "num_scales": 18, "rho": 7.0, "sigma_min": 0.02, "sigma_max": 8.543,
+        "sigma_data": 0.5, "distance": "l2", "target_ema_rate": 0.95, "student_init": "teacher",
+        "max_train_steps": 2000, "train_batch_size": 32, "learning_rate": 1e-3, "use_ema": True, "cpu_minutes": 7.9,
+        "device": "cpu", "two_call_timesteps": two_call_timesteps(18), "quality": {"1 call": row},
+    }  # fmt: skip
+    card = render_distillation_card(record, "me/ncsn-digits-cd", tmp_path / "samples" / "step_002000.png")
+    assert "`me/ncsn-digits`" in card and "| N (Karras levels, rho = 7.0) | 18 |" in card
+    assert 'from_pretrained("me/ncsn-digits-cd")' in card and "timesteps=[2, 0]" in card
+    assert "| 1 call | 11.60 | 1.9% | 5.8-12.8% |" in card and "500 samples each" in card
+    assert "| CPU-minutes (whole run) | 7.9 on cpu |" in card
+    assert two_call_timesteps(40) == [5, 0] and two_call_timesteps(2) == [1, 0]
+
+
+def test_resuming_with_another_grid_or_target_rate_is_refused(tiny_teacher, tmp_path):
+    # Catches a resume that would silently continue theta^- under another mu or grid than it was trained with.
+    out = tmp_path / "run"
+    common = [*DISTIL, "--teacher_model", tiny_teacher, "--output_dir", out, "--checkpointing_steps", "1"]
+    run_main(*common, "--max_train_steps", "1")
+    resume = [*common, "--max_train_steps", "2", "--resume_from_checkpoint", "latest"]
+    for flags, saved in (
+        (["--target_ema_rate", "0.9"], "--target_ema_rate 0.95"),
+        (["--num_scales", "7"], "--num_scales 6"),
+    ):
+        with pytest.raises(ValueError, match=f"was trained with {saved}, this run has {' '.join(flags)}"):
+            run_main(*resume, *flags)  # the later flag wins
+    run_main(*resume)  # the same settings resume
+    assert json.loads((out / "distillation.json").read_text())["max_train_steps"] == 2
