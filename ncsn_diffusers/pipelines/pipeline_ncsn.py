@@ -24,6 +24,7 @@ from ..guidance import check_guidance, guided_score
 from ..model_card import write_model_card
 from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 from ..schedulers import (
+    SCORE_SCHEDULERS,
     AnnealedLangevinScheduler,
     ConsistentAnnealedSamplingScheduler,
     PredictorCorrectorScheduler,
@@ -279,7 +280,7 @@ class NCSNPipeline(DiffusionPipeline):
                 sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
             sample = run_callback(self, callback_on_step_end, i, t, sample)
 
-        data_range = getattr(scheduler, "data_range", DEFAULT_DATA_RANGE)
+        data_range = self.data_range
         image = format_images(samples_to_unit_range(sample, data_range), output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
@@ -315,7 +316,7 @@ class NCSNPipeline(DiffusionPipeline):
             ODE's end is centre + sigma_max z).
         """
         check_components(self.unet, self.scheduler)
-        data_range = getattr(self.scheduler, "data_range", DEFAULT_DATA_RANGE)
+        data_range = self.data_range
         low, high = data_range
         unit = prepare_images(images, self.unet.config.in_channels, self.unet.config.sample_size, name="images")
         steps = (
@@ -333,6 +334,12 @@ class NCSNPipeline(DiffusionPipeline):
             atol=atol,
             num_steps=num_steps,
         )
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        """The range of the model's data: the package's scheduler's `data_range`, [-1, 1] for diffusers' own (their
+        config may carry a `data_range` they were converted from, which they ignore)."""
+        return self.scheduler.data_range if isinstance(self.scheduler, SCORE_SCHEDULERS) else DEFAULT_DATA_RANGE
 
     def prepare_guidance(self, class_labels, guidance_scale: float | None, num_images: int, device) -> tuple:
         """(classifier, labels, w) for `guided_score`: labels `None` (no guidance) unless `class_labels` are given."""
