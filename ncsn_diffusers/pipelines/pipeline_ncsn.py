@@ -81,7 +81,7 @@ class NCSNPipeline(DiffusionPipeline):
             p_phi(y | x, sigma), for class-conditional sampling with `class_labels` (classifier guidance).
         default_num_inference_steps (`int`, *optional*):
             The U-Net calls of a call without `num_inference_steps`, saved in `model_index.json`: the count the
-            saved sampler was measured at (`train_ncsn.py --objective epsilon` saves DDIM's); `None` keeps the
+            saved sampler was measured at (`train_ncsn.py --objective epsilon` saves 20); `None` keeps the
             scheduler's own default.
     """
 
@@ -301,7 +301,7 @@ class NCSNPipeline(DiffusionPipeline):
         Encodes images into the `latents` from which this pipeline's sampler starts, through the probability-flow ODE
         dx/dsigma = -sigma s(x, sigma) from sigma_min to the sampler's sigma_max (`probability_flow.py`), so that a
         deterministic sampler decodes them: `pipe(latents=pipe.encode(images), ...)` with e.g.
-        `StochasticHeunScheduler(s_churn=0)` (VE) or `DDIMScheduler` (DDPM U-Nets, eta = 0).
+        `StochasticHeunScheduler(s_churn=0)` (VE) or `DDIMScheduler` / `DPMSolverMultistepScheduler` (DDPM U-Nets).
 
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
