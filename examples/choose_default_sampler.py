@@ -38,7 +38,10 @@ EPSILON_SAMPLERS = {
     "DDPM @100": ("DDPMScheduler", {}, 100),
     "DDIM @100": ("DDIMScheduler", {}, 100),
     "DDIM @50": ("DDIMScheduler", {}, 50),
+    "DDIM @20": ("DDIMScheduler", {}, 20),
+    "DPM-Solver++ @50": ("DPMSolverMultistepScheduler", {}, 50),
     "DPM-Solver++ @20": ("DPMSolverMultistepScheduler", {}, 20),
+    "DPM-Solver++ @10": ("DPMSolverMultistepScheduler", {}, 10),
     "VP ALS L=100 T=1 rel 0.2 + denoise @100": (
         "AnnealedLangevinScheduler",
         {"num_noise_levels": 99, "steps_per_level": 1, "relative_epsilon": 0.2, "final_denoise": True},

@@ -61,27 +61,30 @@ def test_another_samplers_config_runs_as_annealed_langevin(saved, tmp_path):
     assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all() and -1 <= x.min() and x.max() <= 1
 
 
-def test_the_diffusers_only_loop_of_an_epsilon_model_samples_its_saved_ddim(tmp_path):
-    """Catches the card of an epsilon model that ships DDIMScheduler (train_ncsn.py --objective epsilon) printing
-    another scheduler or step count than the pipeline's: the snippet, run as printed, draws the pipeline's images."""
+@pytest.mark.parametrize("scheduler_name", ["DPMSolverMultistepScheduler", "DDIMScheduler"])
+def test_the_diffusers_only_loop_of_an_epsilon_model_samples_its_saved_scheduler(tmp_path, scheduler_name):
+    """Catches the card of an epsilon model that ships a diffusers scheduler (train_ncsn.py --objective epsilon saves
+    DPMSolverMultistepScheduler) printing another scheduler or step count than the pipeline's: the snippet, run as
+    printed, draws the pipeline's images."""
+    import diffusers
     import numpy as np
-    from diffusers import DDIMScheduler, UNet2DModel
+    from diffusers import UNet2DModel
     from tiny_models import tiny_ddpm_unet
 
     tiny_ddpm_unet().save_pretrained(tmp_path / "source")  # a reloaded U-Net, as the snippet loads
     pipe = NCSNPipeline(
         UNet2DModel.from_pretrained(tmp_path / "source"),
-        DDIMScheduler(num_train_timesteps=100),
+        getattr(diffusers, scheduler_name)(num_train_timesteps=100),
         default_num_inference_steps=10,
     )
     pipe.save_pretrained(tmp_path / "pipe")
     pipe.write_model_card(tmp_path / "pipe", repo_id=str(tmp_path / "pipe"))
     card = (tmp_path / "pipe" / "README.md").read_text()
-    assert "diffusers' own `DDIMScheduler` at 10 network calls" in card and "takes 10 network evaluations" in card
+    assert f"diffusers' own `{scheduler_name}` at 10 network calls" in card and "takes 10 network evaluations" in card
     (code,) = [b for b in re.findall(r"```python\n(.*?)```", card, re.DOTALL) if "DDPMPipeline(" in b]
     namespace = {}
     exec(compile(code, "model_card_snippet", "exec"), namespace)
-    assert isinstance(namespace["scheduler"], DDIMScheduler)
+    assert type(namespace["scheduler"]).__name__ == scheduler_name
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(batch_size=4, generator=torch.Generator().manual_seed(0)).images
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(namespace["images"], expected))

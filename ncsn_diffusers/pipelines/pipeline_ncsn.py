@@ -24,6 +24,7 @@ from ..guidance import check_guidance, guided_score
 from ..model_card import write_model_card
 from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 from ..schedulers import (
+    SCORE_SCHEDULERS,
     AnnealedLangevinScheduler,
     ConsistentAnnealedSamplingScheduler,
     PredictorCorrectorScheduler,
@@ -80,7 +81,7 @@ class NCSNPipeline(DiffusionPipeline):
             p_phi(y | x, sigma), for class-conditional sampling with `class_labels` (classifier guidance).
         default_num_inference_steps (`int`, *optional*):
             The U-Net calls of a call without `num_inference_steps`, saved in `model_index.json`: the count the
-            saved sampler was measured at (`train_ncsn.py --objective epsilon` saves DDIM's); `None` keeps the
+            saved sampler was measured at (`train_ncsn.py --objective epsilon` saves 20); `None` keeps the
             scheduler's own default.
     """
 
@@ -279,7 +280,7 @@ class NCSNPipeline(DiffusionPipeline):
                 sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
             sample = run_callback(self, callback_on_step_end, i, t, sample)
 
-        data_range = getattr(scheduler, "data_range", DEFAULT_DATA_RANGE)
+        data_range = self.data_range
         image = format_images(samples_to_unit_range(sample, data_range), output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
@@ -300,7 +301,7 @@ class NCSNPipeline(DiffusionPipeline):
         Encodes images into the `latents` from which this pipeline's sampler starts, through the probability-flow ODE
         dx/dsigma = -sigma s(x, sigma) from sigma_min to the sampler's sigma_max (`probability_flow.py`), so that a
         deterministic sampler decodes them: `pipe(latents=pipe.encode(images), ...)` with e.g.
-        `StochasticHeunScheduler(s_churn=0)` (VE) or `DDIMScheduler` (DDPM U-Nets, eta = 0).
+        `StochasticHeunScheduler(s_churn=0)` (VE) or `DDIMScheduler` / `DPMSolverMultistepScheduler` (DDPM U-Nets).
 
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
@@ -315,7 +316,7 @@ class NCSNPipeline(DiffusionPipeline):
             ODE's end is centre + sigma_max z).
         """
         check_components(self.unet, self.scheduler)
-        data_range = getattr(self.scheduler, "data_range", DEFAULT_DATA_RANGE)
+        data_range = self.data_range
         low, high = data_range
         unit = prepare_images(images, self.unet.config.in_channels, self.unet.config.sample_size, name="images")
         steps = (
@@ -333,6 +334,12 @@ class NCSNPipeline(DiffusionPipeline):
             atol=atol,
             num_steps=num_steps,
         )
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        """The range of the model's data: the package's scheduler's `data_range`, [-1, 1] for diffusers' own (their
+        config may carry a `data_range` they were converted from, which they ignore)."""
+        return self.scheduler.data_range if isinstance(self.scheduler, SCORE_SCHEDULERS) else DEFAULT_DATA_RANGE
 
     def prepare_guidance(self, class_labels, guidance_scale: float | None, num_images: int, device) -> tuple:
         """(classifier, labels, w) for `guided_score`: labels `None` (no guidance) unless `class_labels` are given."""

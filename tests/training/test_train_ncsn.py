@@ -282,11 +282,11 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
 
 
 def test_end_to_end_epsilon_pushes_and_loads_in_ncsn_and_ddpm_pipelines(tmp_path):
-    """--objective epsilon saves the best measured sampler of an epsilon model, diffusers' DDIMScheduler at 100 calls
-    (issue 20 row 22; docs/sampling.md): the folder samples with it in NCSNPipeline and in stock DDIMPipeline, and by
-    ancestral sampling in DDPMPipeline; --push_to_hub uploads it (no checkpoints) to a private repo of the local Hub
-    stand-in with the real huggingface_hub client."""
-    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+    """--objective epsilon saves the best measured sampler of an epsilon model, diffusers' DPMSolverMultistepScheduler
+    (DPM-Solver++) at 20 calls (issue 20 row 22; docs/sampling.md): the folder samples with it in NCSNPipeline and in
+    stock DDPMPipeline, and by ancestral sampling with DDPMScheduler; --push_to_hub uploads it (no checkpoints) to a
+    private repo of the local Hub stand-in with the real huggingface_hub client."""
+    from diffusers import DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
     from hub_stand_in import LocalHub
 
     from ncsn_diffusers import NCSNPipeline
@@ -313,20 +313,21 @@ def test_end_to_end_epsilon_pushes_and_loads_in_ncsn_and_ddpm_pipelines(tmp_path
     record = log_records(out)[-1]
     assert record["loss_epsilon"] == pytest.approx(record["loss_dsm"], rel=1e-5)
     config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
-    assert config["_class_name"] == "DDIMScheduler" and config["prediction_type"] == "epsilon"
+    assert config["_class_name"] == "DPMSolverMultistepScheduler" and config["prediction_type"] == "epsilon"
+    assert config["algorithm_type"] == "dpmsolver++"
     assert (config["num_train_timesteps"], config["beta_schedule"]) == (1000, "linear")
-    assert json.loads((out / "model_index.json").read_text())["default_num_inference_steps"] == 100
+    assert json.loads((out / "model_index.json").read_text())["default_num_inference_steps"] == 20
 
-    pipe = NCSNPipeline.from_pretrained(out)  # DDIM, 100 calls
-    assert isinstance(pipe.unet, UNet2DModel) and isinstance(pipe.scheduler, DDIMScheduler)
+    pipe = NCSNPipeline.from_pretrained(out)  # DPM-Solver++, 20 calls
+    assert isinstance(pipe.unet, UNet2DModel) and isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
     calls = []
     pipe.unet.register_forward_hook(lambda *args: calls.append(1))
     images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
-    assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all() and len(calls) == 100
-    stock = DDIMPipeline.from_pretrained(out)
+    assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all() and len(calls) == 20
+    stock = DDPMPipeline.from_pretrained(out)  # every component is diffusers' own
     generator = torch.Generator().manual_seed(0)
-    stock_images = stock(batch_size=2, generator=generator, num_inference_steps=100, output_type="np").images
-    np.testing.assert_allclose(stock_images, images, atol=1e-5)  # DDIMPipeline's loop at eta = 0: the same images
+    stock_images = stock(batch_size=2, generator=generator, num_inference_steps=20, output_type="np").images
+    np.testing.assert_allclose(stock_images, images, atol=1e-5)  # DDPMPipeline's loop: the same images
 
     ddpm = DDPMPipeline.from_pretrained(out, scheduler=DDPMScheduler.from_pretrained(out, subfolder="scheduler"))
     images = ddpm(batch_size=2, num_inference_steps=5, generator=torch.Generator().manual_seed(0), output_type="np")
