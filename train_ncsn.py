@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--sample_grid_steps",
         type=int,
-        help="U-Net calls of the chain that draws the final sample grid (default: the saved sampler's own, e.g. "
+        help="U-Net calls of the chain that draws the sample grids (default: the saved sampler's own, e.g. "
         "L x T = 1000 with --recipe ncsn_v1); the saved pipeline keeps its sampler.",
     )
     add("--checkpointing_steps", type=int)

@@ -29,6 +29,13 @@ SAMPLERS = {
     "Heun, gamma = 1 @99": ("StochasticHeunScheduler", HEUN_GAMMA_1, 99),
     "Heun, EDM churn @49": ("StochasticHeunScheduler", {}, 49),
     "EDM DPM-Solver @20": ("EDMDPMSolverMultistepScheduler", {}, 20),
+    # Few calls: the teacher beside its 1-2 call consistency-distilled student (docs/distillation.md).
+    **{f"Heun, gamma = 1 @{n}": ("StochasticHeunScheduler", HEUN_GAMMA_1, n) for n in (3, 9)},
+    **{
+        f"PC k=1 r=0.25 @{n}": ("PredictorCorrectorScheduler", {"corrector_steps": 1, "snr": 0.25}, n)
+        for n in (2, 4, 10)
+    },
+    **{f"EDM DPM-Solver @{n}": ("EDMDPMSolverMultistepScheduler", {}, n) for n in (2, 4, 10)},
 }
 # The candidates for a DDPM epsilon model (`train_ncsn.py --objective epsilon`): diffusers' own schedulers, each
 # `from_config` of the saved DDPM schedule, and annealed Langevin in VP coordinates with a step relative to sigma_L**2.

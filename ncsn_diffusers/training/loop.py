@@ -328,6 +328,7 @@ def run_training(
                         args.num_sample_images,
                         args.seed,
                         device,
+                        args.sample_grid_steps,
                     )
             unet.train()
             accelerator.wait_for_everyone()

@@ -79,7 +79,8 @@ def sliced_losses(unet, noisy, noise, sigma, num_projections, generator):
 class Objective:
     """A training objective: the distribution of its noise levels and its loss, called at every step, and the
     network it trains and how that is saved (`build_network`, `use_batch_order`, `finish`: a score network saved as
-    a pipeline, unless a subclass says otherwise).
+    a pipeline, unless a subclass says otherwise), and the state of any other model it owns (`prepare`, `after_step`,
+    `state_dict`, `load_state_dict`).
 
     Subclasses set `name` (the `--objective` value) and `logged_as` (the log key of the same loss in the other
     parameterisation, or of the second logged figure), and are listed in `OBJECTIVES`; a new objective is one class
