@@ -250,7 +250,9 @@ def converted_official_checkpoints_push_and_load(ctx: Context) -> None:
         forward = load_file(fixture / "forward.safetensors")
         with torch.no_grad():
             output = loaded.unet(forward["inputs"], loaded.scheduler.sigmas[forward["levels"]]).sample
-        torch.testing.assert_close(output, forward["outputs"], rtol=1e-5, atol=1e-5)
+        # to 1e-5 of the output's scale: float32 rounding differs by CPU (see test_convert_ncsn_original.py)
+        scale = forward["outputs"].abs().max().item()
+        torch.testing.assert_close(output, forward["outputs"], rtol=1e-5, atol=1e-5 * scale)
         kwargs = {"batch_size": 1, "steps_per_level": 1, "output_type": "pt"}
         for pipeline in (pipe, loaded):
             pipeline.set_progress_bar_config(disable=True)

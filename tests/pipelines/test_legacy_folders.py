@@ -26,7 +26,9 @@ def test_legacy_folder_loads_and_samples_the_saved_images(name, loader):
     assert isinstance(pipe, NCSNPipeline)
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
-    torch.testing.assert_close(images, load_file(FIXTURES / name / "images.safetensors")["images"], rtol=0, atol=0)
+    # Not bit-exact: float32 kernels differ by CPU (AVX2 vs AVX-512 moved these pixels by 3e-7); a changed draw or
+    # sampler moves them by 1e-2 or more.
+    torch.testing.assert_close(images, load_file(FIXTURES / name / "images.safetensors")["images"], rtol=0, atol=1e-5)
 
 
 def test_every_old_module_path_imports_as_its_new_module():
