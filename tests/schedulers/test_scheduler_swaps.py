@@ -1,6 +1,11 @@
 """Scheduler swaps by diffusers' `from_config` idiom keep the sampler: a round trip through another scheduler gives
 back every value that was set or left at its default, and a saved scheduler converts as the same one never saved."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from diffusers import DDIMScheduler, DDPMScheduler, EDMEulerScheduler
 from scheduler_contract import kept_config, public
@@ -12,6 +17,7 @@ from ncsn_diffusers import (
     StochasticHeunScheduler,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 ALS_SET = dict(
     sigma_max=2,
     sigma_min=0.02,
@@ -97,3 +103,32 @@ def test_a_ddpm_config_still_converts_to_vp_coordinates():
     assert als.config.num_noise_levels == 100 and als.config.steps_per_level == 10
     stochastic_heun = StochasticHeunScheduler.from_config(EDMEulerScheduler(sigma_max=80.0).config)
     assert stochastic_heun.config.sigma_max == 80.0
+
+
+# diffusers' `test_compatibles` as written upstream: the round trip goes through the *last* class of `compatibles`,
+# a list made from a set, whose order follows the interpreter's hash seed.
+UPSTREAM_TEST_COMPATIBLES = """
+from diffusers.utils import DummyObject
+from ncsn_diffusers.schedulers import SCORE_SCHEDULERS
+for cls in SCORE_SCHEDULERS:
+    scheduler = cls()
+    for comp_scheduler_cls in scheduler.compatibles:
+        if not isinstance(comp_scheduler_cls, DummyObject):
+            comp_scheduler = comp_scheduler_cls.from_config(scheduler.config)
+    new_scheduler = cls.from_config(comp_scheduler.config)
+    new_scheduler_config = {k: v for k, v in new_scheduler.config.items() if k in scheduler.config}
+    assert new_scheduler_config == dict(scheduler.config), (cls.__name__, type(comp_scheduler).__name__)
+"""
+
+
+@pytest.mark.parametrize("hash_seed", ["0"])
+def test_upstream_test_compatibles_passes_whatever_the_hash_seed(hash_seed):
+    """Bug caught: upstream's `test_compatibles` failed or passed depending on PYTHONHASHSEED (through DDIM the ALS
+    came back with final_denoise=True, through PC with other levels)."""
+    env = {
+        **os.environ,
+        "PYTHONHASHSEED": hash_seed,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    result = subprocess.run([sys.executable, "-c", UPSTREAM_TEST_COMPATIBLES], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
