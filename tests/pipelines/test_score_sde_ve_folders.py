@@ -4,14 +4,14 @@ are, and the package's predictor-corrector runs the chain of diffusers' own `Sco
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
 from analytic_models import ImageMixtureScoreModel
-from diffusers import ScoreSdeVePipeline, ScoreSdeVeScheduler, UNet2DModel
+from diffusers import ScoreSdeVePipeline, ScoreSdeVeScheduler
 from diffusers.utils.torch_utils import randn_tensor
+from tiny_models import tiny_ncsnpp
 
 from ncsn_diffusers import (
     NCSNImg2ImgPipeline,
@@ -31,24 +31,6 @@ def gaussian_images(size: int = 4) -> ImageMixtureScoreModel:
     """The exact score of N(0.5, 0.1**2 I) in 3 x size x size dimensions (ScoreSdeVePipeline draws 3 channels)."""
     return ImageMixtureScoreModel(
         means=[[0.5] * (3 * size * size)], weights=[1.0], std=0.1, sample_size=size, in_channels=3
-    )
-
-
-def tiny_ncsnpp() -> UNet2DModel:
-    """An NCSN++ UNet2DModel with the Hub folders' options (Fourier sigma embedding, Skip blocks with attention)."""
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(32, 32),
-        time_embedding_type="fourier",
-        norm_eps=1e-6,
-        mid_block_scale_factor=math.sqrt(2.0),
-        norm_num_groups=None,
-        down_block_types=("SkipDownBlock2D", "AttnSkipDownBlock2D"),
-        up_block_types=("AttnSkipUpBlock2D", "SkipUpBlock2D"),
     )
 
 
@@ -137,10 +119,21 @@ def test_predictor_corrector_samples_as_score_sde_ve_pipeline_on_an_exact_score(
 def test_the_pipelines_load_a_score_sde_ve_folder_as_it_is(score_sde_ve_folder, tmp_path):
     """Bug caught: NCSNPipeline.from_pretrained(ScoreSdeVe folder) raised "NCSNPipeline needs one of ..."."""
     before = folder_digest(score_sde_ve_folder)
-    for cls in (NCSNPipeline, NCSNInpaintPipeline, NCSNImg2ImgPipeline):
+    image = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 4:] = 1.0
+    edits = {
+        NCSNPipeline: {},
+        NCSNInpaintPipeline: dict(image=image, mask_image=mask),
+        NCSNImg2ImgPipeline: dict(image=image),
+    }
+    for cls, inputs in edits.items():
         pipe = cls.from_pretrained(score_sde_ve_folder)
         assert isinstance(pipe.scheduler, PredictorCorrectorScheduler) and pipe.data_range == (0.0, 1.0)
         assert (pipe.scheduler.config.sigma_max, pipe.scheduler.config.snr) == (50.0, 0.16)
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(**inputs, num_inference_steps=6, generator=torch.Generator().manual_seed(0), output_type="pt")
+        assert torch.isfinite(images.images).all(), cls.__name__
     pipe.save_pretrained(tmp_path / "saved")
     index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
     assert index["_class_name"] == "NCSNImg2ImgPipeline" and index["scheduler"][1] == "PredictorCorrectorScheduler"
