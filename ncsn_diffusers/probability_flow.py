@@ -74,6 +74,8 @@ def ve_flow(model, sigma_min: float, sigma_max: float, data_range: tuple[float, 
     dtype = model.dtype
 
     def score(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        # a tensor: diffusers' UNet2DModel reads a Python number as an integer timestep (0.5 -> 0, log 0 = -inf)
+        sigma = torch.tensor(sigma, dtype=torch.float32, device=x.device)
         return model(x.to(dtype), sigma).sample.float()
 
     centre = 0.5 * (data_range[0] + data_range[1])

@@ -45,6 +45,7 @@ from .pipeline_utils import (
     samples_to_unit_range,
     scheduler_overrides,
 )
+from .score_sde_ve_folder import converted_components, package_scheduler
 from .timestep_adapter import is_timestep_scheduler, timestep_model_output, timestep_step_kwargs
 
 # The range of the data when the scheduler does not record it (diffusers' EDM schedulers): diffusers' images.
@@ -121,12 +122,31 @@ class NCSNPipeline(DiffusionPipeline):
         A repo is fetched whole with `huggingface_hub.snapshot_download` first and checked to hold `unet/` and
         `scheduler/` (`DiffusionPipeline.from_pretrained(repo_id)` loads it too, once `ncsn_diffusers` is imported).
         Hub arguments (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`) apply to that download.
+
+        A diffusers `ScoreSdeVePipeline` folder (the Hub's `google/ncsnpp-*`) loads as it is: its U-Net as saved, its
+        `ScoreSdeVeScheduler` as the [`PredictorCorrectorScheduler`] of the same sigma range, snr and data range
+        [0, 1] (see `score_sde_ve_folder.py`). A `scheduler=` passed here replaces it, as for any folder.
         """
         local_dir = resolve_pipeline_folder(
             pretrained_model_name_or_path,
             **{k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs},
         )
+        for name, component in converted_components(local_dir).items():
+            kwargs.setdefault(name, component)
         return super().from_pretrained(local_dir, **kwargs)
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        r"""
+        Builds this pipeline from the components of `pipeline`, as [`~diffusers.DiffusionPipeline.from_pipe`]; a
+        diffusers `ScoreSdeVePipeline`'s `ScoreSdeVeScheduler` becomes the [`PredictorCorrectorScheduler`] of the
+        same settings (unless `scheduler=` is passed).
+        """
+        if "scheduler" not in kwargs:
+            converted = package_scheduler(pipeline.scheduler)
+            if converted is not pipeline.scheduler:
+                kwargs["scheduler"] = converted
+        return super().from_pipe(pipeline, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, repo_id: str | None = None, **kwargs):
         r"""

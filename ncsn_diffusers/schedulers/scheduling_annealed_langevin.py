@@ -8,10 +8,11 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import append_dims, sample_from_score, score_from_model_output
+from .compatible_configs import ScoreConfigMixin
 from .noise_ladders import BETA_SCHEDULES, ddpm_alphas_cumprod, geometric_sigmas, vp_level_timesteps
 from .scheduling_utils import (
     INITIAL_DISTRIBUTIONS,
-    SCORE_SCHEDULER_NAMES,
+    SCORE_COMPATIBLES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
@@ -21,7 +22,6 @@ from .scheduling_utils import (
     check_positive_float,
     check_positive_int,
     check_sigma_range,
-    is_foreign_config,
     resolve,
 )
 
@@ -38,7 +38,7 @@ FOREIGN_RELATIVE_EPSILON = 0.2
 AnnealedLangevinSchedulerOutput = ScoreSchedulerOutput
 
 
-class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
+class AnnealedLangevinScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMixin, ConfigMixin):
     """
     Implements Algorithm 1 of Song & Ermon (2019), annealed Langevin dynamics, flattened into diffusers timesteps.
 
@@ -110,7 +110,7 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             VP only: explicit betas, overriding `beta_start`, `beta_end` and `beta_schedule`.
     """
 
-    _compatibles = [e.name for e in KarrasDiffusionSchedulers] + ["ScoreSdeVeScheduler", *SCORE_SCHEDULER_NAMES]
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers] + list(SCORE_COMPATIBLES)
 
     @register_to_config
     def __init__(
@@ -162,27 +162,20 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         self.init_noise_sigma = float(sigma_max) if noise_space == "ve" else 1.0
 
     @classmethod
-    def extract_init_dict(cls, config_dict, **kwargs):
-        # The config of another scheduler (named by `_class_name`, or, for a freshly constructed one whose config has
-        # no `_class_name`, recognised by lacking our `noise_space`): a beta schedule means DDPM, so VP coordinates.
-        # Its values are kept even where they are that class's defaults, which `from_config` would otherwise drop,
-        # so that `from_config(DDPMScheduler().config)` keeps prediction_type="epsilon" and the DDPM betas.
-        if is_foreign_config(cls, config_dict):
-            config_dict = {k: v for k, v in config_dict.items() if k != "_use_default_values"}
-            is_ddpm = "beta_schedule" in config_dict or "trained_betas" in config_dict
-            if is_ddpm:
-                config_dict.setdefault("noise_space", "vp")
-                config_dict.setdefault("prediction_type", "epsilon")
-                config_dict.setdefault("final_denoise", True)
-            # A ladder from another family spans sigma 0.002..80 (EDM) or 0.01..~157 (VP, VE-equivalent): 10 levels
-            # leave neighbours too far apart to overlap (NCSNv2, Technique 2) and mixing across modes fails.
-            num_train_timesteps = config_dict.get("num_train_timesteps") or 1000
-            config_dict.setdefault("num_noise_levels", min(FOREIGN_NUM_NOISE_LEVELS, num_train_timesteps))
-            config_dict.setdefault("steps_per_level", FOREIGN_STEPS_PER_LEVEL)
-            if config_dict.get("epsilon") is None:  # none, or CAS's "the run's own window" (issue 20 row 15)
-                config_dict.pop("epsilon", None)
-                config_dict.setdefault("relative_epsilon", FOREIGN_RELATIVE_EPSILON)
-        return super().extract_init_dict(config_dict, **kwargs)
+    def read_foreign_config(cls, config: dict) -> dict:
+        # A beta schedule without our `noise_space` means a DDPM model: VP coordinates, its prediction type, and the
+        # final denoising step with which DDPM's own sampler ends clean.
+        if "noise_space" not in config and ("beta_schedule" in config or "trained_betas" in config):
+            config["noise_space"] = "vp"
+            config.setdefault("prediction_type", "epsilon")
+            config.setdefault("final_denoise", True)
+        # A ladder from another family spans sigma 0.002..80 (EDM) or 0.01..~157 (VP, VE-equivalent): 10 levels
+        # leave neighbours too far apart to overlap (NCSNv2, Technique 2) and mixing across modes fails.
+        config.setdefault("num_noise_levels", min(FOREIGN_NUM_NOISE_LEVELS, config.get("num_train_timesteps") or 1000))
+        config.setdefault("steps_per_level", FOREIGN_STEPS_PER_LEVEL)
+        if "epsilon" not in config and config.get("relative_epsilon") is None:  # no step of ours: one for any ladder
+            config["relative_epsilon"] = FOREIGN_RELATIVE_EPSILON
+        return config
 
     def __len__(self):
         if self.config.noise_space == "vp":

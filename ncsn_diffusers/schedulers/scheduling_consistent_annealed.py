@@ -8,9 +8,10 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import sample_from_score, score_from_model_output
+from .compatible_configs import ScoreConfigMixin
 from .noise_ladders import geometric_sigmas
 from .scheduling_utils import (
-    SCORE_SCHEDULER_NAMES,
+    SCORE_COMPATIBLES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
@@ -19,7 +20,6 @@ from .scheduling_utils import (
     check_num_calls,
     check_positive_float,
     check_sigma_range,
-    is_foreign_config,
     resolve,
 )
 
@@ -30,7 +30,7 @@ PREDICTION_TYPES = ("score", "epsilon", "sample")
 DEFAULT_EPSILON_OVER_BOUND = 1.2
 
 
-class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
+class ConsistentAnnealedSamplingScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMixin, ConfigMixin):
     """
     Consistent annealed sampling (Jolicoeur-Martineau et al., "Adversarial score matching and improved sampling for
     image generation", ICLR 2021, Algorithm 2): one step per level of a geometric ladder sigma_1 > ... > sigma_L with
@@ -65,7 +65,7 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_1**2 I).
     """
 
-    _compatibles = list(SCORE_SCHEDULER_NAMES)
+    _compatibles = list(SCORE_COMPATIBLES)
 
     @register_to_config
     def __init__(
@@ -85,13 +85,6 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
         self.sigmas = geometric_sigmas(sigma_max, sigma_min, num_noise_levels).float()
         self._run_settings(self.sigmas)
         self.init_noise_sigma = float(sigma_max)
-
-    @classmethod
-    def extract_init_dict(cls, config_dict, **kwargs):
-        # Another scheduler's epsilon (annealed Langevin's) is no valid CAS step: its bounds depend on gamma.
-        if is_foreign_config(cls, config_dict):  # saved or not (issue 20 row 16)
-            config_dict = {k: v for k, v in config_dict.items() if k != "epsilon"}
-        return super().extract_init_dict(config_dict, **kwargs)
 
     def __len__(self):
         return self.config.num_noise_levels + int(self.config.final_denoise)

