@@ -33,10 +33,10 @@ from ncsn_diffusers.models.ncsnpp_blocks import (
     Combine,
     DDPMResnetBlock,
     Downsample,
-    GaussianFourierFeatures,
     Upsample,
 )
 from ncsn_diffusers.models.score_sde_noise import discrete_vp_tables, sigma_from_time
+from ncsn_diffusers.models.unet_ncsn import Float32GaussianFourierProjection
 from ncsn_diffusers.models.unet_ncsnpp import NCSNppModel
 from ncsn_diffusers.schedulers.noise_ladders import geometric_sigmas
 
@@ -52,7 +52,7 @@ RENAMES = {
     Combine: {"Conv_0": "conv"},
     Upsample: {"Conv_0": "conv"},
     Downsample: {"Conv_0": "conv", "Conv2d_0": "conv"},
-    GaussianFourierFeatures: {"W": "frequencies"},
+    Float32GaussianFourierProjection: {"W": "weight"},
 }  # fmt: skip
 SUPPORTED = {"name": "ncsnpp", "normalization": "GroupNorm", "attention_type": "ddpm"}
 

@@ -1,5 +1,6 @@
 """The layers of NCSN++ / DDPM++ (Song et al., ICLR 2021): residual blocks (BigGAN and DDPM style), self-attention,
-the input pyramid's combiner, resampling layers and the noise embeddings.
+the input pyramid's combiner, resampling layers and the sinusoidal embedding (the Gaussian Fourier one is
+`unet_ncsn.Float32GaussianFourierProjection`).
 
 All normalisations are GroupNorm with min(C // 4, 32) groups and eps 1e-6; a residual sum is divided by sqrt(2) when
 `skip_rescale` is set.
@@ -169,19 +170,6 @@ class Downsample(nn.Module):
         if not self.fir:
             x = F.pad(x, (0, 1, 0, 1))  # stride 2, padding only after: the TF "SAME" layout of the authors
         return self.conv(x)
-
-
-class GaussianFourierFeatures(nn.Module):
-    """[sin(2 pi W c), cos(2 pi W c)] of the noise condition c = log sigma, with fixed random frequencies W ~ N(0,
-    scale**2) (a buffer: they are not trained)."""
-
-    def __init__(self, embedding_size: int, scale: float):
-        super().__init__()
-        self.register_buffer("frequencies", torch.randn(embedding_size) * scale)
-
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        projection = c[:, None] * self.frequencies[None, :] * 2 * math.pi  # this order, as the authors' float32 result
-        return torch.cat([torch.sin(projection), torch.cos(projection)], dim=-1)
 
 
 def sinusoidal_embedding(timesteps: torch.Tensor, dim: int, max_positions: int = 10000) -> torch.Tensor:

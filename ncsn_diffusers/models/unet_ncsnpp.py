@@ -31,7 +31,6 @@ from .ncsnpp_blocks import (
     Combine,
     DDPMResnetBlock,
     Downsample,
-    GaussianFourierFeatures,
     Upsample,
     conv3x3,
     downsample,
@@ -41,6 +40,7 @@ from .ncsnpp_blocks import (
     upsample,
 )
 from .score_sde_noise import SDES, discrete_vp_tables, log_mean_coeff, time_from_sigma
+from .unet_ncsn import Float32GaussianFourierProjection
 
 CHOICES = {
     "resblock_type": ("biggan", "ddpm"),
@@ -165,7 +165,9 @@ class NCSNppModel(ModelMixin, ConfigMixin):
                 return DDPMResnetBlock(cin, cout, temb, act, skip_rescale, dropout)
             return BigGANResnetBlock(cin, cout, temb, act, up, down, fir, taps, skip_rescale, dropout)
 
-        self.time_embedding = GaussianFourierFeatures(nf, fourier_scale) if embedding_type == "fourier" else None
+        self.time_embedding = None
+        if embedding_type == "fourier":  # its frequencies W stay float32 under model.to(bfloat16)
+            self.time_embedding = Float32GaussianFourierProjection(nf, scale=fourier_scale, log=False)
         embed_dim = 2 * nf if embedding_type == "fourier" else nf
         self.time_mlp = (
             nn.ModuleList([nn.Linear(embed_dim, 4 * nf), nn.Linear(4 * nf, 4 * nf)]) if conditional else None
@@ -305,7 +307,7 @@ class NCSNppModel(ModelMixin, ConfigMixin):
                 output = output / used_sigma.reshape(-1, 1, 1, 1)
             return self._output(output.to(sample.dtype), return_dict)
         condition, alpha, std = self._vp_condition(sigma)
-        epsilon = self._network(alpha.reshape(-1, 1, 1, 1) * sample, condition)
+        epsilon = self._network((alpha.reshape(-1, 1, 1, 1) * sample).to(sample.dtype), condition)
         score = -epsilon / std.reshape(-1, 1, 1, 1)  # the authors' score of x_t
         return self._output((alpha.reshape(-1, 1, 1, 1) * score).to(sample.dtype), return_dict)
 
