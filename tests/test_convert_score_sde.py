@@ -259,3 +259,17 @@ def test_command_line_end_to_end(tmp_path):
     fixture = load_file(FIXTURES / family / "outputs.safetensors")
     ours = _their_score_from_ours(NCSNPipeline.from_pretrained(tmp_path / "out"), family, fixture)
     torch.testing.assert_close(ours, fixture["score"].double(), rtol=1e-5, atol=1e-5 * fixture["score"].abs().max())
+
+
+if __name__ == "__main__":  # python tests/test_convert_score_sde.py: the measured error of each family
+    import tempfile
+
+    torch.set_num_threads(1)
+    print(f"{'family':28s} max|ours - theirs| / max|theirs|")
+    for family in FAMILIES:
+        with tempfile.TemporaryDirectory() as tmp:
+            pipe = _convert(family, Path(tmp) / "out")
+            fixture = load_file(FIXTURES / family / "outputs.safetensors")
+            reference = fixture["score"].double()
+            error = (_their_score_from_ours(pipe, family, fixture) - reference).abs().max() / reference.abs().max()
+        print(f"{family:28s} {error.item():.1e}")
