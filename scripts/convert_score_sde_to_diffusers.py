@@ -29,10 +29,9 @@ from convert_ncsn_original_to_diffusers import check_dump_path, write_pipeline
 from ncsn_diffusers import NCSNPipeline, PredictorCorrectorScheduler
 from ncsn_diffusers.models.ncsnpp_blocks import (
     AttentionBlock,
-    BigGANResnetBlock,
     Combine,
-    DDPMResnetBlock,
     Downsample,
+    ResnetBlock,
     Upsample,
 )
 from ncsn_diffusers.models.score_sde_noise import discrete_vp_tables, sigma_from_time
@@ -44,10 +43,8 @@ SDE_NAMES = {"vesde": "ve", "vpsde": "vp", "subvpsde": "subvp"}
 SAMPLING_EPS = {"ve": 1e-5, "vp": 1e-3, "subvp": 1e-3}  # the smallest t of their samplers (run_lib.py)
 # their layer names inside each block -> ours; a NIN (W of shape (in, out), b) becomes a 1x1 convolution
 RENAMES = {
-    BigGANResnetBlock: {"GroupNorm_0": "norm1", "Conv_0": "conv1", "Dense_0": "time_proj", "GroupNorm_1": "norm2",
-                        "Conv_1": "conv2", "Conv_2": "skip_conv"},
-    DDPMResnetBlock: {"GroupNorm_0": "norm1", "Conv_0": "conv1", "Dense_0": "time_proj", "GroupNorm_1": "norm2",
-                      "Conv_1": "conv2", "NIN_0": "skip_conv"},
+    ResnetBlock: {"GroupNorm_0": "norm1", "Conv_0": "conv1", "Dense_0": "time_proj", "GroupNorm_1": "norm2",
+                  "Conv_1": "conv2", "Conv_2": "skip_conv", "NIN_0": "skip_conv"},  # Conv_2: BigGAN's, NIN_0: DDPM's
     AttentionBlock: {"GroupNorm_0": "norm", "NIN_0": "query", "NIN_1": "key", "NIN_2": "value", "NIN_3": "proj_out"},
     Combine: {"Conv_0": "conv"},
     Upsample: {"Conv_0": "conv"},

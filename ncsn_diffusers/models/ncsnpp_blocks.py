@@ -1,4 +1,4 @@
-"""The layers of NCSN++ / DDPM++ (Song et al., ICLR 2021): residual blocks (BigGAN and DDPM style), self-attention,
+"""The layers of NCSN++ / DDPM++ (Song et al., ICLR 2021): the residual block (BigGAN and DDPM style), self-attention,
 the input pyramid's combiner, resampling layers and the sinusoidal embedding (the Gaussian Fourier one is
 `unet_ncsn.Float32GaussianFourierProjection`).
 
@@ -43,12 +43,13 @@ def downsample(x: torch.Tensor, fir: bool, taps) -> torch.Tensor:
     return fir_downsample(x, taps) if fir else mean_downsample(x)
 
 
-class BigGANResnetBlock(nn.Module):
-    """BigGAN's residual block: the resampling (if any) sits between the first activation and the first convolution,
-    and a 1x1 convolution carries the shortcut whenever the shape changes."""
+class ResnetBlock(nn.Module):
+    """The residual block of NCSN++: DDPM's (`resample=None`) or BigGAN's, whose x2 resampling (`"up"` / `"down"`)
+    sits between the first activation and the first convolution. A 1x1 convolution carries the shortcut whenever the
+    shape changes."""
 
-    def __init__(self, in_channels, out_channels, temb_channels, act, up=False, down=False, fir=False, taps=(1, 3, 3, 1),
-                 skip_rescale=True, dropout=0.0):  # fmt: skip
+    def __init__(self, in_channels, out_channels, temb_channels, act, skip_rescale, dropout=0.0, resample=None,
+                 fir=False, taps=(1, 3, 3, 1)):  # fmt: skip
         super().__init__()
         self.norm1 = group_norm(in_channels)
         self.conv1 = conv3x3(in_channels, out_channels)
@@ -56,41 +57,17 @@ class BigGANResnetBlock(nn.Module):
         self.norm2 = group_norm(out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv3x3(out_channels, out_channels)
-        changes_shape = in_channels != out_channels or up or down
+        changes_shape = in_channels != out_channels or resample is not None
         self.skip_conv = nn.Conv2d(in_channels, out_channels, 1) if changes_shape else None
-        self.act, self.up, self.down, self.fir, self.taps, self.skip_rescale = act, up, down, fir, taps, skip_rescale
+        self.act, self.resample, self.fir, self.taps, self.skip_rescale = act, resample, fir, taps, skip_rescale
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
         h = self.act(self.norm1(x))
-        if self.up:
+        if self.resample == "up":
             h, x = upsample(h, self.fir, self.taps), upsample(x, self.fir, self.taps)
-        elif self.down:
+        elif self.resample == "down":
             h, x = downsample(h, self.fir, self.taps), downsample(x, self.fir, self.taps)
         h = self.conv1(h)
-        if temb is not None:
-            h = h + self.time_proj(self.act(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(self.act(self.norm2(h))))
-        if self.skip_conv is not None:
-            x = self.skip_conv(x)
-        return residual_sum(x, h, self.skip_rescale)
-
-
-class DDPMResnetBlock(nn.Module):
-    """DDPM's residual block (no resampling inside); a 1x1 convolution carries the shortcut when channels change."""
-
-    def __init__(self, in_channels, out_channels, temb_channels, act, skip_rescale=False, dropout=0.0):
-        super().__init__()
-        self.norm1 = group_norm(in_channels)
-        self.conv1 = conv3x3(in_channels, out_channels)
-        self.time_proj = nn.Linear(temb_channels, out_channels) if temb_channels else None
-        self.norm2 = group_norm(out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv3x3(out_channels, out_channels)
-        self.skip_conv = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-        self.act, self.skip_rescale = act, skip_rescale
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
-        h = self.conv1(self.act(self.norm1(x)))
         if temb is not None:
             h = h + self.time_proj(self.act(temb))[:, :, None, None]
         h = self.conv2(self.dropout(self.act(self.norm2(h))))

@@ -27,10 +27,9 @@ from .fir_resampling import FIRDownsampleConv2d
 from .ncsnpp_blocks import (
     ACTIVATIONS,
     AttentionBlock,
-    BigGANResnetBlock,
     Combine,
-    DDPMResnetBlock,
     Downsample,
+    ResnetBlock,
     Upsample,
     conv3x3,
     downsample,
@@ -159,11 +158,8 @@ class NCSNppModel(ModelMixin, ConfigMixin):
         num_levels = len(channel_multipliers)
         resolutions = [sample_size // 2**i for i in range(num_levels)]
 
-        def res_block(cin, cout=None, up=False, down=False):
-            cout = cout or cin
-            if resblock_type == "ddpm":
-                return DDPMResnetBlock(cin, cout, temb, act, skip_rescale, dropout)
-            return BigGANResnetBlock(cin, cout, temb, act, up, down, fir, taps, skip_rescale, dropout)
+        def res_block(cin, cout=None, resample=None):
+            return ResnetBlock(cin, cout or cin, temb, act, skip_rescale, dropout, resample, fir, taps)
 
         self.time_embedding = None
         if embedding_type == "fourier":  # its frequencies W stay float32 under model.to(bfloat16)
@@ -189,7 +185,7 @@ class NCSNppModel(ModelMixin, ConfigMixin):
                 down = (
                     Downsample(channels, channels, resample_with_conv, fir, taps)
                     if resblock_type == "ddpm"
-                    else res_block(channels, down=True)
+                    else res_block(channels, resample="down")
                 )
                 if progressive_input == "input_skip":
                     pyramid = Combine(pyramid_channels, channels, progressive_combine)
@@ -225,7 +221,7 @@ class NCSNppModel(ModelMixin, ConfigMixin):
                 level.upsample = (
                     Upsample(channels, channels, resample_with_conv, fir, taps)
                     if resblock_type == "ddpm"
-                    else res_block(channels, up=True)
+                    else res_block(channels, resample="up")
                 )
             self.up_levels.append(level)
 
@@ -265,7 +261,7 @@ class NCSNppModel(ModelMixin, ConfigMixin):
                 nn.init.zeros_(module.bias)
         last_layers = [self.conv_out, *(lvl.pyramid_conv for lvl in self.up_levels)]
         for module in self.modules():
-            if isinstance(module, (BigGANResnetBlock, DDPMResnetBlock)):
+            if isinstance(module, ResnetBlock):
                 last_layers.append(module.conv2)
             elif isinstance(module, AttentionBlock):
                 last_layers.append(module.proj_out)
