@@ -247,6 +247,7 @@ def test_wrong_config_or_checkpoint_fails_clearly(tmp_path):
         convert_script.load_config(tmp_path / "orphan.py")
 
 
+@pytest.mark.slow
 def test_command_line_end_to_end(tmp_path):
     """The one run of the script as a command: it imports the helpers of the NCSN converter beside it."""
     family = "vp_ncsnpp_discrete"
