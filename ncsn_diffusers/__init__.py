@@ -13,7 +13,7 @@ from .digits import load_digits_images
 from .likelihood import LikelihoodOutput, bits_per_dim_offset, log_likelihood
 from .losses import dsm_loss, epsilon_loss, ssm_loss
 from .model_card import render_model_card, write_model_card
-from .models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
+from .models import NCSNppModel, NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 from .parameterization import (
     denoiser_model_output,
     epsilon_from_score,
@@ -44,6 +44,7 @@ __all__ = [
     "NCSNImg2ImgPipeline",
     "NCSNInpaintPipeline",
     "NCSNPipeline",
+    "NCSNppModel",
     "NCSNRefineNet",
     "NCSNv2Model",
     "NoiseConditionalClassifier",

@@ -13,7 +13,13 @@ from .schedulers.scheduling_utils import SCORE_SCHEDULER_NAMES
 
 TAGS = ["ncsn", "score-based", "annealed-langevin", "diffusers:NCSNPipeline", "pytorch"]
 # unet_config["_class_name"] -> what the network predicts, which picks the card's blocks.
-MODEL_KINDS = {"NCSNUNet2DModel": "score", "NCSNRefineNet": "score", "NCSNv2Model": "score", "UNet2DModel": "epsilon"}
+MODEL_KINDS = {
+    "NCSNUNet2DModel": "score",
+    "NCSNRefineNet": "score",
+    "NCSNv2Model": "score",
+    "NCSNppModel": "score",
+    "UNet2DModel": "epsilon",
+}
 # Classes whose saved folder carries their own source for `diffusers.AutoModel` (the card's `if remote_code` block).
 REMOTE_CODE_CLASSES = ("NCSNUNet2DModel",)
 KNOWN_DATASETS = {

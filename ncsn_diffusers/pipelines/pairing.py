@@ -4,7 +4,7 @@ pair that does not."""
 import torch
 from diffusers import UNet2DModel
 
-from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+from ..models import NCSNppModel, NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
 from ..schedulers import SCORE_SCHEDULERS
 from .timestep_adapter import is_timestep_scheduler
 
@@ -66,7 +66,7 @@ def check_components(unet, scheduler):
         )
     noise_space = getattr(scheduler.config, "noise_space", "ve")
     prediction_type = scheduler.config.prediction_type
-    if isinstance(unet, (NCSNUNet2DModel, NCSNRefineNet, NCSNv2Model)):
+    if isinstance(unet, (NCSNUNet2DModel, NCSNRefineNet, NCSNv2Model, NCSNppModel)):
         if noise_space != "ve" or prediction_type != "score":
             raise ValueError(
                 f"{type(unet).__name__} returns the score s(x, sigma) but the scheduler has noise_space={noise_space!r}, "
@@ -105,7 +105,7 @@ def check_timestep_pair(unet, scheduler):
     """A DDPM-family scheduler calls the network at integer timesteps t and steps with what it predicts (epsilon): only
     a DDPM U-Net (`UNet2DModel` with its positional timestep embedding) or another timestep model samples with it."""
     name = type(scheduler).__name__
-    if isinstance(unet, (NCSNUNet2DModel, NCSNRefineNet, NCSNv2Model)) or (
+    if isinstance(unet, (NCSNUNet2DModel, NCSNRefineNet, NCSNv2Model, NCSNppModel)) or (
         isinstance(unet, UNet2DModel) and unet.config.time_embedding_type != "positional"
     ):
         raise ValueError(

@@ -22,7 +22,7 @@ from huggingface_hub import create_repo
 
 from ..guidance import check_guidance, guided_score
 from ..model_card import write_model_card
-from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
+from ..models import NCSNppModel, NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 from ..schedulers import (
     SCORE_SCHEDULERS,
     AnnealedLangevinScheduler,
@@ -72,7 +72,7 @@ class NCSNPipeline(DiffusionPipeline):
     implemented for all pipelines (downloading, saving, running on a particular device, etc.).
 
     Parameters:
-        unet ([`NCSNUNet2DModel`], [`NCSNRefineNet`], [`NCSNv2Model`] or [`~diffusers.UNet2DModel`]):
+        unet ([`NCSNUNet2DModel`], [`NCSNRefineNet`], [`NCSNv2Model`], [`NCSNppModel`] or [`~diffusers.UNet2DModel`]):
             The network: s_theta(x, sigma) for a score model, epsilon_theta(x_t, t) for a DDPM model.
         scheduler ([`AnnealedLangevinScheduler`], [`PredictorCorrectorScheduler`],
             [`ConsistentAnnealedSamplingScheduler`], [`StochasticHeunScheduler`], a diffusers EDM scheduler, or for a
@@ -92,7 +92,7 @@ class NCSNPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        unet: NCSNUNet2DModel | NCSNRefineNet | NCSNv2Model | UNet2DModel,
+        unet: NCSNUNet2DModel | NCSNRefineNet | NCSNv2Model | NCSNppModel | UNet2DModel,
         scheduler: AnnealedLangevinScheduler
         | PredictorCorrectorScheduler
         | ConsistentAnnealedSamplingScheduler

@@ -4,7 +4,11 @@ computes in that precision close to float32."""
 import pytest
 import torch
 
-from ncsn_diffusers import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+from ncsn_diffusers import NCSNppModel, NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+
+# score_sde's NCSN++ (VE, Fourier features, FIR, BigGAN blocks) at 8x8; init_scale 1 so that no branch starts at zero
+TINY_NCSNPP = dict(sample_size=8, in_channels=1, base_channels=4, channel_multipliers=(1, 2), num_res_blocks=1,
+                   attention_resolutions=(4,), init_scale=1.0)  # fmt: skip
 
 
 def models():
@@ -13,6 +17,10 @@ def models():
         "NCSNUNet2DModel": NCSNUNet2DModel.from_preset("tiny", sample_size=8),
         "NCSNRefineNet": NCSNRefineNet(sample_size=8, in_channels=1, base_channels=4, num_noise_levels=5),
         "NCSNv2Model": NCSNv2Model.from_variant("ncsnv2", sample_size=8, in_channels=1, base_channels=4),
+        "NCSNppModel": NCSNppModel(**TINY_NCSNPP),
+        "NCSNppModel-subvp": NCSNppModel(
+            **TINY_NCSNPP, sde="subvp", scale_by_sigma=False, embedding_type="positional"
+        ),
     }
 
 
