@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
 
+from ncsn_diffusers import AnnealedLangevinScheduler
 from ncsn_diffusers.model_card import TAGS, render_model_card, write_model_card
 from ncsn_diffusers.models.unet_ncsn import NCSNUNet2DModel
 from ncsn_diffusers.schedulers.noise_ladders import geometric_sigmas

@@ -8,7 +8,7 @@ from .checkpointing import ABANDONED_PREFIX
 from .distillation_config import resolve_distillation
 from .flag_ranges import check_flag_ranges
 from .noise_classifier_args import apply_score_model, check_noise_classifier_args
-from .objectives import DEFAULT_RUN_LADDER, VE_OBJECTIVES
+from .objectives import OBJECTIVES, objective_class
 from .run_dir import OWN_ENTRIES
 from .streaming import default_num_workers
 
@@ -136,6 +136,8 @@ class TrainingConfig:
             return self
         config = dataclasses.replace(self)
         explicit = config.explicit_fields() if explicit is None else set(explicit)
+        if config.objective not in OBJECTIVES:
+            raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}.")
         apply_score_model(config, explicit)
         fill_data_defaults(config)
         apply_recipe(config, explicit)
@@ -150,7 +152,7 @@ class TrainingConfig:
 
 def check_explicit_flags_are_used(args: TrainingConfig, explicit: set[str]):
     """Refuses a flag given explicitly that the resolved run would ignore (issue 20, row 7)."""
-    if args.noise_ladder == "ncsnv2" and args.objective in VE_OBJECTIVES and "langevin_epsilon" in explicit:
+    if args.noise_ladder == "ncsnv2" and objective_class(args.objective).ve_ladder and "langevin_epsilon" in explicit:
         raise ValueError(
             f"--langevin_epsilon {args.langevin_epsilon} would be ignored: --noise_ladder ncsnv2 (the default for "
             "--objective dsm, and --recipe ncsnv2's) computes the step size from the data (NCSNv2's Technique 4). "
@@ -208,18 +210,20 @@ def check_args(args: TrainingConfig):
         args.num_epochs = None if args.max_train_steps else DEFAULT_NUM_EPOCHS
     if args.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be positive, got {args.learning_rate}.")
+    objective = objective_class(args.objective)
+    vp = objective.noise_space == "vp"
     ve_flags = [f"--{n}" for n in ("sigma_max", "sigma_min") if getattr(args, n) is not None]
-    if args.objective == "epsilon" and (ve_flags or args.noise_ladder == "ncsnv2"):
+    if vp and (ve_flags or args.noise_ladder == "ncsnv2"):
         raise ValueError(
             f"{' and '.join(ve_flags) or '--noise_ladder ncsnv2'} set(s) the VE ladder of --objective dsm; "
             "--objective epsilon uses the DDPM schedule (--num_train_timesteps, --ddpm_beta_schedule)."
         )
     # The defaults chosen from the sampler comparison (README) are those of dsm; ssm and epsilon keep the paper's.
     explicit = args.sigma_max is not None or args.num_noise_levels is not None
-    explicit = explicit or args.objective not in DEFAULT_RUN_LADDER
+    explicit = explicit or not objective.default_run_ladder
     args.noise_ladder = args.noise_ladder or ("explicit" if explicit else "ncsnv2")
     # NCSN v1's network has one embedding row per trained level: it is trained and sampled on its ladder only.
-    continuous = args.objective in DEFAULT_RUN_LADDER and args.model_type != "ncsn_v1"
+    continuous = objective.default_run_ladder and args.model_type != "ncsn_v1"
     if args.sigma_sampling is None:
         args.sigma_sampling = "log_uniform" if continuous else "discrete"
     if args.sampler is None:
@@ -229,11 +233,11 @@ def check_args(args: TrainingConfig):
             "--model_type ncsn_v1 conditions on the index of a trained noise level, so it needs --sigma_sampling "
             "discrete and --sampler annealed_langevin (sigmas between its levels have no embedding)."
         )
-    if args.objective == "epsilon" and args.sampler != "annealed_langevin":
+    if vp and args.sampler != "annealed_langevin":
         raise ValueError(f"--sampler {args.sampler} samples score models (dsm, ssm); drop it for epsilon.")
     if args.sampling_calls < 1 or args.corrector_steps < 0 or not args.snr > 0:
         raise ValueError("Need --sampling_calls >= 1, --corrector_steps >= 0 and --snr > 0.")
-    if args.objective == "epsilon" and args.sigma_sampling != "discrete":
+    if vp and args.sigma_sampling != "discrete":
         raise ValueError(
             f"--sigma_sampling {args.sigma_sampling} draws VE sigmas (--objective dsm or ssm); epsilon draws DDPM "
             "timesteps."
@@ -250,10 +254,10 @@ def check_args(args: TrainingConfig):
     args.sigma_min = 0.02 if args.sigma_min is None else args.sigma_min
     args.num_noise_levels = 10 if args.num_noise_levels is None else args.num_noise_levels
     args.steps_per_level = 20 if args.steps_per_level is None else args.steps_per_level
-    if args.objective in VE_OBJECTIVES and not 0 < args.sigma_min < args.sigma_max:
+    if objective.ve_ladder and not 0 < args.sigma_min < args.sigma_max:
         raise ValueError(f"Need 0 < --sigma_min ({args.sigma_min}) < --sigma_max ({args.sigma_max}).")
     if args.langevin_epsilon is None:
-        args.langevin_epsilon = 8e-5 if args.objective in VE_OBJECTIVES else 2e-5
+        args.langevin_epsilon = 8e-5 if objective.ve_ladder else 2e-5
     if args.num_projections < 1:
         raise ValueError(f"--num_projections must be >= 1, got {args.num_projections}.")
     if args.hub_model_id is not None and not args.push_to_hub:
@@ -280,7 +284,7 @@ def check_args(args: TrainingConfig):
 
 def apply_recipe(args: TrainingConfig, explicit: set[str]):
     """Sets the values of `--recipe` on every flag not given on the command line."""
-    if args.model_type != "unet" and args.objective == "epsilon":
+    if args.model_type != "unet" and objective_class(args.objective).noise_space == "vp":
         raise ValueError(f"--model_type {args.model_type} is a score network; train it with --objective dsm or ssm.")
     if args.recipe is None:
         return
@@ -299,7 +303,7 @@ def apply_recipe(args: TrainingConfig, explicit: set[str]):
     for name, value in settings.items():
         if name not in explicit:
             setattr(args, name, value)
-    if args.objective != "dsm":
+    if not objective_class(args.objective).takes_recipe:
         raise ValueError(f"--recipe {args.recipe} trains a score network with --objective dsm.")
 
 

@@ -7,7 +7,6 @@ from accelerate.logging import get_logger
 
 from .data import dataset_label
 from .hub import push_to_hub
-from .objectives import VE_OBJECTIVES
 from .sampler import make_pipeline, save_sample_grid
 
 logger = get_logger(__name__, log_level="INFO")
@@ -30,8 +29,10 @@ class ema_weights:
             self.ema.restore(self.model.parameters())
 
 
-def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last):
-    """Saves the pipeline (EMA weights) to --output_dir, samples the final grid, writes the model card, pushes."""
+def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last, ve_ladder=True):
+    """Saves the pipeline (EMA weights) to --output_dir, samples the final grid, writes the model card, pushes.
+
+    `ve_ladder`: the model was trained on the VE ladder (the card names the ladder and the sigma draws)."""
     unet = accelerator.unwrap_model(unet)
     if ema is not None:
         ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model
@@ -63,11 +64,11 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "mixed_precision": accelerator.mixed_precision,
             "dequantize": args.dequantize,
             "random_flip": args.random_flip,
-            "noise_ladder": args.noise_ladder if args.objective in VE_OBJECTIVES else "ddpm",
-            **({"sigma_sampling": args.sigma_sampling} if args.objective in VE_OBJECTIVES else {}),
+            "noise_ladder": args.noise_ladder if ve_ladder else "ddpm",
+            **({"sigma_sampling": args.sigma_sampling} if ve_ladder else {}),
             **(
                 {"log_sigma_mean": args.log_sigma_mean, "log_sigma_std": args.log_sigma_std}
-                if args.objective in VE_OBJECTIVES and args.sigma_sampling == "log_normal"
+                if ve_ladder and args.sigma_sampling == "log_normal"
                 else {}
             ),
             "seed": args.seed,

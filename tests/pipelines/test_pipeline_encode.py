@@ -8,10 +8,10 @@ import pytest
 import torch
 from analytic_models import GaussianEpsilonModel, ImageMixtureScoreModel
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
-from ncsn_diffusers.noise_ladders import ddpm_alphas_cumprod
 
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, StochasticHeunScheduler
 from ncsn_diffusers.probability_flow import vp_sigma
+from ncsn_diffusers.schedulers.noise_ladders import ddpm_alphas_cumprod
 
 MEAN, STD = 0.1, 0.3  # the data N(MEAN, STD^2 I), 1x2x2 images in [-1, 1]
 SIGMA_MIN, SIGMA_MAX = 0.01, 20.0

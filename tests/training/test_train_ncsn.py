@@ -136,13 +136,14 @@ def test_dsm_on_a_score_net_equals_epsilon_loss_on_it_reparameterised(digits8):
     """
     args = tiny_args("dsm")
     torch.manual_seed(0)
-    net_a = networks.build_unet(args)
+    net_a = networks.build_ncsn_unet(args)
     net_b = copy.deepcopy(net_a)
-    scheduler = networks.build_noise_scheduler(args, digits8)
+    objective = objectives.build_objective(args, digits8)
+    scheduler = objective.noise_scheduler
     order = BatchOrder(len(digits8), 8, seed=0)
 
     def batch(micro_step):
-        clean, noise, levels = data.draw_batch(digits8, order, micro_step, 0, scheduler, args)
+        clean, noise, levels = data.draw_batch(digits8, order, micro_step, 0, objective, args)
         sigma = levels if levels.is_floating_point() else scheduler.sigmas[levels]  # log_uniform (default): sigmas
         return clean, noise, levels, sigma
 
@@ -172,18 +173,19 @@ def test_epsilon_on_ddpm_net_equals_dsm_on_it_reparameterised(digits8):
     >3e-3), asserted <= 1e-5, i.e. 1% of one step."""
     args = tiny_args("epsilon")
     torch.manual_seed(0)
-    net_a = networks.build_unet(args)
+    net_a = networks.build_ddpm_unet(args)
     net_b = copy.deepcopy(net_a)
-    scheduler = networks.build_noise_scheduler(args, digits8)
+    objective = objectives.build_objective(args, digits8)
+    scheduler = objective.noise_scheduler
     alphas_cumprod = scheduler.alphas_cumprod
     order = BatchOrder(len(digits8), 8, seed=0)
 
     def epsilon(net, k):  # the script's own training step
-        clean, noise, t = data.draw_batch(digits8, order, k, 0, scheduler, args)
+        clean, noise, t = data.draw_batch(digits8, order, k, 0, objective, args)
         return objectives.training_losses(net, scheduler, clean, noise, t, alphas_cumprod)
 
     def dsm(net, k):
-        clean, noise, t = data.draw_batch(digits8, order, k, 0, scheduler, args)
+        clean, noise, t = data.draw_batch(digits8, order, k, 0, objective, args)
         sigma = (1 - alphas_cumprod[t]).sqrt()
         score = score_from_epsilon(net(scheduler.add_noise(clean, noise, t), t).sample, append_dims(sigma, 4))
         return objectives.objective_losses(score, noise, sigma, "score")
@@ -206,14 +208,15 @@ def test_paper_scale_sum_over_pixels_gives_the_same_weights_under_adam(digits8):
     rate, eps and --max_grad_norm mean the same for both."""
     args = tiny_args("dsm")
     torch.manual_seed(0)
-    nets = [networks.build_unet(args)]
+    nets = [networks.build_ncsn_unet(args)]
     nets += [copy.deepcopy(nets[0]) for _ in range(3)]
-    scheduler = networks.build_noise_scheduler(args, digits8)
+    objective = objectives.build_objective(args, digits8)
+    scheduler = objective.noise_scheduler
     order = BatchOrder(len(digits8), 8, seed=0)
     half_dim = digits8[0].numel() / 2  # D / 2 = 32
 
     def dsm(net, k):
-        clean, noise, levels = data.draw_batch(digits8, order, k, 0, scheduler, args)
+        clean, noise, levels = data.draw_batch(digits8, order, k, 0, objective, args)
         return objectives.training_losses(net, scheduler, clean, noise, levels, scheduler.sigmas)
 
     train_pair(nets[0], nets[1], dsm, dsm, max_grad_norm=0, scale_b=half_dim, adam_eps=0.0)
@@ -466,7 +469,7 @@ def test_saved_stochastic_heun_sampler_spans_the_same_range_in_the_given_calls(c
     from ncsn_diffusers import NCSNUNet2DModel, StochasticHeunScheduler
 
     args = train_ncsn.parse_args(["--sampler", "stochastic_heun", "--sampling_calls", str(calls)])
-    ladder = SimpleNamespace(config=SimpleNamespace(sigma_max=17.0, sigma_min=0.02))
+    ladder = SimpleNamespace(config=SimpleNamespace(noise_space="ve", sigma_max=17.0, sigma_min=0.02))
     pipe = sampler.make_pipeline(NCSNUNet2DModel.from_preset("tiny"), ladder, args)
     scheduler = pipe.scheduler
     assert isinstance(scheduler, StochasticHeunScheduler) and scheduler.config.num_noise_levels == levels

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from accelerate.logging import get_logger
 
-from .. import NCSNPipeline, NCSNUNet2DModel
-from .consistency_distillation import (
+from ... import NCSNPipeline, NCSNUNet2DModel
+from ..consistency_distillation import (
     consistency_distillation_loss,
     consistency_pipeline,
     consistency_scheduler,
@@ -26,11 +26,12 @@ from .consistency_distillation import (
     teacher_denoiser,
     update_target,
 )
-from .distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
-from .distillation_config import OBJECTIVE, read_teacher, teacher_data_range
-from .hub import push_to_hub
-from .objectives import Objective
-from .sampler import save_sample_grid
+from ..distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
+from ..distillation_config import OBJECTIVE, read_teacher, teacher_data_range
+from ..hub import push_to_hub
+from ..networks import build_ddpm_unet
+from ..sampler import save_sample_grid
+from .base import Objective
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -40,12 +41,13 @@ class ConsistencyDistillation(Objective):
 
     A level n is drawn uniformly from {0, ..., N-2} of the Karras grid t_0 = sigma_max > ... > t_{N-1} = sigma_min
     (the teacher scheduler's range, doubled for a [0, 1] teacher), and the loss is
-    d(f_theta(x + t_n z, t_n), stopgrad f_theta^-(x_hat_{n+1}, t_{n+1})). Nothing heavy happens in `__init__`
-    (`draw_batch` builds an objective at every step for `sample_levels`): the teacher is read by `build_network`
+    d(f_theta(x + t_n z, t_n), stopgrad f_theta^-(x_hat_{n+1}, t_{n+1})). The teacher is read by `build_network`
     and moved to the device by `prepare`.
     """
 
     name, logged_as = OBJECTIVE, "loss_l2"
+    # the teacher, the grid and the target's rate shape what the checkpoint's state means
+    resume_must_match = ("teacher_model", "num_scales", "target_ema_rate", "distance", "sigma_data", "student_init")
 
     def __init__(self, config, noise_scheduler):
         super().__init__(config, noise_scheduler)
@@ -57,8 +59,6 @@ class ConsistencyDistillation(Objective):
     def build_network(self, args, images):
         """Loads the teacher (frozen) and returns the student: a `UNet2DModel` with the teacher's blocks and weights
         (`--student_init teacher`), or `--model_preset`'s, freshly initialised (`random`)."""
-        from .networks import build_unet  # networks imports the objectives
-
         config = self.config
         folder = read_teacher(config.teacher_model)["folder"]
         teacher_pipe = NCSNPipeline.from_pretrained(folder)
@@ -72,7 +72,7 @@ class ConsistencyDistillation(Objective):
         )
         if isinstance(self.teacher, NCSNUNet2DModel):  # the same blocks: copied, or the same shapes afresh
             return student_from_teacher(self.teacher, init_from_teacher=config.student_init == "teacher")
-        return build_unet(config)  # --model_preset's UNet2DModel (its positional embedding takes 250 log sigma)
+        return build_ddpm_unet(config)  # --model_preset's UNet2DModel (its positional embedding takes 250 log sigma)
 
     def prepare(self, accelerator, unet):
         """The teacher on the device; the target theta^- starts as a copy of the student (theta^- = theta)."""
