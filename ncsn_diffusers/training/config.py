@@ -188,6 +188,14 @@ SECRET_ARGS = ("hub_token",)
 
 def check_args(args: TrainingConfig):
     """Fills the defaults that depend on other flags and rejects contradictions with a message naming the flags."""
+    check_counts(args)
+    fill_length_defaults(args)
+    resolve_ladder_and_sampler(args)
+    check_outputs(args)
+
+
+def check_counts(args: TrainingConfig):
+    """Refuses counts below 1 (and a resolution below 1)."""
     for name in (
         "train_batch_size",
         "gradient_accumulation_steps",
@@ -203,6 +211,10 @@ def check_args(args: TrainingConfig):
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
     if args.resolution < 1:
         raise ValueError(f"--resolution must be a positive integer, got {args.resolution}.")
+
+
+def fill_length_defaults(args: TrainingConfig):
+    """The preset's learning rate and training length, unless given."""
     if args.learning_rate is None:
         args.learning_rate = DEFAULT_LEARNING_RATES[args.model_preset]
     if args.max_train_steps is None and args.num_epochs is None:
@@ -210,6 +222,10 @@ def check_args(args: TrainingConfig):
         args.num_epochs = None if args.max_train_steps else DEFAULT_NUM_EPOCHS
     if args.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be positive, got {args.learning_rate}.")
+
+
+def resolve_ladder_and_sampler(args: TrainingConfig):
+    """The noise ladder, the sigma draws and the saved sampler the objective defaults to, and their checks."""
     objective = objective_class(args.objective)
     vp = objective.noise_space == "vp"
     ve_flags = [f"--{n}" for n in ("sigma_max", "sigma_min") if getattr(args, n) is not None]
@@ -244,6 +260,11 @@ def check_args(args: TrainingConfig):
         )
     if not args.log_sigma_std > 0:
         raise ValueError(f"--log_sigma_std (P_std) must be positive, got {args.log_sigma_std}.")
+    fill_ladder_defaults(args, objective.ve_ladder)
+
+
+def fill_ladder_defaults(args: TrainingConfig, ve_ladder: bool):
+    """The explicit ladder's and the Langevin chain's defaults, once the ladder is chosen."""
     computed = [f"--{n}" for n in ("sigma_max", "num_noise_levels") if getattr(args, n) is not None]
     if args.noise_ladder == "ncsnv2" and computed:
         raise ValueError(
@@ -254,12 +275,16 @@ def check_args(args: TrainingConfig):
     args.sigma_min = 0.02 if args.sigma_min is None else args.sigma_min
     args.num_noise_levels = 10 if args.num_noise_levels is None else args.num_noise_levels
     args.steps_per_level = 20 if args.steps_per_level is None else args.steps_per_level
-    if objective.ve_ladder and not 0 < args.sigma_min < args.sigma_max:
+    if ve_ladder and not 0 < args.sigma_min < args.sigma_max:
         raise ValueError(f"Need 0 < --sigma_min ({args.sigma_min}) < --sigma_max ({args.sigma_max}).")
     if args.langevin_epsilon is None:
-        args.langevin_epsilon = 8e-5 if objective.ve_ladder else 2e-5
+        args.langevin_epsilon = 8e-5 if ve_ladder else 2e-5
     if args.num_projections < 1:
         raise ValueError(f"--num_projections must be >= 1, got {args.num_projections}.")
+
+
+def check_outputs(args: TrainingConfig):
+    """What the run writes and where: the Hub, the logging folder, the trackers, resuming."""
     if args.hub_model_id is not None and not args.push_to_hub:
         raise ValueError("--hub_model_id is only used with --push_to_hub; add --push_to_hub or drop it.")
     top = Path(args.logging_dir).parts[0] if Path(args.logging_dir).parts else "."

@@ -105,6 +105,17 @@ def resolve_distillation(config, explicit: set[str]) -> None:
     for flag, bad, why in refused:
         if bad:
             raise ValueError(f"--{flag} does not apply to --objective {OBJECTIVE} ({why}); drop it.")
+    check_distillation_values(config)
+    teacher = read_teacher(config.teacher_model)
+    check_teacher(teacher, config.teacher_model)
+    resolve_student(config, teacher, explicit)
+    for name, value in DISTILLATION_DEFAULTS.items():
+        if name not in explicit and not (name == "max_train_steps" and "num_epochs" in explicit):
+            setattr(config, name, value)
+
+
+def check_distillation_values(config) -> None:
+    """Refuses N, mu, the distance, sigma_data or the quality sample count out of range."""
     if config.num_scales < 2:
         raise ValueError(f"--num_scales (N) must be at least 2, got {config.num_scales}.")
     if not 0.0 <= config.target_ema_rate < 1.0:
@@ -115,8 +126,10 @@ def resolve_distillation(config, explicit: set[str]) -> None:
         raise ValueError(f"--sigma_data must be a positive number, got {config.sigma_data}.")
     if config.quality_samples < 0:
         raise ValueError(f"--quality_samples must be >= 0 (0 skips the measurement), got {config.quality_samples}.")
-    teacher = read_teacher(config.teacher_model)
-    check_teacher(teacher, config.teacher_model)
+
+
+def resolve_student(config, teacher: dict, explicit: set[str]) -> None:
+    """`--student_init` (the teacher's weights when they can be copied) and the teacher's resolution and channels."""
     copyable = teacher["unet"]["_class_name"] in COPYABLE_TEACHERS
     if config.student_init is None:
         config.student_init = "teacher" if copyable else "random"
@@ -137,6 +150,3 @@ def resolve_distillation(config, explicit: set[str]) -> None:
                 "is used) or distil a teacher trained on such data."
             )
         setattr(config, flag, value)
-    for name, value in DISTILLATION_DEFAULTS.items():
-        if name not in explicit and not (name == "max_train_steps" and "num_epochs" in explicit):
-            setattr(config, name, value)
