@@ -31,8 +31,8 @@ written (README: "Security and reliability").
 import argparse
 
 from ncsn_diffusers.models.unet_ncsn import PRESETS
-from ncsn_diffusers.recipes import MODEL_TYPES, OFFICIAL_CONFIGS, RECIPES
 from ncsn_diffusers.training import TrainingConfig, train
+from ncsn_diffusers.training.recipes import MODEL_TYPES, OFFICIAL_CONFIGS, RECIPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--recipe",
         choices=RECIPES,
-        help="The authors' training recipe (optimiser, EMA, data, ladder, network; see ncsn_diffusers/recipes.py); "
+        help="The authors' training recipe (optimiser, EMA, data, ladder, network; see ncsn_diffusers/training/recipes.py); "
         "data in [0, 1] as in their code. Explicit flags still override.",
     )
     add(

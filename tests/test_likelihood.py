@@ -32,7 +32,7 @@ from ncsn_diffusers.probability_flow import (
     vp_sigma,
 )
 from ncsn_diffusers.schedulers.noise_ladders import ddpm_alphas_cumprod
-from ncsn_diffusers.toy import mixture_log_prob
+from ncsn_diffusers.training.toy import mixture_log_prob
 
 SHAPE = (1, 2, 2)  # D = 4: the exact trace is 4 vector-Jacobian products
 DIM = 4

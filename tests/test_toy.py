@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ncsn_diffusers.toy import (
+from ncsn_diffusers.training.toy import (
     TOY_MEANS,
     TOY_WEIGHTS,
     MixtureScoreModel,

@@ -3,7 +3,7 @@
 import dataclasses
 from pathlib import Path
 
-from ..recipes import OFFICIAL_CONFIGS, recipe_settings
+from .recipes import OFFICIAL_CONFIGS, recipe_settings
 from .checkpointing import ABANDONED_PREFIX
 from .distillation_config import resolve_distillation
 from .flag_ranges import check_flag_ranges

@@ -8,10 +8,10 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..digits import load_digits_images
 from ..parameterization import append_dims
-from ..recipes import OFFICIAL_DATA_RANGE
 from .batch_order import NOISE_STREAM, BatchOrder, derived_seed
 from .image_dataset import ImageFolderDataset, ImageTableDataset
 from .images import decode_images, hub_dataset_sources, image_folder_sources
+from .recipes import OFFICIAL_DATA_RANGE
 from .streaming import batch_loader, decode_subset
 
 logger = logging.getLogger(__name__)

@@ -5,10 +5,10 @@ from diffusers import UNet2DModel
 
 from ..models import NCSNUNet2DModel
 from ..models.unet_ncsn import PRESETS
-from ..recipes import build_paper_network
 from ..schedulers import AnnealedLangevinScheduler
 from ..schedulers.ncsnv2_ladder_design import ncsnv2_scheduler_config
 from .data import ladder_sample, model_data_range
+from .recipes import build_paper_network
 
 
 def build_ncsn_unet(args) -> NCSNUNet2DModel:

@@ -20,7 +20,7 @@ from ncsn_diffusers import (
     denoiser_model_output,
 )
 from ncsn_diffusers.schedulers import SCORE_SCHEDULERS, scheduling_utils
-from ncsn_diffusers.schedulers.scheduling_stochastic_heun import karras_sigmas
+from ncsn_diffusers.schedulers.noise_ladders import karras_sigmas
 
 # The paper's 0.2 / 0.8 mixture shrunk into [-1, 1]: modes at -/+0.5 per pixel, pixel std 0.1.
 WEIGHTS = [0.2, 0.8]

@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 import train_ncsn
 from ncsn_diffusers import NCSNRefineNet, NCSNv2Model
-from ncsn_diffusers.recipes import OFFICIAL_CONFIGS, adam_epsilon_for_pixel_mean_loss
 from ncsn_diffusers.training import data, networks, objectives
 from ncsn_diffusers.training.batch_order import BatchOrder
+from ncsn_diffusers.training.recipes import OFFICIAL_CONFIGS, adam_epsilon_for_pixel_mean_loss
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,11 +17,11 @@ import torch
 from accelerate.logging import get_logger
 
 from ... import NCSNPipeline, NCSNUNet2DModel
+from ...schedulers.noise_ladders import karras_sigmas
 from ..consistency_distillation import (
     consistency_distillation_loss,
     consistency_pipeline,
     consistency_scheduler,
-    karras_sigmas,
     student_from_teacher,
     teacher_denoiser,
     update_target,
@@ -84,7 +84,7 @@ class ConsistencyDistillation(Objective):
         """The Karras grid of the scheduler, (N,) descending, on `device`, computed once."""
         if self._sigmas is None or self._sigmas.device != torch.device(device):
             c = self.scheduler.config
-            self._sigmas = karras_sigmas(c.num_train_timesteps, c.sigma_min, c.sigma_max, c.rho).to(device)
+            self._sigmas = karras_sigmas(c.sigma_max, c.sigma_min, c.num_train_timesteps, c.rho).float().to(device)
         return self._sigmas
 
     def losses(self, unet, clean, noise, levels, micro_step, process_index=0):
