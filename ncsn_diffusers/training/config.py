@@ -3,12 +3,10 @@
 import dataclasses
 from pathlib import Path
 
-from .recipes import OFFICIAL_CONFIGS, recipe_settings
 from .checkpointing import ABANDONED_PREFIX
-from .distillation_config import resolve_distillation
 from .flag_ranges import check_flag_ranges
-from .noise_classifier_args import apply_score_model, check_noise_classifier_args
 from .objectives import OBJECTIVES, objective_class
+from .recipes import OFFICIAL_CONFIGS, recipe_settings
 from .run_dir import OWN_ENTRIES
 from .streaming import default_num_workers
 
@@ -138,14 +136,18 @@ class TrainingConfig:
         explicit = config.explicit_fields() if explicit is None else set(explicit)
         if config.objective not in OBJECTIVES:
             raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}.")
-        apply_score_model(config, explicit)
+        objective = objective_class(config.objective)
+        for other in OBJECTIVES.values():
+            if other is not objective:
+                other.refuse_settings(config, explicit)
+        objective.adopt_settings(config, explicit)
         fill_data_defaults(config)
         apply_recipe(config, explicit)
-        resolve_distillation(config, explicit)
+        objective.resolve_settings(config, explicit)
         check_flag_ranges(config)
         check_args(config)
         check_explicit_flags_are_used(config, explicit)
-        check_noise_classifier_args(config, explicit)
+        objective.check_settings(config, explicit)
         config._resolved = True
         return config
 

@@ -84,17 +84,18 @@ def teacher_data_range(scheduler_config: dict) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
+def refuse_distillation_flags(config, explicit: set[str]) -> None:
+    """Refuses the distillation flags given explicitly on a run of another objective (they would be ignored)."""
+    given = [f"--{name}" for name in DISTILLATION_FLAGS if name in explicit]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} only apply to --objective {OBJECTIVE}; add it or drop them "
+            f"(this run is --objective {config.objective})."
+        )
+
+
 def resolve_distillation(config, explicit: set[str]) -> None:
-    """Fills this objective's defaults on `config` and checks its flags and teacher; for any other objective,
-    refuses the distillation flags given explicitly (they would be ignored)."""
-    if config.objective != OBJECTIVE:
-        given = [f"--{name}" for name in DISTILLATION_FLAGS if name in explicit]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)} only apply to --objective {OBJECTIVE}; add it or drop them "
-                f"(this run is --objective {config.objective})."
-            )
-        return
+    """Fills this objective's defaults on `config` and checks its flags and teacher."""
     if config.teacher_model is None:
         raise ValueError(f"--objective {OBJECTIVE} needs --teacher_model DIR, a saved NCSN score pipeline or Hub id.")
     refused = [

@@ -37,6 +37,24 @@ class Objective:
     takes_recipe = False
     resume_must_match: tuple[str, ...] = ()
 
+    # Settings: `TrainingConfig.resolve` calls these on the run's objective, and `refuse_settings` on every other.
+
+    @classmethod
+    def adopt_settings(cls, config, explicit: set[str]):
+        """First of all: settings the objective takes from elsewhere (a saved run) for those not given."""
+
+    @classmethod
+    def resolve_settings(cls, config, explicit: set[str]):
+        """After the recipe: the objective's own defaults and checks."""
+
+    @classmethod
+    def check_settings(cls, config, explicit: set[str]):
+        """Last: refuses flags given explicitly that this objective's run would ignore."""
+
+    @classmethod
+    def refuse_settings(cls, config, explicit: set[str]):
+        """On a run of another objective: refuses this objective's own flags given explicitly."""
+
     def __init__(self, config, noise_scheduler):
         self.config, self.noise_scheduler = config, noise_scheduler
 

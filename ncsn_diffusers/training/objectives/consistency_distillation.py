@@ -27,7 +27,13 @@ from ..consistency_distillation import (
     update_target,
 )
 from ..distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
-from ..distillation_config import OBJECTIVE, read_teacher, teacher_data_range
+from ..distillation_config import (
+    OBJECTIVE,
+    read_teacher,
+    refuse_distillation_flags,
+    resolve_distillation,
+    teacher_data_range,
+)
 from ..hub import push_to_hub
 from ..networks import build_ddpm_unet
 from ..sampler import save_sample_grid
@@ -48,6 +54,14 @@ class ConsistencyDistillation(Objective):
     name, logged_as = OBJECTIVE, "loss_l2"
     # the teacher, the grid and the target's rate shape what the checkpoint's state means
     resume_must_match = ("teacher_model", "num_scales", "target_ema_rate", "distance", "sigma_data", "student_init")
+
+    @classmethod
+    def resolve_settings(cls, config, explicit):
+        resolve_distillation(config, explicit)
+
+    @classmethod
+    def refuse_settings(cls, config, explicit):
+        refuse_distillation_flags(config, explicit)
 
     def __init__(self, config, noise_scheduler):
         super().__init__(config, noise_scheduler)

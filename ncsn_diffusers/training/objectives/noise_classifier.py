@@ -2,6 +2,7 @@
 
 from ..labels import load_training_labels
 from ..noise_classifier import build_classifier, noise_classifier_losses, save_classifier
+from ..noise_classifier_args import apply_score_model, check_noise_classifier_args, refuse_classifier_flags
 from .score_matching import DenoisingScoreMatching
 
 
@@ -11,6 +12,18 @@ class NoiseClassification(DenoisingScoreMatching):
 
     name, logged_as = "noise_classifier", "error_rate"
     takes_recipe = False
+
+    @classmethod
+    def adopt_settings(cls, config, explicit):
+        apply_score_model(config, explicit)
+
+    @classmethod
+    def check_settings(cls, config, explicit):
+        check_noise_classifier_args(config, explicit)
+
+    @classmethod
+    def refuse_settings(cls, config, explicit):
+        refuse_classifier_flags(config, explicit)
 
     def build_network(self, args, images):
         self.labels, class_names = load_training_labels(args)
