@@ -18,8 +18,8 @@ OBJECTIVES: dict[str, type[Objective]] = {
         DenoisingScoreMatching,
         SlicedScoreMatching,
         EpsilonPrediction,
-        NoiseClassification,
         ConsistencyDistillation,
+        NoiseClassification,
     )
 }
 
