@@ -179,7 +179,7 @@ class AnnealedLangevinScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             num_train_timesteps = config_dict.get("num_train_timesteps") or 1000
             config_dict.setdefault("num_noise_levels", min(FOREIGN_NUM_NOISE_LEVELS, num_train_timesteps))
             config_dict.setdefault("steps_per_level", FOREIGN_STEPS_PER_LEVEL)
-            if config_dict.get("epsilon") is None:  # none, or CAS's "the run's own window" (issue 20 row 15)
+            if config_dict.get("epsilon") is None:  # none, or CAS's "the run's own window"
                 config_dict.pop("epsilon", None)
                 config_dict.setdefault("relative_epsilon", FOREIGN_RELATIVE_EPSILON)
         return super().extract_init_dict(config_dict, **kwargs)

@@ -89,7 +89,7 @@ class ConsistentAnnealedSamplingScheduler(ScoreChainMixin, SchedulerMixin, Confi
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
         # Another scheduler's epsilon (annealed Langevin's) is no valid CAS step: its bounds depend on gamma.
-        if is_foreign_config(cls, config_dict):  # saved or not (issue 20 row 16)
+        if is_foreign_config(cls, config_dict):  # saved or not: a fresh ALS config's epsilon is not CAS's
             config_dict = {k: v for k, v in config_dict.items() if k != "epsilon"}
         return super().extract_init_dict(config_dict, **kwargs)
 

@@ -343,7 +343,7 @@ def end_distributed_run(accelerator):
     """Ends a run explicitly, so that no process hangs at exit: a last barrier, accelerate's references to the
     prepared (DDP-wrapped) model and optimizer dropped and collected, then the trackers closed and the process group
     destroyed (`end_training`). Left to interpreter exit, DDP's reducer may be freed after the gloo process group,
-    whose destructor then blocks forever (issue 20, "A hang"). The caller drops its own references first.
+    whose destructor then blocks forever. The caller drops its own references first.
     """
     import gc
 

@@ -1,5 +1,5 @@
 """`NCSNPipeline.encode`: images -> the latents its sampler starts from, through the probability-flow ODE, which a
-deterministic sampler decodes (issue 18). Gaussian data with the exact score give the ODE's map in closed form:
+deterministic sampler decodes. Gaussian data with the exact score give the ODE's map in closed form:
 x(sigma) = mean + (x - mean) sqrt((s^2 + sigma^2) / (s^2 + sigma_min^2))."""
 
 import math

@@ -400,7 +400,7 @@ def test_save_load_and_step_contracts(cls, tmp_path):
     torch.testing.assert_close(scheduler.add_noise(x, noise, sigma), sigma[:, None] * noise)
 
 
-# The timestep check of issue 8 item 9: a device timestep is compared on its device and read back rarely
+# The timestep check: a device timestep is compared on its device and read back rarely
 
 DEVICES = ["cpu-as-device"] + (["cuda"] if torch.cuda.is_available() else [])
 

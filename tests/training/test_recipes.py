@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import train_ncsn
 from ncsn_diffusers import NCSNRefineNet, NCSNv2Model
-from ncsn_diffusers.training import data, networks, objectives
+from ncsn_diffusers.training import TrainingConfig, data, networks, objectives
 from ncsn_diffusers.training.batch_order import BatchOrder
 from ncsn_diffusers.training.recipes import OFFICIAL_CONFIGS, adam_epsilon_for_pixel_mean_loss
 
@@ -21,6 +21,8 @@ STEPS = 3
 TINY = ["--resolution", "8", "--base_channels", "4", "--train_batch_size", "6", "--max_train_steps", str(STEPS),
         "--num_sample_images", "2", "--steps_per_level", "1", "--report_to", "none", "--logging_steps", "1",
         "--checkpointing_steps", "1000"]  # fmt: skip
+TINY_CONFIG = dict(resolution=8, base_channels=4, train_batch_size=6, max_train_steps=STEPS, num_sample_images=2)
+TINY_CONFIG.update(steps_per_level=1, report_to="none", logging_steps=1, checkpointing_steps=1000)
 
 
 def _run_main(argv):
@@ -126,11 +128,11 @@ def test_adam_epsilon_rescaling_makes_updates_equal():
 
 
 def test_official_networks_are_built():
-    args = train_ncsn.parse_args(["--recipe", "ncsn_v1", *TINY])
+    args = TrainingConfig(recipe="ncsn_v1", **TINY_CONFIG).resolve()
     scheduler = networks.build_noise_scheduler(args, data.load_training_images(args), "ve")
     net = networks.build_paper_unet(args, scheduler)
     assert isinstance(net, NCSNRefineNet) and net.config.rescale_input
     assert torch.equal(net.sigmas, scheduler.sigmas)
-    args = train_ncsn.parse_args(["--model_type", "ncsnv2", *TINY])  # no recipe: data in [-1, 1], no 2x - 1
+    args = TrainingConfig(model_type="ncsnv2", **TINY_CONFIG).resolve()  # no recipe: data in [-1, 1], no 2x - 1
     net = networks.build_paper_unet(args, networks.build_noise_scheduler(args, torch.rand(4, 1, 8, 8), "ve"))
     assert isinstance(net, NCSNv2Model) and not net.config.rescale_input

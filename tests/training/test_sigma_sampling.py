@@ -11,12 +11,13 @@ import torch
 
 import train_ncsn
 from ncsn_diffusers.digits import load_digits_images
-from ncsn_diffusers.training import data, networks, objectives
+from ncsn_diffusers.training import TrainingConfig, data, networks, objectives
 from ncsn_diffusers.training.batch_order import BatchOrder
 
 REPO = Path(__file__).resolve().parents[2]
 
 LADDER = ["--sigma_max", "2.0", "--sigma_min", "0.02", "--num_noise_levels", "5"]
+LADDER_CONFIG = dict(sigma_max=2.0, sigma_min=0.02, num_noise_levels=5)
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +25,9 @@ def digits8():
     return load_digits_images(resolution=8, split="train")[0]
 
 
-def setup(sigma_sampling, digits8, batch=512, extra=()):
-    args = train_ncsn.parse_args(["--model_preset", "tiny", "--resolution", "8", "--sigma_sampling", sigma_sampling,
-                                  "--train_batch_size", str(batch), *LADDER, *extra])  # fmt: skip
+def setup(sigma_sampling, digits8, batch=512, extra=None):
+    fields = dict(model_preset="tiny", resolution=8, sigma_sampling=sigma_sampling, train_batch_size=batch)
+    args = TrainingConfig(**fields, **LADDER_CONFIG, **(extra or {})).resolve()
     scheduler = objectives.build_objective(args, digits8).noise_scheduler
     return args, scheduler, BatchOrder(len(digits8), batch, seed=0)
 
@@ -83,7 +84,7 @@ def test_log_normal_draws_are_truncated_to_the_ladder_not_clipped():
 
 @pytest.mark.parametrize(
     "sigma_sampling, extra",
-    [("log_uniform", ()), ("log_normal", ("--log_sigma_mean", "-1.0", "--log_sigma_std", "1.5"))],
+    [("log_uniform", None), ("log_normal", dict(log_sigma_mean=-1.0, log_sigma_std=1.5))],
 )
 def test_continuous_draws_are_a_function_of_seed_and_step_and_split_across_processes(digits8, sigma_sampling, extra):
     args, scheduler, order = setup(sigma_sampling, digits8, batch=64, extra=extra)

@@ -1,4 +1,4 @@
-"""Streamed training data (issue 16 D): a folder or a `datasets` table is decoded per item by DataLoader workers in
+"""Streamed training data: a folder or a `datasets` table is decoded per item by DataLoader workers in
 the BatchOrder's order, and gives the batches the in-memory decode gave, whatever the worker count, the process
 count or the step a run resumes at; NCSNv2's ladder reads a bounded seeded subsample; unreadable files are named."""
 

@@ -19,7 +19,7 @@ from ncsn_diffusers.training.toy import (
     train_toy_score_net,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def reference_mixture(var: float) -> torch.distributions.Distribution:
