@@ -68,6 +68,18 @@ def to_model_range(images: torch.Tensor, data_range: tuple[float, float] = DATA_
     return images * (high - low) + low
 
 
+def trained_on_digits(args) -> bool:
+    """Whether the run trains on the embedded digits (no --dataset_name, no --train_data_dir)."""
+    return args.dataset_name is None and args.train_data_dir is None
+
+
+def card_datasets(args) -> list[str] | None:
+    """The `datasets` of a model card's metadata: the digits, or a Hub dataset's id (never a local path)."""
+    if trained_on_digits(args):
+        return ["sklearn-digits"]
+    return [args.dataset_name] if args.dataset_name and not Path(args.dataset_name).exists() else None
+
+
 def dataset_label(args) -> str:
     """The training data as the model card names it: a Hub dataset's id, or only the name of a local folder (its
     absolute path would publish the trainer's file system)."""

@@ -4,7 +4,7 @@ import torch
 
 from ..evaluation.digits_metrics import evaluate_samples
 
-# Written beside the pipeline by `ConsistencyDistillation.finish`; benchmarks/bench_distillation.py reads it.
+# Written beside the pipeline by `ConsistencyDistillation.save`; benchmarks/bench_distillation.py reads it.
 DISTILLATION_RECORD = "distillation.json"
 
 # The second level of a 2-call sample, as a fraction of the grid: timesteps [round(TWO_CALL_RAMP (N - 1)), 0], i.e.

@@ -24,6 +24,7 @@ from .checkpointing import (
 from .config import TrainingConfig, public_args
 from .data import TrainingBatches, complete_batch, training_set
 from .export import ema_weights
+from .finish import finish
 from .json_log import JsonLog
 from .log_dir import LOG_FILE, run_logging_dir
 from .objectives import build_objective
@@ -161,7 +162,7 @@ def _train(args, claim: OutputDirClaim):
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        objective.finish(args, accelerator, unet, ema, images, max_train_steps, train_time, last)
+        finish(objective, args, accelerator, unet, ema, images, max_train_steps, train_time, last)
     del unet, optimizer, lr_scheduler, ema  # the DDP reducer goes before the process group (end_distributed_run)
     end_distributed_run(accelerator)
 

@@ -3,14 +3,14 @@ noise levels, its loss, the network it trains and how that is saved."""
 
 import torch
 
-from ..export import finish
+from ..export import save_pipeline
 from ..networks import build_ncsn_unet, build_paper_unet
 from .perturbation import training_losses
 
 
 class Objective:
     """A training objective: the distribution of its noise levels and its loss, called at every step, and the
-    network it trains and how that is saved (`build_network`, `use_batch_order`, `finish`: a score network saved as
+    network it trains and how that is saved (`build_network`, `use_batch_order`, `save`: a score network saved as
     a pipeline, unless a subclass says otherwise), and the state of any other model it owns (`prepare`, `after_step`,
     `state_dict`, `load_state_dict`).
 
@@ -89,10 +89,13 @@ class Objective:
     def load_state_dict(self, state: dict):
         """Restores what `state_dict` returned."""
 
-    def finish(self, args, accelerator, network, ema, images, max_train_steps: int, train_time: float, last: dict):
-        """Saves the trained network to --output_dir: the pipeline with its sample grid and model card."""
-        scheduler = self.noise_scheduler
-        finish(args, accelerator, network, ema, scheduler, images, max_train_steps, train_time, last, self.ve_ladder)
+    def save(self, args, accelerator, model, images, max_train_steps: int, train_time: float, last: dict, repo_id):
+        """Writes the trained `model` (unwrapped, its EMA weights loaded) to --output_dir with its model card, which
+        names `repo_id`: here the pipeline with its sampler and sample grid. `finish.finish` calls it, then pushes."""
+        save_pipeline(
+            args, accelerator, model, self.noise_scheduler, images, max_train_steps, train_time, last, repo_id,
+            self.ve_ladder,
+        )  # fmt: skip
 
     def ladder(self, device) -> torch.Tensor:
         """The scheduler's `sigmas` (VE) or `alphas_cumprod` (VP) on `device`, computed once."""

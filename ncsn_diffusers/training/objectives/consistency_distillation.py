@@ -26,6 +26,7 @@ from ..consistency_distillation import (
     teacher_denoiser,
     update_target,
 )
+from ..data import trained_on_digits
 from ..distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
 from ..distillation_config import (
     OBJECTIVE,
@@ -34,7 +35,6 @@ from ..distillation_config import (
     resolve_distillation,
     teacher_data_range,
 )
-from ..hub import push_to_hub
 from ..networks import build_ddpm_unet
 from ..sampler import save_sample_grid
 from .base import Objective
@@ -122,21 +122,16 @@ class ConsistencyDistillation(Objective):
             )
         self.target.load_state_dict(state["target"])
 
-    def finish(self, args, accelerator, unet, ema, images, max_train_steps, train_time, last):
-        """Saves the student (its EMA weights) as diffusers' `ConsistencyModelPipeline`, with a 1-call sample grid,
-        the FD measured at 1 and 2 calls (digits only, `--quality_samples`), `distillation.json` and the model card."""
-        student = accelerator.unwrap_model(unet)
-        if ema is not None:
-            ema.copy_to(student.parameters())
-        student.eval()
+    def save(self, args, accelerator, student, images, max_train_steps, train_time, last, repo_id):
+        """Saves the student as diffusers' `ConsistencyModelPipeline`, with a 1-call sample grid, the FD measured at 1
+        and 2 calls (digits only, `--quality_samples`), `distillation.json` and the model card."""
         c = self.scheduler.config
         pipeline = consistency_pipeline(student, c.sigma_min, c.sigma_max, c.sigma_data, c.num_train_timesteps, c.rho)
         pipeline.set_progress_bar_config(disable=True)
         output_dir = Path(args.output_dir)
         grid = output_dir / "samples" / f"step_{max_train_steps:06d}.png"
         save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)
-        digits = args.dataset_name is None and args.train_data_dir is None
-        quality = measure_quality(pipeline, args.quality_samples, args.seed) if digits else {}
+        quality = measure_quality(pipeline, args.quality_samples, args.seed) if trained_on_digits(args) else {}
         record = {
             "teacher_model": args.teacher_model,
             "num_scales": c.num_train_timesteps,
@@ -160,8 +155,5 @@ class ConsistencyDistillation(Objective):
         }
         pipeline.save_pretrained(output_dir)
         (output_dir / DISTILLATION_RECORD).write_text(json.dumps(record, indent=2))
-        repo_id = args.hub_model_id or (output_dir.resolve().name if args.push_to_hub else None)
         (output_dir / "README.md").write_text(render_distillation_card(record, repo_id or str(output_dir), grid))
         logger.info(f"Saved the ConsistencyModelPipeline to {output_dir} ({record['cpu_minutes']} CPU-minutes)")
-        if args.push_to_hub:
-            logger.info(f"Pushed {output_dir} to {push_to_hub(args, repo_id)}")

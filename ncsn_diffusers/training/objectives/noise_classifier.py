@@ -42,5 +42,5 @@ class NoiseClassification(DenoisingScoreMatching):
         sigma = levels if levels.is_floating_point() else self.ladder(clean.device)[levels]
         return noise_classifier_losses(classifier, clean, self.labels[index].to(clean.device), sigma, noise)
 
-    def finish(self, args, accelerator, network, ema, images, max_train_steps, train_time, last):
-        save_classifier(args, accelerator, network, ema, len(images), max_train_steps, train_time, last)
+    def save(self, args, accelerator, model, images, max_train_steps, train_time, last, repo_id):
+        save_classifier(args, model, len(images), max_train_steps, train_time, last)
