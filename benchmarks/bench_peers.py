@@ -26,9 +26,8 @@ Its sampler, read from ncsn 0.1.0 (`ncsn/scheduler/scheduling_ncsn.py`, `ncsn/pi
 
 import torch
 from diffusers.models.unets.unet_2d import UNet2DOutput
-from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
 
-from ncsn_diffusers import NCSNPipeline
+from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline
 from ncsn_diffusers.models.unet_ncsn import PRESETS, NCSNUNet2DModel
 
 from .timing import median_seconds

@@ -298,10 +298,9 @@ def load_pipelines(root: Path) -> dict:
     """The trained models with their base samplers: `NCSNPipeline`s, and `DDPMPipeline` for the DDPM model; also
     NCSNv2 without EMA when its last checkpoint is there."""
     from diffusers import DDPMPipeline, DDPMScheduler
-    from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
     from safetensors.torch import load_file
 
-    from ncsn_diffusers import NCSNPipeline
+    from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline
     from ncsn_diffusers.models.unet_ncsn import NCSNUNet2DModel
     from ncsn_diffusers.training.checkpointing import latest_checkpoint
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ncsn_diffusers import AnnealedLangevinScheduler
-from ncsn_diffusers.toy import (
+from ncsn_diffusers.training.toy import (
     MixtureScoreModel,
     ToyScoreNet,
     mixture_log_prob,

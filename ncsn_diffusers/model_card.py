@@ -1,4 +1,4 @@
-"""The Hub model card (README.md) of a saved NCSN model, rendered from the `model_card.md` template without network."""
+"""The Hub model card (README.md) of a saved NCSN model, rendered without network from `model_card_template.md`."""
 
 from __future__ import annotations
 
@@ -59,13 +59,8 @@ _BLOCK = re.compile(r"^<!-- if (\w+) -->\n(.*?)^<!-- endif -->\n", re.DOTALL | r
 _TEMPLATE_NOTE = re.compile(r"<!--\nTemplate of .*?-->\n\n", re.DOTALL)
 
 
-def _template_path() -> Path:
-    # Installed wheels carry the template inside the package (pyproject force-include); a source checkout has it at
-    # the repository root.
-    for path in (Path(__file__).parent / "model_card.md", Path(__file__).parents[1] / "model_card.md"):
-        if path.is_file():
-            return path
-    raise FileNotFoundError("model_card.md is neither inside the ncsn_diffusers package nor at the repository root.")
+# The template, a file of the package (so the wheel carries it like any module).
+TEMPLATE = Path(__file__).with_name("model_card_template.md")
 
 
 def _format(value) -> str:
@@ -303,7 +298,7 @@ def render_model_card(
     values["epsilon_steps"] = (
         values["num_model_calls"] if _is_diffusers_scheduler(scheduler_config) else values["num_train_timesteps"]
     )
-    text = _TEMPLATE_NOTE.sub("", _template_path().read_text(encoding="utf-8"), count=1)
+    text = _TEMPLATE_NOTE.sub("", TEMPLATE.read_text(encoding="utf-8"), count=1)
     kept = {kind} | ({"remote_code"} if class_name in REMOTE_CODE_CLASSES else set())
     if kind == "score" and scheduler_config.get("_class_name") == "PredictorCorrectorScheduler":
         kept.add("predictor_corrector")

@@ -1,5 +1,5 @@
 """Exact scores of Gaussian mixtures of images, wrapped as diffusers models so they run through the loops a network
-does. The mixture math is the package's own (`ncsn_diffusers.toy.mixture_score`); these add image shapes, the DDPM
+does. The mixture math is the package's own (`ncsn_diffusers.training.toy.mixture_score`); these add image shapes, the DDPM
 forward process and a call counter."""
 
 import torch
@@ -8,7 +8,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from ncsn_diffusers.probability_flow import vp_sigma
-from ncsn_diffusers.toy import mixture_score
+from ncsn_diffusers.training.toy import mixture_score
 
 
 class ImageMixtureScoreModel(ModelMixin, ConfigMixin):

@@ -1,6 +1,6 @@
 """Push to and load from a local Hub stand-in with the real `huggingface_hub` and `diffusers` clients.
 
-Run as `python tests/hub_roundtrip_script.py [check_name ...]` (tests/test_hub_stand_in.py runs it once). It starts
+Run as `python tests/hub_roundtrip_script.py [check_name ...]` (tests/pipelines/test_hub_stand_in.py runs it once). It starts
 `LocalHub` on 127.0.0.1, points `HF_ENDPOINT` at it and only then imports `huggingface_hub` / `diffusers`, because
 the client reads its endpoint at import. Each check prints PASS or FAIL; the exit status is 1 if any failed.
 

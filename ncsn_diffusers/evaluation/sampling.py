@@ -10,16 +10,15 @@ starts one process; several CPU processes come from `ACCELERATE_USE_CPU=1 torchr
 import json
 import os
 
+import diffusers
 import numpy as np
 import torch
+
+import ncsn_diffusers  # makes this package's model and scheduler classes importable by `from_pretrained`
 
 
 def load_pipeline(pipeline_dir: str):
     """A saved `NCSNPipeline`, `DDPMPipeline` or any other unconditional image pipeline from its folder."""
-    import diffusers
-
-    import ncsn_diffusers  # makes this package's model and scheduler classes importable by `from_pretrained`
-
     if not os.path.isfile(os.path.join(pipeline_dir, "model_index.json")):
         raise ValueError(
             f"`--pipeline` must be a folder saved with `save_pretrained`, no model_index.json in {pipeline_dir!r}."

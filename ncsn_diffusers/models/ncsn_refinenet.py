@@ -107,7 +107,7 @@ class NCSNRefineNet(ModelMixin, ConfigMixin):
             `torch.Tensor`: the (batch_size,) long tensor of level indices.
         """
         sigmas = self.sigmas.to(self.device)
-        # a rung rounded to a half-precision sigma is off by up to that dtype's eps (bf16: 0.4%; issue 20 row 17)
+        # a rung rounded to a half-precision sigma is off by up to that dtype's eps (bf16: 0.4%; a fixed 1e-5 tolerance refused every bf16 rung)
         is_low_precision = isinstance(sigma, torch.Tensor) and sigma.is_floating_point()
         rtol = max(LADDER_RTOL, torch.finfo(sigma.dtype).eps) if is_low_precision else LADDER_RTOL
         sigma = NCSNUNet2DModel._sigma_per_sample(sigma, batch_size, sigmas.device)

@@ -132,7 +132,7 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
     _supports_gradient_checkpointing = True
     # The Fourier frequencies stay float32 under `from_pretrained(..., torch_dtype=...)` (and under `.to(dtype)`, see
     # `Float32GaussianFourierProjection`). diffusers keeps such modules only through accelerate's loading, and without
-    # accelerate refuses to load a class that names any (issue 20 row 23); there it loads in float32 and casts with
+    # accelerate refuses to load a class that names any; there it loads in float32 and casts with
     # `.to(dtype)`, which keeps the frequencies float32 all the same.
     _keep_in_fp32_modules = ["sigma_proj"] if is_accelerate_available() else None
     _skip_layerwise_casting_patterns = ["sigma_proj", "norm"]

@@ -151,7 +151,7 @@ class NCSNPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, repo_id: str | None = None, **kwargs):
         r"""
         Saves the pipeline as [`~diffusers.DiffusionPipeline.save_pretrained`] does (`model_index.json`, `unet/` with
-        safetensors weights, `scheduler/`) and writes the filled-in model card `README.md` from `model_card.md`, with
+        safetensors weights, `scheduler/`) and writes the filled-in model card `README.md` from `model_card_template.md`, with
         what `pipe.model_card_kwargs` holds (`training`, `results`, `datasets`, `license`).
         """
         super().save_pretrained(save_directory, *args, **kwargs)

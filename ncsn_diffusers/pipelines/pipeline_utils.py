@@ -87,7 +87,7 @@ def scheduler_overrides(scheduler, **settings) -> dict:
     return overrides
 
 
-# PIL modes of more than 8 bits, and the value of white in each: converting them to "L" clips them (issue 20 row 10).
+# PIL modes of more than 8 bits, and the value of white in each: converting them to "L" clips them.
 # 16-bit PNGs open as "I;16*" or "I"; "F" holds floats, taken to be in [0, 1] already.
 HIGH_BIT_WHITE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
 

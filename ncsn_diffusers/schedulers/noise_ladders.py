@@ -1,4 +1,4 @@
-"""Noise ladders sigma_1 > ... > sigma_L: NCSN's geometric one (VE) and the levels of a DDPM schedule (VP)."""
+"""Noise ladders sigma_1 > ... > sigma_L: NCSN's geometric one and EDM's (VE), and the levels of a DDPM schedule (VP)."""
 
 import math
 
@@ -16,6 +16,16 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, num_noise_levels: int) 
     if num_noise_levels == 1:
         return torch.tensor([sigma_min], dtype=torch.float64)
     return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), num_noise_levels, dtype=torch.float64))
+
+
+def karras_sigmas(sigma_max: float, sigma_min: float, num_levels: int, rho: float = 7.0) -> torch.Tensor:
+    """t_i = (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, i = 0..N-1 (EDM, Eq. 5):
+    t_0 = sigma_max > ... > t_{N-1} = sigma_min, as diffusers' `CMStochasticIterativeScheduler` builds it. Shape (N,),
+    float64; N = 1 gives (sigma_max,)."""
+    if num_levels == 1:
+        return torch.tensor([sigma_max], dtype=torch.float64)
+    ramp = torch.linspace(0, 1, num_levels, dtype=torch.float64)
+    return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
 def ddpm_alphas_cumprod(

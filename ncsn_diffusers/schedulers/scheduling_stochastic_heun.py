@@ -10,6 +10,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import sample_from_score, score_from_model_output
 from .compatible_configs import ScoreConfigMixin
+from .noise_ladders import karras_sigmas
 from .scheduling_utils import (
     SCORE_COMPATIBLES,
     ScoreChainMixin,
@@ -24,14 +25,6 @@ from .scheduling_utils import (
 )
 
 PREDICTION_TYPES = ("score", "epsilon", "sample")
-
-
-def karras_sigmas(sigma_max: float, sigma_min: float, num_steps: int, rho: float) -> torch.Tensor:
-    """t_i = (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, i = 0..N-1 (EDM, Eq. 5)."""
-    if num_steps == 1:
-        return torch.tensor([sigma_max], dtype=torch.float64)
-    ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)
-    return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
 class StochasticHeunScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMixin, ConfigMixin):

@@ -365,7 +365,7 @@ class ScoreChainMixin:
             )
 
     def _output(self, prev_sample, pred_original_sample, dtype, return_dict):
-        # the sample's own dtype, if it can hold a step's result: an integer sample comes back float32 (issue 20 row 12)
+        # the sample's own dtype, if it can hold a step's result: an integer sample comes back float32
         if dtype != torch.float32 and dtype.is_floating_point:
             prev_sample, pred_original_sample = prev_sample.to(dtype), pred_original_sample.to(dtype)
         if not return_dict:

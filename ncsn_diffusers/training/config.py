@@ -1,21 +1,27 @@
 """`TrainingConfig`: every setting of a training run, and the one `resolve()` that applies the recipe and checks them."""
 
 import dataclasses
-from pathlib import Path
 
-from ..recipes import OFFICIAL_CONFIGS, recipe_settings
-from .checkpointing import ABANDONED_PREFIX
-from .distillation_config import resolve_distillation
+from ..models.unet_ncsn import PRESETS
+from .derived_settings import apply_recipe, check_args, check_explicit_flags_are_used, fill_data_defaults
 from .flag_ranges import check_flag_ranges
-from .noise_classifier_args import apply_score_model, check_noise_classifier_args
-from .objectives import DEFAULT_RUN_LADDER, VE_OBJECTIVES
-from .run_dir import OWN_ENTRIES
-from .streaming import default_num_workers
+from .objectives import OBJECTIVES, objective_class
+from .recipes import MODEL_TYPES, OFFICIAL_CONFIGS, RECIPES
+
+
+def flag(
+    default, help: str | None = None, choices=None, aliases: tuple[str, ...] = (), hidden: bool = False, **kwargs
+):
+    """A `TrainingConfig` field and its command-line flag: the `--help` text, the allowed values (`choices`), other
+    spellings of the flag (`aliases`), and `hidden` for a flag left out of `--help`."""
+    metadata = {"help": help, "choices": choices, "aliases": aliases, "hidden": hidden}
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
 @dataclasses.dataclass
 class TrainingConfig:
-    """Every setting of a training run; each field is the `train_ncsn.py` flag of the same name (see its `--help`).
+    """Every setting of a training run; each field is the `train_ncsn.py` flag of the same name, and carries that
+    flag's help and choices (`flag`), from which `command_line.add_config_flags` makes the parser.
 
     `None` means "chosen by [`~TrainingConfig.resolve`] from the other settings" (the preset's learning rate, the
     objective's ladder and sampler, the recipe's values). Build one, then pass it to [`train`]:
@@ -27,92 +33,250 @@ class TrainingConfig:
     """
 
     # Objective and model
-    objective: str = "dsm"
-    num_projections: int = 1
-    model_preset: str = "digits"
-    model_type: str = "unet"
-    base_channels: int = 64
-    ncsnv2_variant: str = "ncsnv2"
-    recipe: str | None = None
-    recipe_dataset: str | None = None
+    objective: str = flag(
+        "dsm",
+        help=(
+            "dsm: NCSN denoising score matching (VE ladder); ssm: sliced score matching on the same ladder; epsilon: "
+            "DDPM's loss (VP forward process); consistency_distillation: distil --teacher_model into diffusers' "
+            "ConsistencyModelPipeline (1-2 calls; docs/distillation.md); noise_classifier: a "
+            "NoiseConditionalClassifier p(y | x, sigma) for classifier guidance, cross-entropy on labelled data "
+            "perturbed as dsm perturbs it."
+        ),
+        choices=tuple(OBJECTIVES),
+    )
+    num_projections: int = flag(1, help="Projections v per sample of --objective ssm (M).")
+    model_preset: str = flag("digits", help="Size preset of the U-Net.", choices=sorted(PRESETS))
+    model_type: str = flag(
+        "unet",
+        help="unet: NCSNUNet2DModel (--model_preset); ncsn_v1: NCSN's RefineNet (NCSNRefineNet); ncsnv2: NCSNv2Model.",
+        choices=MODEL_TYPES,
+    )
+    base_channels: int = flag(64, help="ngf of --model_type ncsn_v1/ncsnv2 (the papers: 128).")
+    ncsnv2_variant: str = flag(
+        "ncsnv2",
+        help="Depth of --model_type ncsnv2 (the authors': ncsnv2 to 64 px, deeper for 64-128 px, deepest for 256 px).",
+        choices=("ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest"),
+    )
+    recipe: str | None = flag(
+        None,
+        help=(
+            "The authors' training recipe (optimiser, EMA, data, ladder, network; see "
+            "ncsn_diffusers/training/recipes.py); data in [0, 1] as in their code. Explicit flags still override."
+        ),
+        choices=RECIPES,
+    )
+    recipe_dataset: str | None = flag(
+        None,
+        help=(
+            "Take --recipe's settings of the authors' config for this data set (ladder, T, epsilon, resolution, "
+            "network width, steps); without it, v1's ladder or NCSNv2's ladder computed from the data."
+        ),
+        choices=sorted({name for tables in OFFICIAL_CONFIGS.values() for name in tables}),
+    )
     # Data
-    dataset_name: str | None = None
-    dataset_config_name: str | None = None
-    train_data_dir: str | None = None
-    cache_dir: str | None = None
-    label_column: str = "label"
-    resolution: int = 16
-    channels: int | None = None
-    center_crop: bool = False
-    dataloader_num_workers: int | None = None
-    random_flip: bool = False
-    dequantize: bool = True
+    dataset_name: str | None = flag(None, help="A `datasets` dataset (Hub id or local path) with an image column.")
+    dataset_config_name: str | None = flag(None, help="The config of --dataset_name.")
+    train_data_dir: str | None = flag(
+        None,
+        help=(
+            "A folder of images (every image file under it, recursively, no split rules), streamed: decoded per "
+            "batch, never all in memory; any mode and size is converted, and a file whose header is unreadable is "
+            "skipped with a warning naming it."
+        ),
+    )
+    cache_dir: str | None = flag(None, help="Where `datasets` caches downloads.")
+    label_column: str = flag(
+        "label",
+        help=(
+            "--objective noise_classifier: the ClassLabel or integer column of --dataset_name holding the classes "
+            '(default "label"). The digits have their digits, a --train_data_dir the names of its class folders '
+            "(DIR/<class>/<image>, datasets' imagefolder convention)."
+        ),
+    )
+    resolution: int = flag(16, help="Side of the square training images.")
+    channels: int | None = flag(
+        None,
+        help="1 (grayscale) or 3 (RGB); images are converted. Defaults to 1 for the digits, 3 otherwise.",
+        choices=(1, 3),
+    )
+    center_crop: bool = flag(False, help="Crop the centre square (default: a random square per image).")
+    dataloader_num_workers: int | None = flag(
+        None,
+        help=(
+            "Worker processes decoding --train_data_dir / --dataset_name images per training process (default: "
+            "min(4, CPUs / processes on this machine); 0 decodes in the training process). The batches do not depend "
+            "on it."
+        ),
+    )
+    random_flip: bool = flag(False, help="Flip images horizontally at random (not for digits!).")
+    dequantize: bool = flag(True, help="Uniform dequantisation x = (255 x + u) / 256, u ~ U(0, 1), as in the paper.")
     # Noise ladder, sigma distribution and the saved sampler
-    score_model: str | None = None
-    noise_ladder: str | None = None
-    sigma_max: float | None = None
-    sigma_min: float | None = None
-    num_noise_levels: int | None = None
-    sigma_sampling: str | None = None
-    log_sigma_mean: float = -1.2
-    log_sigma_std: float = 1.2
-    sampler: str | None = None
-    sampling_calls: int = 100
-    corrector_steps: int = 1
-    snr: float = 0.25  # r = 0.16 left one default-run sample in ten rougher than any digit (docs/sampling.md)
-    sampling_sigma_max: float | None = None
-    steps_per_level: int | None = None
-    langevin_epsilon: float | None = None
-    final_denoise: bool = True
-    num_train_timesteps: int = 1000
-    ddpm_beta_schedule: str = "linear"
+    score_model: str | None = flag(
+        None,
+        help=(
+            "--objective noise_classifier: a train_ncsn.py --output_dir whose ladder, sigma distribution and data "
+            "(its training_args.json) the classifier is trained with, unless given here."
+        ),
+    )
+    noise_ladder: str | None = flag(
+        None,
+        help=(
+            "explicit: --sigma_max/--sigma_min/--num_noise_levels; ncsnv2: sigma_1 and L from the data (Song & Ermon "
+            "2020). Default: ncsnv2 for --objective dsm unless --sigma_max or --num_noise_levels is given."
+        ),
+        choices=("explicit", "ncsnv2"),
+    )
+    sigma_max: float | None = flag(None, help="sigma_1 (default 1.0; explicit ladder, data in [-1, 1]).")
+    sigma_min: float | None = flag(None, help="sigma_L (default 0.02 = the paper's 0.01 for [-1, 1] data).")
+    num_noise_levels: int | None = flag(None, help="L (default 10; with ncsnv2 it is computed).")
+    sigma_sampling: str | None = flag(
+        None,
+        help=(
+            "Training sigmas: discrete, a level of the ladder (the paper); log_uniform (the default with --objective "
+            "dsm), log sigma uniform in [log sigma_L, log sigma_1] (score SDE's VE training), so the network is "
+            "trained between the levels too and any ladder, of any length, can sample it; log_normal, log sigma ~ "
+            "N(P_mean, P_std^2) truncated to [log sigma_L, log sigma_1] (EDM, Karras et al. 2022)."
+        ),
+        choices=("discrete", "log_uniform", "log_normal"),
+    )
+    log_sigma_mean: float = flag(-1.2, help="P_mean of --sigma_sampling log_normal (EDM's -1.2).")
+    log_sigma_std: float = flag(1.2, help="P_std of --sigma_sampling log_normal (EDM's 1.2).")
+    sampler: str | None = flag(
+        None,
+        help=(
+            "The sampler saved with a score model: predictor_corrector (the default; Song et al. 2021, reverse "
+            "diffusion + --corrector_steps Langevin steps per level, --sampling_calls U-Net calls from sigma_1 to "
+            "sigma_L), stochastic_heun (EDM's Algorithm 2, EDM's VE churn, --sampling_calls calls, one fewer if "
+            "even) or annealed_langevin (Algorithm 1 on the training ladder, L x T calls). --objective epsilon saves "
+            "diffusers' DPMSolverMultistepScheduler (DPM-Solver++) at 20 calls on its DDPM schedule (the best "
+            "measured, docs/sampling.md)."
+        ),
+        choices=("predictor_corrector", "stochastic_heun", "annealed_langevin"),
+    )
+    sampling_calls: int = flag(100, help="U-Net calls of the saved predictor_corrector or stochastic_heun sampler.")
+    corrector_steps: int = flag(1, help="k, Langevin corrector steps per level (0: ancestral).")
+    # r = 0.16 left one default-run sample in ten rougher than any digit (docs/sampling.md)
+    snr: float = flag(0.25, help="r, the corrector's signal-to-noise ratio (predictor_corrector).")
+    sampling_sigma_max: float | None = flag(
+        None,
+        help=(
+            "The sigma predictor_corrector or stochastic_heun starts from (default: sigma_1 / 2 with --noise_ladder "
+            "ncsnv2, whose sigma_1 is the largest pairwise distance of the data; sigma_1 otherwise). At most sigma_1."
+        ),
+    )
+    steps_per_level: int | None = flag(None, help="T, Langevin steps per level when sampling (default 20).")
+    langevin_epsilon: float | None = flag(
+        None,
+        help="Step size epsilon of annealed Langevin dynamics (default 4 * 2e-5 = the paper's, rescaled to [-1, 1]).",
+    )
+    final_denoise: bool = flag(True, help="End sampling with the Tweedie denoising step x + sigma_L^2 s (NCSNv2).")
+    num_train_timesteps: int = flag(1000, help="DDPM timesteps (--objective epsilon).")
+    ddpm_beta_schedule: str = flag("linear", help="DDPM beta schedule (--objective epsilon).")
     # Optimisation
-    output_dir: str = "ncsn-digits"
-    overwrite_output_dir: bool = False
-    train_batch_size: int = 128
-    num_epochs: int | None = None
-    max_train_steps: int | None = None
-    gradient_accumulation_steps: int = 1
-    learning_rate: float | None = None
-    lr_scheduler: str = "cosine"
-    lr_warmup_steps: int = 50
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 0.0
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    use_ema: bool = True
-    ema_inv_gamma: float = 1.0
-    ema_power: float = 3 / 4
-    ema_max_decay: float = 0.999
-    ema_warmup: bool = True
-    mixed_precision: str | None = None
-    allow_tf32: bool = False
-    seed: int = 0
+    output_dir: str = flag("ncsn-digits", help="Where the pipeline, checkpoints, samples and logs go.")
+    overwrite_output_dir: bool = flag(
+        False,
+        help=(
+            "Start afresh even if --output_dir holds checkpoints or a saved pipeline (both are replaced). Deletes "
+            "only the files an earlier run wrote (docs/security.md, Ownership); never another tool's checkpoint-*."
+        ),
+    )
+    train_batch_size: int = flag(128, help="Batch size per process.")
+    num_epochs: int | None = flag(
+        None,
+        help="Epochs, unless --max_train_steps is given (default: 3,000 steps for the digits preset, else 100 epochs).",
+    )
+    max_train_steps: int | None = flag(None, help="Optimizer steps; overrides --num_epochs.")
+    gradient_accumulation_steps: int = flag(1)
+    learning_rate: float | None = flag(
+        None, help="Peak learning rate (default by --model_preset: 2e-3 for tiny and digits, 2e-4 for cifar10)."
+    )
+    lr_scheduler: str = flag(
+        "cosine",
+        help='One of "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup".',
+    )
+    lr_warmup_steps: int = flag(50)
+    adam_beta1: float = flag(0.9)
+    adam_beta2: float = flag(0.999)
+    adam_weight_decay: float = flag(0.0)
+    adam_epsilon: float = flag(1e-8)
+    max_grad_norm: float = flag(1.0, help="Gradient clipping (0 disables).")
+    use_ema: bool = flag(True, help="Keep an EMA of the weights; it is what gets sampled and saved.")
+    ema_inv_gamma: float = flag(1.0)
+    ema_power: float = flag(3 / 4)
+    ema_max_decay: float = flag(0.999)
+    ema_warmup: bool = flag(
+        True, help="Ramp the EMA decay up to --ema_max_decay; --no-ema_warmup keeps it constant from the first step."
+    )
+    mixed_precision: str | None = flag(
+        None, help="Defaults to accelerate's config (`accelerate config`).", choices=("no", "fp16", "bf16")
+    )
+    allow_tf32: bool = flag(
+        False,
+        help="Lets Ampere and newer GPUs run fp32 matmuls in TF32: faster, with a 10-bit mantissa in the products.",
+    )
+    seed: int = flag(0)
     # Logging, sampling, checkpoints
-    report_to: str = "tensorboard"
-    logging_dir: str = "logs"
-    logging_steps: int = 25
-    save_images_steps: int = 0
-    num_sample_images: int = 64
-    sample_grid_steps: int | None = None
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = None
-    resume_from_checkpoint: str | None = None
+    report_to: str = flag(
+        "tensorboard",
+        help='Tracker of accelerate ("tensorboard", "wandb", "all", "none"); a JSON-lines log is always written.',
+        aliases=("--logger",),
+    )
+    logging_dir: str = flag(
+        "logs",
+        help=(
+            "Relative to --output_dir. A folder outside it (absolute, ../) may be shared: each run logs to its own "
+            "subfolder there, named after --output_dir."
+        ),
+    )
+    logging_steps: int = flag(25, help="Log (and check the loss is finite) every N steps.")
+    save_images_steps: int = flag(0, help="Sample a grid every N steps (0: only at the end).")
+    num_sample_images: int = flag(64, help="Images in each sample grid.")
+    sample_grid_steps: int | None = flag(
+        None,
+        help=(
+            "U-Net calls of the chain that draws the sample grids (default: the saved sampler's own, e.g. L x T = "
+            "1000 with --recipe ncsn_v1); the saved pipeline keeps its sampler."
+        ),
+    )
+    checkpointing_steps: int = flag(500)
+    checkpoints_total_limit: int | None = flag(None, help="Keep at most this many checkpoints.")
+    resume_from_checkpoint: str | None = flag(
+        None,
+        help=(
+            '"latest" or a checkpoint-<step> folder (a bare name is looked up in --output_dir). Checkpoints past the '
+            "resumed one are moved aside to abandoned-checkpoint-<step>-<time>."
+        ),
+    )
     # Consistency distillation (--objective consistency_distillation; defaults: distillation_config.py)
-    teacher_model: str | None = None
-    num_scales: int = 18
-    target_ema_rate: float = 0.95
-    distance: str = "l2"
-    sigma_data: float = 0.5
-    student_init: str | None = None
-    quality_samples: int = 500
+    teacher_model: str | None = flag(None, help="The saved NCSN score pipeline (folder or Hub id) to distil.")
+    num_scales: int = flag(18, help="N, levels of the Karras grid from the teacher's sigma_max to sigma_min (18).")
+    target_ema_rate: float = flag(0.95, help="mu of the target network theta^- (0.95); not --ema_max_decay.")
+    distance: str = flag("l2", help="d of the consistency loss (default l2).", choices=("l2", "pseudo_huber"))
+    sigma_data: float = flag(0.5, help="sigma_data of c_skip / c_out / c_in (0.5).")
+    student_init: str | None = flag(
+        None,
+        help="The student's weights: the teacher's where the architectures allow (the default), or fresh.",
+        choices=("teacher", "random"),
+    )
+    quality_samples: int = flag(
+        500,
+        help="Samples scored at 1 and 2 calls by the digits evaluator at the end, for the model card (500; 0 skips).",
+    )
     # Hub
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
-    hub_token: str | None = dataclasses.field(default=None, repr=False)
-    hub_private_repo: bool = False
-    local_rank: int = -1
+    push_to_hub: bool = flag(False)
+    hub_model_id: str | None = flag(None, help="Repository id (defaults to the name of --output_dir).")
+    hub_token: str | None = flag(
+        None,
+        help=(
+            "Hub token; better leave it out and set HF_TOKEN or log in once with `hf auth login`: a flag is visible "
+            "to every user of the machine (`ps`). Used for the upload only, never written to a file or the log; "
+            "refused with --report_to wandb or all (W&B records the command line)."
+        ),
+        repr=False,
+    )
+    hub_private_repo: bool = flag(False)
+    local_rank: int = flag(-1, hidden=True)
 
     def explicit_fields(self) -> set[str]:
         """The fields set away from their defaults: the ones a recipe must not replace."""
@@ -136,171 +300,26 @@ class TrainingConfig:
             return self
         config = dataclasses.replace(self)
         explicit = config.explicit_fields() if explicit is None else set(explicit)
-        apply_score_model(config, explicit)
+        if config.objective not in OBJECTIVES:
+            raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}.")
+        objective = objective_class(config.objective)
+        for other in OBJECTIVES.values():
+            if other is not objective:
+                other.refuse_settings(config, explicit)
+        objective.adopt_settings(config, explicit)
         fill_data_defaults(config)
         apply_recipe(config, explicit)
-        resolve_distillation(config, explicit)
+        objective.resolve_settings(config, explicit)
         check_flag_ranges(config)
         check_args(config)
         check_explicit_flags_are_used(config, explicit)
-        check_noise_classifier_args(config, explicit)
+        objective.check_settings(config, explicit)
         config._resolved = True
         return config
 
 
-def check_explicit_flags_are_used(args: TrainingConfig, explicit: set[str]):
-    """Refuses a flag given explicitly that the resolved run would ignore (issue 20, row 7)."""
-    if args.noise_ladder == "ncsnv2" and args.objective in VE_OBJECTIVES and "langevin_epsilon" in explicit:
-        raise ValueError(
-            f"--langevin_epsilon {args.langevin_epsilon} would be ignored: --noise_ladder ncsnv2 (the default for "
-            "--objective dsm, and --recipe ncsnv2's) computes the step size from the data (NCSNv2's Technique 4). "
-            "Drop it, or pass --noise_ladder explicit with --sigma_max and --num_noise_levels."
-        )
-
-
-def fill_data_defaults(args: TrainingConfig):
-    """The data source and its channels, which a recipe's Adam epsilon depends on (D = channels x resolution^2)."""
-    if args.dataset_name is not None and args.train_data_dir is not None:
-        raise ValueError("--dataset_name and --train_data_dir contradict each other; pass one (or neither: digits).")
-    if args.channels is None:
-        args.channels = 1 if args.dataset_name is None and args.train_data_dir is None else 3
-    if args.dataloader_num_workers is None:
-        args.dataloader_num_workers = default_num_workers()
-
-
-# The small presets train fast at 2e-3; the 36M-parameter one collapses to a zero score there (DDPM used 2e-4).
-DEFAULT_LEARNING_RATES = {"tiny": 2e-3, "digits": 2e-3, "cifar10": 2e-4}
-
-
-# Optimizer steps when neither --max_train_steps nor --num_epochs is given (other presets: 100 epochs). The digits
-# preset's 3,000 steps fit the default run in 15 minutes on 2 CPU cores (README, "Set up").
-DEFAULT_TRAIN_STEPS = {"digits": 3000}
-
-
-DEFAULT_NUM_EPOCHS = 100
-
-
 # Never written anywhere: not to training_args.json, the trackers, the model card or the log.
 SECRET_ARGS = ("hub_token",)
-
-
-def check_args(args: TrainingConfig):
-    """Fills the defaults that depend on other flags and rejects contradictions with a message naming the flags."""
-    for name in (
-        "train_batch_size",
-        "gradient_accumulation_steps",
-        "logging_steps",
-        "checkpointing_steps",
-        "num_sample_images",
-        "num_train_timesteps",
-    ):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    for name in ("num_epochs", "max_train_steps", "checkpoints_total_limit", "num_noise_levels", "steps_per_level"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if args.resolution < 1:
-        raise ValueError(f"--resolution must be a positive integer, got {args.resolution}.")
-    if args.learning_rate is None:
-        args.learning_rate = DEFAULT_LEARNING_RATES[args.model_preset]
-    if args.max_train_steps is None and args.num_epochs is None:
-        args.max_train_steps = DEFAULT_TRAIN_STEPS.get(args.model_preset)
-        args.num_epochs = None if args.max_train_steps else DEFAULT_NUM_EPOCHS
-    if args.learning_rate <= 0:
-        raise ValueError(f"--learning_rate must be positive, got {args.learning_rate}.")
-    ve_flags = [f"--{n}" for n in ("sigma_max", "sigma_min") if getattr(args, n) is not None]
-    if args.objective == "epsilon" and (ve_flags or args.noise_ladder == "ncsnv2"):
-        raise ValueError(
-            f"{' and '.join(ve_flags) or '--noise_ladder ncsnv2'} set(s) the VE ladder of --objective dsm; "
-            "--objective epsilon uses the DDPM schedule (--num_train_timesteps, --ddpm_beta_schedule)."
-        )
-    # The defaults chosen from the sampler comparison (README) are those of dsm; ssm and epsilon keep the paper's.
-    explicit = args.sigma_max is not None or args.num_noise_levels is not None
-    explicit = explicit or args.objective not in DEFAULT_RUN_LADDER
-    args.noise_ladder = args.noise_ladder or ("explicit" if explicit else "ncsnv2")
-    # NCSN v1's network has one embedding row per trained level: it is trained and sampled on its ladder only.
-    continuous = args.objective in DEFAULT_RUN_LADDER and args.model_type != "ncsn_v1"
-    if args.sigma_sampling is None:
-        args.sigma_sampling = "log_uniform" if continuous else "discrete"
-    if args.sampler is None:
-        args.sampler = "predictor_corrector" if continuous else "annealed_langevin"
-    if args.model_type == "ncsn_v1" and (args.sigma_sampling, args.sampler) != ("discrete", "annealed_langevin"):
-        raise ValueError(
-            "--model_type ncsn_v1 conditions on the index of a trained noise level, so it needs --sigma_sampling "
-            "discrete and --sampler annealed_langevin (sigmas between its levels have no embedding)."
-        )
-    if args.objective == "epsilon" and args.sampler != "annealed_langevin":
-        raise ValueError(f"--sampler {args.sampler} samples score models (dsm, ssm); drop it for epsilon.")
-    if args.sampling_calls < 1 or args.corrector_steps < 0 or not args.snr > 0:
-        raise ValueError("Need --sampling_calls >= 1, --corrector_steps >= 0 and --snr > 0.")
-    if args.objective == "epsilon" and args.sigma_sampling != "discrete":
-        raise ValueError(
-            f"--sigma_sampling {args.sigma_sampling} draws VE sigmas (--objective dsm or ssm); epsilon draws DDPM "
-            "timesteps."
-        )
-    if not args.log_sigma_std > 0:
-        raise ValueError(f"--log_sigma_std (P_std) must be positive, got {args.log_sigma_std}.")
-    computed = [f"--{n}" for n in ("sigma_max", "num_noise_levels") if getattr(args, n) is not None]
-    if args.noise_ladder == "ncsnv2" and computed:
-        raise ValueError(
-            f"{' and '.join(computed)} contradict(s) --noise_ladder ncsnv2, which computes sigma_1 and L from the "
-            "data; drop them or use --noise_ladder explicit (--sigma_min is allowed: it is sigma_L)."
-        )
-    args.sigma_max = 1.0 if args.sigma_max is None else args.sigma_max
-    args.sigma_min = 0.02 if args.sigma_min is None else args.sigma_min
-    args.num_noise_levels = 10 if args.num_noise_levels is None else args.num_noise_levels
-    args.steps_per_level = 20 if args.steps_per_level is None else args.steps_per_level
-    if args.objective in VE_OBJECTIVES and not 0 < args.sigma_min < args.sigma_max:
-        raise ValueError(f"Need 0 < --sigma_min ({args.sigma_min}) < --sigma_max ({args.sigma_max}).")
-    if args.langevin_epsilon is None:
-        args.langevin_epsilon = 8e-5 if args.objective in VE_OBJECTIVES else 2e-5
-    if args.num_projections < 1:
-        raise ValueError(f"--num_projections must be >= 1, got {args.num_projections}.")
-    if args.hub_model_id is not None and not args.push_to_hub:
-        raise ValueError("--hub_model_id is only used with --push_to_hub; add --push_to_hub or drop it.")
-    top = Path(args.logging_dir).parts[0] if Path(args.logging_dir).parts else "."
-    if top in (OWN_ENTRIES - {"logs"}) | {"."} or top.startswith(("checkpoint-", ABANDONED_PREFIX)):
-        raise ValueError(
-            f"--logging_dir {args.logging_dir} lies in {top}, which the run writes itself; pass another folder "
-            "(default: logs)."
-        )
-    if args.hub_token is not None and args.report_to in ("wandb", "all"):
-        raise ValueError(
-            f"--hub_token with --report_to {args.report_to}: Weights & Biases records the command line (sys.argv) "
-            "and uploads it, token included. Drop --hub_token and set HF_TOKEN or log in once with `hf auth login`."
-        )
-    if args.resume_from_checkpoint is not None and args.overwrite_output_dir:
-        raise ValueError("--resume_from_checkpoint and --overwrite_output_dir contradict each other; pass one.")
-    if args.report_to == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            args.report_to = "none"
-
-
-def apply_recipe(args: TrainingConfig, explicit: set[str]):
-    """Sets the values of `--recipe` on every flag not given on the command line."""
-    if args.model_type != "unet" and args.objective == "epsilon":
-        raise ValueError(f"--model_type {args.model_type} is a score network; train it with --objective dsm or ssm.")
-    if args.recipe is None:
-        return
-    if args.recipe_dataset is not None:
-        config = OFFICIAL_CONFIGS[args.recipe].get(args.recipe_dataset)
-        if config is None:
-            raise ValueError(
-                f"--recipe {args.recipe} has no official config for --recipe_dataset {args.recipe_dataset}; "
-                f"choose one of {sorted(OFFICIAL_CONFIGS[args.recipe])}."
-            )
-        resolution = args.resolution if "resolution" in explicit else config.resolution
-        channels = args.channels if "channels" in explicit else config.channels
-    else:
-        resolution, channels = args.resolution, args.channels
-    settings = recipe_settings(args.recipe, args.recipe_dataset, data_dim=channels * resolution**2)
-    for name, value in settings.items():
-        if name not in explicit:
-            setattr(args, name, value)
-    if args.objective != "dsm":
-        raise ValueError(f"--recipe {args.recipe} trains a score network with --objective dsm.")
 
 
 def public_args(args: TrainingConfig) -> dict:

@@ -17,18 +17,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..models import NCSNUNet2DModel
 from ..parameterization import append_dims, sample_from_score
+from ..schedulers.noise_ladders import karras_sigmas
 
 DISTANCES = ("l2", "pseudo_huber")
-
-
-def karras_sigmas(num_levels: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """t_1 = sigma_max > ... > t_N = sigma_min: t_i = (sigma_max^(1/rho) + (i-1)/(N-1) (sigma_min^(1/rho) -
-    sigma_max^(1/rho)))^rho, EDM's grid, as `CMStochasticIterativeScheduler` builds it. Shape (N,), float32."""
-    if num_levels < 2:
-        raise ValueError(f"`num_levels` (N) must be at least 2, got {num_levels}.")
-    ramp = torch.linspace(0, 1, num_levels, dtype=torch.float64)
-    inv_rho_max, inv_rho_min = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
-    return ((inv_rho_max + ramp * (inv_rho_min - inv_rho_max)) ** rho).float()
 
 
 def teacher_denoiser(teacher: nn.Module, data_range: tuple[float, float] = (-1.0, 1.0)):
@@ -219,7 +210,7 @@ def distill(
     if num_steps < 0 or batch_size < 1:
         raise ValueError(f"`num_steps` must be >= 0 and `batch_size` >= 1, got {num_steps} and {batch_size}.")
     config = scheduler.config
-    sigmas = karras_sigmas(config.num_train_timesteps, config.sigma_min, config.sigma_max, config.rho)
+    sigmas = karras_sigmas(config.sigma_max, config.sigma_min, config.num_train_timesteps, config.rho).float()
     target = copy.deepcopy(student).requires_grad_(False)
     optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
     student.train()

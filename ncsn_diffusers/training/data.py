@@ -8,11 +8,10 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..digits import load_digits_images
 from ..parameterization import append_dims
-from ..recipes import OFFICIAL_DATA_RANGE
 from .batch_order import NOISE_STREAM, BatchOrder, derived_seed
 from .image_dataset import ImageFolderDataset, ImageTableDataset
 from .images import decode_images, hub_dataset_sources, image_folder_sources
-from .objectives import build_objective
+from .recipes import OFFICIAL_DATA_RANGE
 from .streaming import batch_loader, decode_subset
 
 logger = logging.getLogger(__name__)
@@ -67,6 +66,18 @@ def to_model_range(images: torch.Tensor, data_range: tuple[float, float] = DATA_
         images = images.float() / 255.0
     low, high = data_range
     return images * (high - low) + low
+
+
+def trained_on_digits(args) -> bool:
+    """Whether the run trains on the embedded digits (no --dataset_name, no --train_data_dir)."""
+    return args.dataset_name is None and args.train_data_dir is None
+
+
+def card_datasets(args) -> list[str] | None:
+    """The `datasets` of a model card's metadata: the digits, or a Hub dataset's id (never a local path)."""
+    if trained_on_digits(args):
+        return ["sklearn-digits"]
+    return [args.dataset_name] if args.dataset_name and not Path(args.dataset_name).exists() else None
 
 
 def dataset_label(args) -> str:
@@ -144,15 +155,16 @@ def shard_in_memory(images, order, micro_step, process_index=0, num_processes=1)
     return images[index]
 
 
-def draw_batch(images, order, micro_step, seed, noise_scheduler, args, process_index=0, num_processes=1):
+def draw_batch(images, order, micro_step, seed, objective, args, process_index=0, num_processes=1):
     """[`complete_batch`] of the shard of micro-step `micro_step` from images in memory, on `images.device`."""
     clean = shard_in_memory(images, order, micro_step, process_index, num_processes)
-    return complete_batch(clean, order.global_batch_size, micro_step, seed, noise_scheduler, args, process_index)
+    return complete_batch(clean, order.global_batch_size, micro_step, seed, objective, args, process_index)
 
 
-def complete_batch(clean, global_batch_size, micro_step, seed, noise_scheduler, args, process_index=0):
-    """The clean batch x (in the model's range), its noise z and noise-level draws for one micro-step, on
-    `clean.device`, from this process's shard `clean` (uint8, or float32 in [0, 1]) of its global batch.
+def complete_batch(clean, global_batch_size, micro_step, seed, objective, args, process_index=0):
+    """The clean batch x (in the model's range), its noise z and the run's `objective`'s noise-level draws for one
+    micro-step, on `clean.device`, from this process's shard `clean` (uint8, or float32 in [0, 1]) of its global
+    batch.
 
     Draws (dequantisation, flips, levels, noise) are made for the global batch from a generator seeded by
     (seed, micro_step) and this process keeps its shard, so they do not depend on the number of processes, nor on
@@ -174,6 +186,6 @@ def complete_batch(clean, global_batch_size, micro_step, seed, noise_scheduler, 
     if args.random_flip:
         flip = torch.rand(global_shape[0], generator=generator, device=device)[shard] < 0.5
         clean = torch.where(append_dims(flip, clean.ndim), clean.flip(-1), clean)
-    levels = build_objective(args, noise_scheduler).sample_levels(global_shape[0], generator, device)[shard]
+    levels = objective.sample_levels(global_shape[0], generator, device)[shard]
     noise = randn_tensor(global_shape, generator=generator, device=device, dtype=torch.float32)[shard]
     return to_model_range(clean, model_data_range(args)), noise, levels

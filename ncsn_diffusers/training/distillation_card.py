@@ -2,7 +2,9 @@
 
 import torch
 
-# Written beside the pipeline by `ConsistencyDistillation.finish`; benchmarks/bench_distillation.py reads it.
+from ..evaluation.digits_metrics import evaluate_samples
+
+# Written beside the pipeline by `ConsistencyDistillation.save`; benchmarks/bench_distillation.py reads it.
 DISTILLATION_RECORD = "distillation.json"
 
 # The second level of a 2-call sample, as a fraction of the grid: timesteps [round(TWO_CALL_RAMP (N - 1)), 0], i.e.
@@ -33,8 +35,6 @@ def measure_quality(pipeline, num_samples: int, seed: int, batch_size: int = 100
     and the smallest and largest class share, of `num_samples` samples of each of `quality_samplers` (`{}` for 0)."""
     if num_samples == 0:
         return {}
-    from ..evaluation.digits_metrics import evaluate_samples
-
     quality = {}
     for label, call in quality_samplers(pipeline.scheduler.config.num_train_timesteps).items():
         generator = torch.Generator(pipeline.device).manual_seed(seed)

@@ -4,7 +4,6 @@ Called by `TrainingConfig.resolve`, so a refused teacher or flag fails before an
 """
 
 import json
-import math
 from pathlib import Path
 
 from ..pipelines.pipeline_folder import resolve_pipeline_folder
@@ -91,17 +90,18 @@ def teacher_data_range(scheduler_config: dict) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
+def refuse_distillation_flags(config, explicit: set[str]) -> None:
+    """Refuses the distillation flags given explicitly on a run of another objective (they would be ignored)."""
+    given = [f"--{name}" for name in DISTILLATION_FLAGS if name in explicit]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} only apply to --objective {OBJECTIVE}; add it or drop them "
+            f"(this run is --objective {config.objective})."
+        )
+
+
 def resolve_distillation(config, explicit: set[str]) -> None:
-    """Fills this objective's defaults on `config` and checks its flags and teacher; for any other objective,
-    refuses the distillation flags given explicitly (they would be ignored)."""
-    if config.objective != OBJECTIVE:
-        given = [f"--{name}" for name in DISTILLATION_FLAGS if name in explicit]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)} only apply to --objective {OBJECTIVE}; add it or drop them "
-                f"(this run is --objective {config.objective})."
-            )
-        return
+    """Fills this objective's defaults on `config` and checks its flags and teacher."""
     if config.teacher_model is None:
         raise ValueError(f"--objective {OBJECTIVE} needs --teacher_model DIR, a saved NCSN score pipeline or Hub id.")
     refused = [
@@ -112,18 +112,23 @@ def resolve_distillation(config, explicit: set[str]) -> None:
     for flag, bad, why in refused:
         if bad:
             raise ValueError(f"--{flag} does not apply to --objective {OBJECTIVE} ({why}); drop it.")
-    if config.num_scales < 2:
-        raise ValueError(f"--num_scales (N) must be at least 2, got {config.num_scales}.")
-    if not 0.0 <= config.target_ema_rate < 1.0:
-        raise ValueError(f"--target_ema_rate (mu) must lie in [0, 1), got {config.target_ema_rate}.")
-    if config.distance not in DISTANCES:
-        raise ValueError(f"--distance must be one of {', '.join(DISTANCES)}, got {config.distance!r}.")
-    if not (math.isfinite(config.sigma_data) and config.sigma_data > 0):
-        raise ValueError(f"--sigma_data must be a positive number, got {config.sigma_data}.")
-    if config.quality_samples < 0:
-        raise ValueError(f"--quality_samples must be >= 0 (0 skips the measurement), got {config.quality_samples}.")
+    check_distance(config)
     teacher = read_teacher(config.teacher_model)
     check_teacher(teacher, config.teacher_model)
+    resolve_student(config, teacher, explicit)
+    for name, value in DISTILLATION_DEFAULTS.items():
+        if name not in explicit and not (name == "max_train_steps" and "num_epochs" in explicit):
+            setattr(config, name, value)
+
+
+def check_distance(config) -> None:
+    """Refuses a distance d the loss does not know (the numeric flags' ranges are in `flag_ranges.py`)."""
+    if config.distance not in DISTANCES:
+        raise ValueError(f"--distance must be one of {', '.join(DISTANCES)}, got {config.distance!r}.")
+
+
+def resolve_student(config, teacher: dict, explicit: set[str]) -> None:
+    """`--student_init` (the teacher's weights when they can be copied) and the teacher's resolution and channels."""
     copyable = teacher["unet"]["_class_name"] in COPYABLE_TEACHERS
     if config.student_init is None:
         config.student_init = "teacher" if copyable else "random"
@@ -144,6 +149,3 @@ def resolve_distillation(config, explicit: set[str]) -> None:
                 "is used) or distil a teacher trained on such data."
             )
         setattr(config, flag, value)
-    for name, value in DISTILLATION_DEFAULTS.items():
-        if name not in explicit and not (name == "max_train_steps" and "num_epochs" in explicit):
-            setattr(config, name, value)

@@ -1,13 +1,12 @@
-"""The end of a run: the EMA weights become the model, saved as a pipeline with its sample grid and model card."""
+"""A trained score (or epsilon) network saved as a pipeline with its sample grid and model card; the EMA weights
+loaded for a while, for the grids drawn during training."""
 
 import time
 from pathlib import Path
 
 from accelerate.logging import get_logger
 
-from .data import dataset_label
-from .hub import push_to_hub
-from .objectives import VE_OBJECTIVES
+from .data import card_datasets, dataset_label
 from .sampler import make_pipeline, save_sample_grid
 
 logger = get_logger(__name__, log_level="INFO")
@@ -30,12 +29,11 @@ class ema_weights:
             self.ema.restore(self.model.parameters())
 
 
-def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last):
-    """Saves the pipeline (EMA weights) to --output_dir, samples the final grid, writes the model card, pushes."""
-    unet = accelerator.unwrap_model(unet)
-    if ema is not None:
-        ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model
-    unet.eval()
+def save_pipeline(
+    args, accelerator, unet, noise_scheduler, images, max_train_steps, train_time, last, repo_id, ve_ladder
+):
+    """Saves the trained network as a pipeline to --output_dir with its sampler, samples the final grid and writes
+    the model card. `ve_ladder`: the model was trained on the VE ladder (the card names the ladder and sigma draws)."""
     pipeline = make_pipeline(unet, noise_scheduler, args)
     grid = Path(args.output_dir) / "samples" / f"step_{max_train_steps:06d}.png"
     sample_start = time.time()
@@ -63,11 +61,11 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "mixed_precision": accelerator.mixed_precision,
             "dequantize": args.dequantize,
             "random_flip": args.random_flip,
-            "noise_ladder": args.noise_ladder if args.objective in VE_OBJECTIVES else "ddpm",
-            **({"sigma_sampling": args.sigma_sampling} if args.objective in VE_OBJECTIVES else {}),
+            "noise_ladder": args.noise_ladder if ve_ladder else "ddpm",
+            **({"sigma_sampling": args.sigma_sampling} if ve_ladder else {}),
             **(
                 {"log_sigma_mean": args.log_sigma_mean, "log_sigma_std": args.log_sigma_std}
-                if args.objective in VE_OBJECTIVES and args.sigma_sampling == "log_normal"
+                if ve_ladder and args.sigma_sampling == "log_normal"
                 else {}
             ),
             "seed": args.seed,
@@ -81,13 +79,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "sample grid": str(grid.relative_to(args.output_dir)),
             "device": str(accelerator.device),
         },
-        "datasets": ["sklearn-digits"]
-        if args.dataset_name is None and args.train_data_dir is None
-        else ([args.dataset_name] if args.dataset_name and not Path(args.dataset_name).exists() else None),
+        "datasets": card_datasets(args),
     }
-    repo_id = args.hub_model_id or (Path(args.output_dir).resolve().name if args.push_to_hub else None)
     pipeline.save_pretrained(args.output_dir, repo_id=repo_id)
     logger.info(f"Saved the pipeline and model card to {args.output_dir}, samples to {grid} ({sample_time:.0f} s)")
-    if args.push_to_hub:
-        repo_id = push_to_hub(args, repo_id)
-        logger.info(f"Pushed {args.output_dir} to {repo_id}")

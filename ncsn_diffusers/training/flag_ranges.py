@@ -1,4 +1,4 @@
-"""The range of every numeric flag, checked by `TrainingConfig.resolve` before anything is built (issue 20, row 8).
+"""The range of every numeric flag, in one table, checked by `TrainingConfig.resolve` before anything is built.
 
 A value out of range would otherwise train to the end and save something useless: an EMA decay of 2 samples NaN, a
 decay of 1 saves the random initialisation, a NaN `--max_grad_norm` turns every weight into NaN at the first step.
@@ -6,43 +6,69 @@ decay of 1 saves the random initialisation, a NaN `--max_grad_norm` turns every 
 
 import math
 
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+finite = math.isfinite
+
+
+def at_least(low):
+    """`v >= low`, or `v is None` (a setting left to `resolve`)."""
+    return lambda v: v is None or v >= low
+
+
+# (flag, its symbol or None, the rule, what the message says a value must do)
+FLAG_RANGES = [
+    ("ema_max_decay", None, lambda v: 0 <= v < 1, "be in [0, 1) (1 would keep the random initialisation)"),
+    ("ema_inv_gamma", None, lambda v: finite(v) and v > 0, "be a positive number"),
+    ("ema_power", None, lambda v: finite(v) and v > 0, "be a positive number"),
+    ("adam_beta1", None, lambda v: 0 <= v < 1, "be in [0, 1)"),
+    ("adam_beta2", None, lambda v: 0 <= v < 1, "be in [0, 1)"),
+    ("adam_epsilon", None, lambda v: finite(v) and v > 0, "be a positive number"),
+    ("adam_weight_decay", None, lambda v: finite(v) and v >= 0, "be a number >= 0"),
+    ("learning_rate", None, lambda v: v is None or (finite(v) and v > 0), "be a positive number"),
+    ("lr_warmup_steps", None, lambda v: v >= 0, "be an integer >= 0"),
+    ("max_grad_norm", None, lambda v: finite(v) and v >= 0, "be a number >= 0 (0 disables clipping)"),
+    ("seed", None, lambda v: 0 <= v < 2**63, "be an integer in [0, 2^63)"),
+    ("snr", None, lambda v: finite(v) and v > 0, "be a positive number"),
+    ("save_images_steps", None, lambda v: v >= 0, "be an integer >= 0 (0: a grid at the end only)"),
+    ("sample_grid_steps", None, at_least(1), "be an integer >= 1 (U-Net calls of the final grid)"),
+    ("langevin_epsilon", None, lambda v: v is None or (finite(v) and v > 0), "be a positive number"),
+    ("sigma_max", None, lambda v: v is None or finite(v), "be a finite number"),
+    ("sigma_min", None, lambda v: v is None or finite(v), "be a finite number"),
+    ("sampling_sigma_max", None, lambda v: v is None or (finite(v) and v > 0), "be a positive number"),
+    ("log_sigma_mean", None, finite, "be a finite number"),
+    ("dataloader_num_workers", None, at_least(0), "be an integer >= 0 (0: decode in the training process)"),
+    # counts
+    ("train_batch_size", None, at_least(1), "be >= 1"),
+    ("gradient_accumulation_steps", None, at_least(1), "be >= 1"),
+    ("logging_steps", None, at_least(1), "be >= 1"),
+    ("checkpointing_steps", None, at_least(1), "be >= 1"),
+    ("num_sample_images", None, at_least(1), "be >= 1"),
+    ("num_train_timesteps", None, at_least(1), "be >= 1"),
+    ("num_epochs", None, at_least(1), "be >= 1"),
+    ("max_train_steps", None, at_least(1), "be >= 1"),
+    ("checkpoints_total_limit", None, at_least(1), "be >= 1"),
+    ("num_noise_levels", None, at_least(1), "be >= 1"),
+    ("steps_per_level", None, at_least(1), "be >= 1"),
+    ("resolution", None, at_least(1), "be a positive integer"),
+    ("num_projections", None, at_least(1), "be >= 1"),
+    ("log_sigma_std", "P_std", lambda v: v > 0, "be positive"),
+    # consistency distillation
+    ("num_scales", "N", at_least(2), "be at least 2"),
+    ("target_ema_rate", "mu", lambda v: 0.0 <= v < 1.0, "lie in [0, 1)"),
+    ("sigma_data", None, lambda v: finite(v) and v > 0, "be a positive number"),
+    ("quality_samples", None, at_least(0), "be >= 0 (0 skips the measurement)"),
+]
+
 
 def check_flag_ranges(config):
     """Raises a `ValueError` naming the first flag of `config` out of its range, and the range."""
-    finite = math.isfinite
-    rules = [
-        ("ema_max_decay", lambda v: 0 <= v < 1, "in [0, 1) (1 would keep the random initialisation)"),
-        ("ema_inv_gamma", lambda v: finite(v) and v > 0, "a positive number"),
-        ("ema_power", lambda v: finite(v) and v > 0, "a positive number"),
-        ("adam_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
-        ("adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
-        ("adam_epsilon", lambda v: finite(v) and v > 0, "a positive number"),
-        ("adam_weight_decay", lambda v: finite(v) and v >= 0, "a number >= 0"),
-        ("learning_rate", lambda v: v is None or (finite(v) and v > 0), "a positive number"),
-        ("lr_warmup_steps", lambda v: v >= 0, "an integer >= 0"),
-        ("max_grad_norm", lambda v: finite(v) and v >= 0, "a number >= 0 (0 disables clipping)"),
-        ("seed", lambda v: 0 <= v < 2**63, "an integer in [0, 2^63)"),
-        ("snr", lambda v: finite(v) and v > 0, "a positive number"),
-        ("save_images_steps", lambda v: v >= 0, "an integer >= 0 (0: a grid at the end only)"),
-        ("sample_grid_steps", lambda v: v is None or v >= 1, "an integer >= 1 (U-Net calls of the final grid)"),
-        ("langevin_epsilon", lambda v: v is None or (finite(v) and v > 0), "a positive number"),
-        ("sigma_max", lambda v: v is None or finite(v), "a finite number"),
-        ("sigma_min", lambda v: v is None or finite(v), "a finite number"),
-        ("sampling_sigma_max", lambda v: v is None or (finite(v) and v > 0), "a positive number"),
-        ("log_sigma_mean", finite, "a finite number"),
-        (
-            "dataloader_num_workers",
-            lambda v: v is None or v >= 0,
-            "an integer >= 0 (0: decode in the training process)",
-        ),
-    ]
-    for name, ok, expected in rules:
+    for name, symbol, ok, requirement in FLAG_RANGES:
         value = getattr(config, name)
         if not ok(value):
-            raise ValueError(f"--{name} must be {expected}, got {value}.")
+            flag = f"--{name}" + (f" ({symbol})" if symbol else "")
+            raise ValueError(f"{flag} must {requirement}, got {value}.")
     if config.hub_model_id is not None:
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
         try:
             validate_repo_id(config.hub_model_id)
         except HFValidationError as err:

@@ -24,10 +24,10 @@ from .checkpointing import (
 from .config import TrainingConfig, public_args
 from .data import TrainingBatches, complete_batch, training_set
 from .export import ema_weights
+from .finish import finish
 from .json_log import JsonLog
 from .log_dir import LOG_FILE, run_logging_dir
-from .networks import build_noise_scheduler
-from .objectives import VE_OBJECTIVES, build_objective
+from .objectives import build_objective
 from .run_dir import OutputDirClaim, resume_path
 from .run_settings import compare_run_settings, must_match, run_settings
 from .sampler import make_pipeline, sampling_sigma_max, save_sample_grid
@@ -70,12 +70,12 @@ def _train(args, claim: OutputDirClaim):
     set_seed(args.seed)  # model initialisation; training draws use their own (seed, step) generators
 
     images = training_set(args)
-    noise_scheduler = build_noise_scheduler(args, images)
-    objective = build_objective(args, noise_scheduler)
+    objective = build_objective(args, images)
+    noise_scheduler = objective.noise_scheduler
     unet = objective.build_network(args, images)
-    if args.objective in VE_OBJECTIVES and args.sampler != "annealed_langevin":
+    if objective.ve_ladder and args.sampler != "annealed_langevin":
         sampling_sigma_max(args, noise_scheduler.config)  # a bad --sampling_sigma_max fails before training
-    if args.objective in VE_OBJECTIVES:
+    if objective.ve_ladder:
         sigmas = noise_scheduler.sigmas.tolist()
         logger.info(
             f"Noise ladder ({args.noise_ladder}): L={len(sigmas)}, sigma_1={sigmas[0]:.4g} ... "
@@ -162,12 +162,12 @@ def _train(args, claim: OutputDirClaim):
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        objective.finish(args, accelerator, unet, ema, images, max_train_steps, train_time, last)
+        finish(objective, args, accelerator, unet, ema, images, max_train_steps, train_time, last)
     del unet, optimizer, lr_scheduler, ema  # the DDP reducer goes before the process group (end_distributed_run)
     end_distributed_run(accelerator)
 
 
-def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int, objective=None) -> int:
+def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int, objective) -> int:
     """Restores the state of `--resume_from_checkpoint` and returns its step (0 for a fresh run).
 
     The checkpoints past the resumed one belong to the run being abandoned: they are moved aside (see
@@ -180,8 +180,10 @@ def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_step
         logger.info(f"No complete checkpoint in {args.output_dir}; starting a new training run.")
         return 0
     saved = read_training_state(path)
-    current = run_settings(args, accelerator.num_processes, max_train_steps)
-    warnings = compare_run_settings(path, saved.get("settings", {}), current, must_match(args))
+    current = run_settings(args, accelerator.num_processes, max_train_steps, objective.resume_must_match)
+    warnings = compare_run_settings(
+        path, saved.get("settings", {}), current, must_match(args, objective.resume_must_match)
+    )
     if saved["step"] > max_train_steps:
         raise ValueError(
             f"{path} is at step {saved['step']}, past --max_train_steps {max_train_steps}; pass --max_train_steps "
@@ -246,7 +248,7 @@ def run_training(
                 order.global_batch_size,
                 micro,
                 args.seed,
-                noise_scheduler,
+                objective,
                 args,
                 accelerator.process_index,
             )
@@ -309,7 +311,9 @@ def run_training(
                 done,
                 {
                     "epoch": last.get("epoch", 0),
-                    "settings": run_settings(args, accelerator.num_processes, max_train_steps),
+                    "settings": run_settings(
+                        args, accelerator.num_processes, max_train_steps, objective.resume_must_match
+                    ),
                 },
                 args.checkpoints_total_limit,
                 model=unet,
@@ -340,7 +344,7 @@ def end_distributed_run(accelerator):
     """Ends a run explicitly, so that no process hangs at exit: a last barrier, accelerate's references to the
     prepared (DDP-wrapped) model and optimizer dropped and collected, then the trackers closed and the process group
     destroyed (`end_training`). Left to interpreter exit, DDP's reducer may be freed after the gloo process group,
-    whose destructor then blocks forever (issue 20, "A hang"). The caller drops its own references first.
+    whose destructor then blocks forever. The caller drops its own references first.
     """
     import gc
 

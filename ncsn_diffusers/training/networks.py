@@ -3,27 +3,23 @@
 import torch
 from diffusers import UNet2DModel
 
-from .. import NCSNUNet2DModel
+from ..models import NCSNUNet2DModel
 from ..models.unet_ncsn import PRESETS
-from ..recipes import build_paper_network
 from ..schedulers import AnnealedLangevinScheduler
+from ..schedulers.ncsnv2_ladder_design import ncsnv2_scheduler_config
 from .data import ladder_sample, model_data_range
-from .objectives import VE_OBJECTIVES
+from .recipes import build_paper_network
 
 
-def build_unet(args) -> torch.nn.Module:
-    """`NCSNUNet2DModel` for dsm; for epsilon a stock `UNet2DModel` with the preset's blocks and DDPM's embedding."""
-    preset = dict(PRESETS[args.model_preset])
-    factor = 2 ** (len(preset["block_out_channels"]) - 1)
-    if args.resolution % factor:
-        raise ValueError(
-            f"--resolution {args.resolution} cannot be taken by --model_preset {args.model_preset}, which halves the "
-            f"image {factor // 2 or 1} time(s) (factor {factor}); use a multiple of {factor}, e.g. "
-            f"{max(factor, round(args.resolution / factor) * factor)}."
-        )
-    preset.update(sample_size=args.resolution, in_channels=args.channels)
-    if args.objective in VE_OBJECTIVES:
-        return NCSNUNet2DModel(**preset)
+def build_ncsn_unet(args) -> NCSNUNet2DModel:
+    """The score network s_theta(x, sigma): `NCSNUNet2DModel` of `--model_preset` at the run's size."""
+    return NCSNUNet2DModel(**preset_at_resolution(args))
+
+
+def build_ddpm_unet(args) -> UNet2DModel:
+    """A stock `UNet2DModel` with `--model_preset`'s blocks and DDPM's positional embedding (epsilon models and
+    consistency students)."""
+    preset = preset_at_resolution(args)
     return UNet2DModel(
         sample_size=args.resolution,
         in_channels=args.channels,
@@ -40,6 +36,20 @@ def build_unet(args) -> torch.nn.Module:
     )
 
 
+def preset_at_resolution(args) -> dict:
+    """`--model_preset`'s settings with the run's `sample_size` and `in_channels`, once the resolution is checked."""
+    preset = dict(PRESETS[args.model_preset])
+    factor = 2 ** (len(preset["block_out_channels"]) - 1)
+    if args.resolution % factor:
+        raise ValueError(
+            f"--resolution {args.resolution} cannot be taken by --model_preset {args.model_preset}, which halves the "
+            f"image {factor // 2 or 1} time(s) (factor {factor}); use a multiple of {factor}, e.g. "
+            f"{max(factor, round(args.resolution / factor) * factor)}."
+        )
+    preset.update(sample_size=args.resolution, in_channels=args.channels)
+    return preset
+
+
 def build_paper_unet(args, noise_scheduler: AnnealedLangevinScheduler) -> torch.nn.Module:
     """`--model_type ncsn_v1|ncsnv2`: the authors' network, NCSN v1 conditioned on the scheduler's ladder."""
     config = noise_scheduler.config
@@ -54,8 +64,9 @@ def build_paper_unet(args, noise_scheduler: AnnealedLangevinScheduler) -> torch.
     )
 
 
-def build_noise_scheduler(args, images) -> AnnealedLangevinScheduler:
-    """The scheduler saved with the model: the VE ladder (explicit or NCSNv2) or DDPM's schedule in VP coordinates.
+def build_noise_scheduler(args, images, noise_space: str) -> AnnealedLangevinScheduler:
+    """The scheduler saved with the model: the VE ladder (explicit or NCSNv2) or, for `noise_space="vp"` (the
+    objective's), DDPM's schedule in VP coordinates.
 
     `images` is the training set (a tensor, or a streamed dataset: see [`ladder_sample`]); only NCSNv2's ladder
     reads it.
@@ -66,7 +77,7 @@ def build_noise_scheduler(args, images) -> AnnealedLangevinScheduler:
         final_denoise=args.final_denoise,
         data_range=model_data_range(args),
     )
-    if args.objective == "epsilon":
+    if noise_space == "vp":
         return AnnealedLangevinScheduler(
             noise_space="vp",
             prediction_type="epsilon",
@@ -76,8 +87,6 @@ def build_noise_scheduler(args, images) -> AnnealedLangevinScheduler:
             **common,
         )
     if args.noise_ladder == "ncsnv2":
-        from ncsn_diffusers.ncsnv2_techniques import ncsnv2_scheduler_config
-
         ladder = ncsnv2_scheduler_config(
             ladder_sample(images, args),
             sigma_min=args.sigma_min,

@@ -16,8 +16,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..models import NoiseConditionalClassifier
 from ..parameterization import append_dims
-from .data import dataset_label
-from .hub import push_to_hub
+from .data import card_datasets, dataset_label
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -66,29 +65,21 @@ def build_classifier(args, class_names: list[str]) -> NoiseConditionalClassifier
     return classifier
 
 
-def save_classifier(args, accelerator, classifier, ema, num_images: int, max_train_steps, train_time, last):
-    """Saves the classifier (EMA weights) to --output_dir with `save_pretrained`, writes its model card, pushes."""
-    classifier = accelerator.unwrap_model(classifier)
-    if ema is not None:
-        ema.copy_to(classifier.parameters())  # training is over: the EMA weights are the model
-    classifier.eval().save_pretrained(args.output_dir)
+def save_classifier(args, classifier, num_images: int, max_train_steps, train_time, last):
+    """Saves the trained classifier to --output_dir with `save_pretrained` and writes its model card."""
+    classifier.save_pretrained(args.output_dir)
     card_path = Path(args.output_dir) / "README.md"
     card_path.write_text(classifier_card(args, classifier, num_images, max_train_steps, train_time, last))
     logger.info(f"Saved the classifier and its model card to {args.output_dir}")
-    if args.push_to_hub:
-        repo_id = push_to_hub(args, args.hub_model_id or Path(args.output_dir).resolve().name)
-        logger.info(f"Pushed {args.output_dir} to {repo_id}")
 
 
 def classifier_card(args, classifier, num_images: int, max_train_steps: int, train_time: float, last: dict) -> str:
     """The model card (README.md) of a trained classifier: what it is, how to guide with it, how it was trained."""
-    digits = args.dataset_name is None and args.train_data_dir is None
-    hub_dataset = args.dataset_name is not None and not Path(args.dataset_name).exists()
     metadata = ModelCardData(
         license="apache-2.0",
         library_name="diffusers",
         tags=["ncsn", "score-based", "classifier-guidance", "noise-conditional-classifier", "pytorch"],
-        datasets=["sklearn-digits"] if digits else ([args.dataset_name] if hub_dataset else None),
+        datasets=card_datasets(args),
     )
     names = ", ".join(classifier.config.class_names or [])
     sigma = "log-uniform in [σ_L, σ_1]" if args.sigma_sampling == "log_uniform" else f"`{args.sigma_sampling}`"

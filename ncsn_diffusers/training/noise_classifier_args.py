@@ -15,13 +15,19 @@ IGNORED_FLAGS += ("steps_per_level", "langevin_epsilon", "final_denoise", "save_
 IGNORED_FLAGS += ("num_train_timesteps", "ddpm_beta_schedule")
 
 
+def refuse_classifier_flags(args, explicit: set[str]):
+    """Refuses the classifier's own flags on a run of another objective (they would be ignored)."""
+    if args.score_model is not None:
+        raise ValueError(f"--score_model is only used by --objective noise_classifier, not {args.objective}; drop it.")
+    if "label_column" in explicit:
+        raise ValueError(f"--label_column is only used by --objective noise_classifier, not {args.objective}.")
+
+
 def apply_score_model(args, explicit: set[str]):
     """`--score_model DIR`: takes the noise ladder, sigma distribution and data of the train_ncsn.py run saved in
     DIR (its training_args.json) for every one of them not given, so the classifier sees the score model's noise."""
     if args.score_model is None:
         return
-    if args.objective != "noise_classifier":
-        raise ValueError(f"--score_model is only used by --objective noise_classifier, not {args.objective}; drop it.")
     record = Path(args.score_model) / "training_args.json"
     if not record.is_file():
         raise ValueError(
@@ -47,11 +53,7 @@ def apply_score_model(args, explicit: set[str]):
 
 
 def check_noise_classifier_args(args, explicit: set[str]):
-    """Refuses the classifier's flags on other objectives, and flags a classifier run would ignore."""
-    if args.objective != "noise_classifier":
-        if "label_column" in explicit:
-            raise ValueError(f"--label_column is only used by --objective noise_classifier, not {args.objective}.")
-        return
+    """Refuses the flags a classifier run would ignore."""
     ignored = [f"--{name}" for name in IGNORED_FLAGS if name in explicit]
     if ignored:
         raise ValueError(

@@ -13,23 +13,20 @@ NCSN_V1_MUST_MATCH = ("sigma_max", "sigma_min", "num_noise_levels")
 RESUME_SHOULD_MATCH = ("seed", "train_batch_size", "num_processes", "gradient_accumulation_steps", "max_train_steps")
 RESUME_SHOULD_MATCH += ("dataset_name", "train_data_dir", "noise_ladder", "sigma_max", "sigma_min", "num_noise_levels")
 RESUME_SHOULD_MATCH += ("sigma_sampling",)
-# Consistency distillation: the teacher, the grid and the target's rate shape what the checkpoint's state means.
-DISTILLATION_MUST_MATCH = ("teacher_model", "num_scales", "target_ema_rate", "distance", "sigma_data", "student_init")
 
 
-def must_match(args) -> tuple[str, ...]:
-    """The settings a resumed run of `args` must share with its checkpoint."""
-    if args.objective == "consistency_distillation":
-        return RESUME_MUST_MATCH + DISTILLATION_MUST_MATCH
+def must_match(args, objective_settings: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The settings a resumed run of `args` must share with its checkpoint; `objective_settings` are the run's
+    objective's own (`Objective.resume_must_match`)."""
+    names = RESUME_MUST_MATCH + objective_settings
     if args.model_type == "unet":
-        return RESUME_MUST_MATCH
-    return RESUME_MUST_MATCH + PAPER_NETWORK_MUST_MATCH + (NCSN_V1_MUST_MATCH if args.model_type == "ncsn_v1" else ())
+        return names
+    return names + PAPER_NETWORK_MUST_MATCH + (NCSN_V1_MUST_MATCH if args.model_type == "ncsn_v1" else ())
 
 
-def run_settings(args, num_processes: int, max_train_steps: int) -> dict:
+def run_settings(args, num_processes: int, max_train_steps: int, objective_settings: tuple[str, ...] = ()) -> dict:
     """What a checkpoint records of its run, for [`compare_run_settings`] on resume."""
-    names = RESUME_MUST_MATCH + PAPER_NETWORK_MUST_MATCH + RESUME_SHOULD_MATCH
-    names += DISTILLATION_MUST_MATCH if args.objective == "consistency_distillation" else ()
+    names = RESUME_MUST_MATCH + PAPER_NETWORK_MUST_MATCH + RESUME_SHOULD_MATCH + objective_settings
     settings = {k: getattr(args, k) for k in names if hasattr(args, k)}
     return {**settings, "num_processes": num_processes, "max_train_steps": max_train_steps}
 

@@ -41,7 +41,7 @@ def make_pipeline(unet, noise_scheduler, args):
     (`--sampler predictor_corrector`) or EDM's stochastic Heun sampler (`stochastic_heun`) of the same range, from
     `sampling_sigma_max` to sigma_L, in --sampling_calls U-Net calls; for an epsilon model `EPSILON_SAMPLER` on the
     training schedule, at `EPSILON_SAMPLING_CALLS` calls."""
-    if args.objective == "epsilon":
+    if noise_scheduler.config.noise_space == "vp":  # an epsilon model (--objective epsilon)
         # the training schedule's betas and prediction type; diffusers' defaults for the rest (its data in [-1, 1])
         config = {key: noise_scheduler.config[key] for key in DDPM_SCHEDULE_KEYS}
         return NCSNPipeline(

@@ -25,7 +25,7 @@ LOAD_WITHOUT_ACCELERATE = textwrap.dedent(
 
 
 def test_automodel_loads_the_unet_without_accelerate(tmp_path):
-    """Catches issue 20 row 23: diffusers refused the class for its `_keep_in_fp32_modules` without accelerate
+    """Bug caught: diffusers refused the class for its `_keep_in_fp32_modules` without accelerate
     ("`low_cpu_mem_usage` cannot be False when `keep_in_fp32_modules` is True")."""
     torch.manual_seed(0)
     model = NCSNUNet2DModel.from_preset("tiny", sample_size=8).eval()

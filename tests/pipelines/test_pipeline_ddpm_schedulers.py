@@ -1,5 +1,5 @@
 """NCSNPipeline samples a DDPM epsilon UNet2DModel with diffusers' own DDPM-family schedulers in their standard loop,
-the images DDPMPipeline and DDIMPipeline give (issue 20 row 22)."""
+the images DDPMPipeline and DDIMPipeline give."""
 
 import json
 

@@ -1,5 +1,5 @@
 """`NCSNPipeline.encode`: images -> the latents its sampler starts from, through the probability-flow ODE, which a
-deterministic sampler decodes (issue 18). Gaussian data with the exact score give the ODE's map in closed form:
+deterministic sampler decodes. Gaussian data with the exact score give the ODE's map in closed form:
 x(sigma) = mean + (x - mean) sqrt((s^2 + sigma^2) / (s^2 + sigma_min^2))."""
 
 import math
@@ -8,10 +8,10 @@ import pytest
 import torch
 from analytic_models import GaussianEpsilonModel, ImageMixtureScoreModel
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
-from ncsn_diffusers.noise_ladders import ddpm_alphas_cumprod
 
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, StochasticHeunScheduler
 from ncsn_diffusers.probability_flow import vp_sigma
+from ncsn_diffusers.schedulers.noise_ladders import ddpm_alphas_cumprod
 
 MEAN, STD = 0.1, 0.3  # the data N(MEAN, STD^2 I), 1x2x2 images in [-1, 1]
 SIGMA_MIN, SIGMA_MAX = 0.01, 20.0

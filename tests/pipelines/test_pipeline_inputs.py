@@ -1,4 +1,4 @@
-"""Bad pipeline inputs fail at once with a message naming the argument and the fix (issue 20 rows 10, 12 and 14)."""
+"""Bad pipeline inputs fail at once with a message naming the argument and the fix."""
 
 import numpy as np
 import PIL.Image
@@ -27,7 +27,7 @@ def pipe():
     ],
 )
 def test_bad_arguments_name_the_fix(pipe, kwargs, message):
-    """Each failed deep inside randn_tensor or the loop before (row 14)."""
+    """Bug caught: each failed deep inside randn_tensor or the loop."""
     with pytest.raises(ValueError, match=message):
         pipe(batch_size=2, num_inference_steps=2, **kwargs)
 

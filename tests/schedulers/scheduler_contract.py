@@ -120,7 +120,7 @@ class ScoreSchedulerContract:
 
     @pytest.mark.parametrize("num_inference_steps", [1, 2, 5, 7, 12])
     def test_set_timesteps_lays_out_exactly_n_calls(self, num_inference_steps):
-        """Catches issue 20 row 9: PC with k >= 2 laid out more calls than asked (N=5, k=3 gave 6)."""
+        """Bug caught: PC with k >= 2 laid out more calls than asked (N=5, k=3 gave 6)."""
         scheduler = self.scheduler(**self.uneven_config)
         if num_inference_steps < self.min_calls:
             return
@@ -157,15 +157,15 @@ class ScoreSchedulerContract:
                 torch.testing.assert_close(out.prev_sample, denoised)
 
     def test_a_chain_too_long_to_lay_out_is_refused_with_a_message(self):
-        """Catches issue 20 row 14: set_timesteps(10**9) was killed for memory with no message."""
+        """Bug caught: set_timesteps(10**9) was killed for memory with no message."""
         with pytest.raises(ValueError, match="num_inference_steps=1000000000 is more than 1,000,000"):
             self.scheduler().set_timesteps(10**9)
         with pytest.raises(ValueError, match="num_noise_levels=1000000000 is more than 1,000,000"):
             self.scheduler(num_noise_levels=10**9)
 
     def test_compatibles_lists_the_package_schedulers_and_each_loads_this_config(self):
-        """Catches issue 20 row 18 (no `compatibles`) and rows 15-16 (a swap that fails or keeps a foreign step
-        size): each of the package's schedulers builds from this scheduler's config (never saved) and samples."""
+        """Bug caught: no `compatibles`, and a swap that failed or kept a foreign step size. Each of the package's
+        schedulers builds from this scheduler's config (never saved) and samples."""
         from ncsn_diffusers.schedulers import SCORE_SCHEDULERS
 
         scheduler = self.scheduler()
@@ -192,7 +192,7 @@ class ScoreSchedulerContract:
                 assert not (set(back.config) - set(scheduler.config)) & init_keys, other.__name__
 
     def test_an_integer_sample_comes_back_float(self):
-        """Catches issue 20 row 12: an int64 sample came back int64 from `step`, its update truncated."""
+        """Bug caught: an int64 sample came back int64 from `step`, its update truncated."""
         scheduler = self.scheduler()
         scheduler.set_timesteps(self.num_inference_steps)
         x = torch.ones(1, 4, dtype=torch.int64)

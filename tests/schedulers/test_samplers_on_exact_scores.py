@@ -20,7 +20,7 @@ from ncsn_diffusers import (
     denoiser_model_output,
 )
 from ncsn_diffusers.schedulers import SCORE_SCHEDULERS, scheduling_utils
-from ncsn_diffusers.schedulers.scheduling_stochastic_heun import karras_sigmas
+from ncsn_diffusers.schedulers.noise_ladders import karras_sigmas
 
 # The paper's 0.2 / 0.8 mixture shrunk into [-1, 1]: modes at -/+0.5 per pixel, pixel std 0.1.
 WEIGHTS = [0.2, 0.8]
@@ -400,7 +400,7 @@ def test_save_load_and_step_contracts(cls, tmp_path):
     torch.testing.assert_close(scheduler.add_noise(x, noise, sigma), sigma[:, None] * noise)
 
 
-# The timestep check of issue 8 item 9: a device timestep is compared on its device and read back rarely
+# The timestep check: a device timestep is compared on its device and read back rarely
 
 DEVICES = ["cpu-as-device"] + (["cuda"] if torch.cuda.is_available() else [])
 

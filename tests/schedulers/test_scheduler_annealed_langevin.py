@@ -13,7 +13,7 @@ class TestAnnealedLangevinSchedulerContract(ScoreSchedulerContract):
 
 
 def test_a_consistent_annealed_config_swaps_in():
-    """Catches issue 20 row 15: CAS's epsilon=None (its run's own window) was carried over and refused."""
+    """Bug caught: CAS's epsilon=None (its run's own window) was carried over and refused."""
     cas = ConsistentAnnealedSamplingScheduler(sigma_max=2.0, sigma_min=0.05)
     als = AnnealedLangevinScheduler.from_config(cas.config)
     assert als.config.relative_epsilon == 0.2 and als.config.sigma_min == 0.05

@@ -12,7 +12,7 @@ class TestConsistentAnnealedSamplingSchedulerContract(ScoreSchedulerContract):
 
 
 def test_an_annealed_langevin_config_never_saved_gives_no_epsilon():
-    """Catches issue 20 row 16: a fresh ALS config (no `_class_name`) passed its epsilon on as CAS's own, outside
+    """Bug caught: a fresh ALS config (no `_class_name`) passed its epsilon on as CAS's own, outside
     CAS's stability window."""
     als = AnnealedLangevinScheduler(sigma_max=2.0, sigma_min=0.05, epsilon=1e-5)
     assert ConsistentAnnealedSamplingScheduler.from_config(als.config).config.epsilon is None

@@ -1,5 +1,4 @@
-"""TrainingConfig.resolve(): the recipe first, then every check, the same from the command line and from Python
-(issue 16 C; issue 20 rows 7, 8 and 13)."""
+"""TrainingConfig.resolve(): the recipe first, then every check, the same from the command line and from Python."""
 
 import dataclasses
 import math
@@ -18,7 +17,7 @@ def refusal(argv, capsys) -> str:
 
 
 # Bug caught: the checks ran before --recipe was applied, so these were accepted and failed inside the network at
-# step 1, or only when saving after the whole training (row 13).
+# step 1, or only when saving after the whole training.
 @pytest.mark.parametrize(
     "argv",
     [
@@ -35,7 +34,7 @@ def test_a_combination_refused_by_flags_is_refused_under_the_recipe_and_from_pyt
         TrainingConfig(**{k.removeprefix("--"): v for k, v in fields.items()}).resolve()
 
 
-# Bug caught: explicit flags were silently dropped under --recipe ncsnv2 and the default ncsnv2 ladder (row 7).
+# Bug caught: explicit flags were silently dropped under --recipe ncsnv2 and the default ncsnv2 ladder.
 @pytest.mark.parametrize(
     "argv, flag",
     [
@@ -59,7 +58,7 @@ def test_explicit_flags_override_the_recipe_and_reach_the_config():
 
 
 # Bug caught: out-of-range values trained to the end and saved a useless pipeline (decay 2: NaN samples; decay 1: the
-# random initialisation; NaN clipping: NaN weights), or failed only after training (row 8, row 13).
+# random initialisation; NaN clipping: NaN weights), or failed only after training.
 @pytest.mark.parametrize(
     "flag, value",
     [

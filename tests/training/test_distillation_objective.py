@@ -22,8 +22,8 @@ from test_train_ncsn import (
 from tiny_models import tiny_ddpm_unet
 
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel, PredictorCorrectorScheduler
-from ncsn_diffusers.recipes import build_paper_network
 from ncsn_diffusers.training import TrainingConfig
+from ncsn_diffusers.training.recipes import build_paper_network
 
 # A few seconds per run: a tiny 8x8 teacher, N = 6, batch 8, no quality measurement.
 DISTIL = [

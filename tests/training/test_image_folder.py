@@ -1,4 +1,4 @@
-"""--train_data_dir reads every image under the folder (issue 20, row 11): no `datasets` split rules, subfolders of
+"""--train_data_dir reads every image under the folder: no `datasets` split rules, subfolders of
 any name, and a run's own --output_dir inside the data folder neither feeds the training set nor blocks the resume."""
 
 import numpy as np

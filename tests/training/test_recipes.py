@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 import train_ncsn
 from ncsn_diffusers import NCSNRefineNet, NCSNv2Model
-from ncsn_diffusers.recipes import OFFICIAL_CONFIGS, adam_epsilon_for_pixel_mean_loss
-from ncsn_diffusers.training import data, networks
+from ncsn_diffusers.training import TrainingConfig, data, networks, objectives
 from ncsn_diffusers.training.batch_order import BatchOrder
+from ncsn_diffusers.training.recipes import OFFICIAL_CONFIGS, adam_epsilon_for_pixel_mean_loss
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,6 +21,8 @@ STEPS = 3
 TINY = ["--resolution", "8", "--base_channels", "4", "--train_batch_size", "6", "--max_train_steps", str(STEPS),
         "--num_sample_images", "2", "--steps_per_level", "1", "--report_to", "none", "--logging_steps", "1",
         "--checkpointing_steps", "1000"]  # fmt: skip
+TINY_CONFIG = dict(resolution=8, base_channels=4, train_batch_size=6, max_train_steps=STEPS, num_sample_images=2)
+TINY_CONFIG.update(steps_per_level=1, report_to="none", logging_steps=1, checkpointing_steps=1000)
 
 
 def _run_main(argv):
@@ -35,13 +37,14 @@ def _official_training(args, steps, their_eps):
     """The authors' loop (anneal_dsm_score_estimation, torch.optim.Adam, EMAHelper) on the script's own batches."""
     set_seed(args.seed)  # as main(): the initial weights come from the same draws
     images = data.load_training_images(args)
-    scheduler = networks.build_noise_scheduler(args, images)
+    objective = objectives.build_objective(args, images)
+    scheduler = objective.noise_scheduler
     model = networks.build_paper_unet(args, scheduler)
     order = BatchOrder(len(images), args.train_batch_size, args.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.999), eps=their_eps)
     shadow = [p.detach().clone() for p in model.parameters()]
     for step in range(steps):
-        x, z, labels = data.draw_batch(images, order, step, args.seed, scheduler, args)
+        x, z, labels = data.draw_batch(images, order, step, args.seed, objective, args)
         used_sigmas = scheduler.sigmas[labels].view(-1, 1, 1, 1)
         perturbed = x + z * used_sigmas
         target = -z / used_sigmas
@@ -74,7 +77,9 @@ def test_recipe_steps_equal_the_official_update_rule(recipe, their_eps, tmp_path
     # NCSNv2 saves its EMA weights (their sampler uses them); v1 has no EMA.
     expected = shadow if recipe == "ncsnv2" else [p.detach() for p in model.parameters()]
     names = [name for name, _ in model.named_parameters()]
-    initial = networks.build_paper_unet(args, networks.build_noise_scheduler(args, data.load_training_images(args)))
+    initial = networks.build_paper_unet(
+        args, networks.build_noise_scheduler(args, data.load_training_images(args), "ve")
+    )
     moved = 0
     for name, value, start in zip(names, expected, initial.parameters()):
         torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
@@ -123,11 +128,11 @@ def test_adam_epsilon_rescaling_makes_updates_equal():
 
 
 def test_official_networks_are_built():
-    args = train_ncsn.parse_args(["--recipe", "ncsn_v1", *TINY])
-    scheduler = networks.build_noise_scheduler(args, data.load_training_images(args))
+    args = TrainingConfig(recipe="ncsn_v1", **TINY_CONFIG).resolve()
+    scheduler = networks.build_noise_scheduler(args, data.load_training_images(args), "ve")
     net = networks.build_paper_unet(args, scheduler)
     assert isinstance(net, NCSNRefineNet) and net.config.rescale_input
     assert torch.equal(net.sigmas, scheduler.sigmas)
-    args = train_ncsn.parse_args(["--model_type", "ncsnv2", *TINY])  # no recipe: data in [-1, 1], no 2x - 1
-    net = networks.build_paper_unet(args, networks.build_noise_scheduler(args, torch.rand(4, 1, 8, 8)))
+    args = TrainingConfig(model_type="ncsnv2", **TINY_CONFIG).resolve()  # no recipe: data in [-1, 1], no 2x - 1
+    net = networks.build_paper_unet(args, networks.build_noise_scheduler(args, torch.rand(4, 1, 8, 8), "ve"))
     assert isinstance(net, NCSNv2Model) and not net.config.rescale_input

@@ -1,4 +1,4 @@
-"""A resumed run against the settings of its checkpoint (issue 20, rows 6 and 14): the optimiser's settings and the
+"""A resumed run against the settings of its checkpoint: the optimiser's settings and the
 network's shape must match (refused naming the flag, never a raw load_state_dict error), another data set, ladder or
 sigma sampling is warned about, and pruning a symlinked checkpoint removes the link only."""
 

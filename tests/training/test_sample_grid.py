@@ -1,5 +1,5 @@
-"""`--sample_grid_steps`: the final grid of a short run need not cost the saved sampler's full chain (issue 20 row
-25: 1000 calls x 64 images of `--recipe ncsn_v1`), and the saved pipeline keeps that sampler."""
+"""`--sample_grid_steps`: the final grid of a short run need not cost the saved sampler's full chain (1000
+calls x 64 images of `--recipe ncsn_v1`), and the saved pipeline keeps that sampler."""
 
 import sys
 from pathlib import Path

@@ -11,12 +11,13 @@ import torch
 
 import train_ncsn
 from ncsn_diffusers.digits import load_digits_images
-from ncsn_diffusers.training import data, networks, objectives
+from ncsn_diffusers.training import TrainingConfig, data, networks, objectives
 from ncsn_diffusers.training.batch_order import BatchOrder
 
 REPO = Path(__file__).resolve().parents[2]
 
 LADDER = ["--sigma_max", "2.0", "--sigma_min", "0.02", "--num_noise_levels", "5"]
+LADDER_CONFIG = dict(sigma_max=2.0, sigma_min=0.02, num_noise_levels=5)
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +25,16 @@ def digits8():
     return load_digits_images(resolution=8, split="train")[0]
 
 
-def setup(sigma_sampling, digits8, batch=512, extra=()):
-    args = train_ncsn.parse_args(["--model_preset", "tiny", "--resolution", "8", "--sigma_sampling", sigma_sampling,
-                                  "--train_batch_size", str(batch), *LADDER, *extra])  # fmt: skip
-    scheduler = networks.build_noise_scheduler(args, digits8)
+def setup(sigma_sampling, digits8, batch=512, extra=None):
+    fields = dict(model_preset="tiny", resolution=8, sigma_sampling=sigma_sampling, train_batch_size=batch)
+    args = TrainingConfig(**fields, **LADDER_CONFIG, **(extra or {})).resolve()
+    scheduler = objectives.build_objective(args, digits8).noise_scheduler
     return args, scheduler, BatchOrder(len(digits8), batch, seed=0)
 
 
 def draw_levels(args, scheduler, order, digits8, micro_step, seed=0, process_index=0, num_processes=1):
-    return data.draw_batch(digits8, order, micro_step, seed, scheduler, args, process_index, num_processes)[2]
+    objective = objectives.OBJECTIVES[args.objective](args, scheduler)
+    return data.draw_batch(digits8, order, micro_step, seed, objective, args, process_index, num_processes)[2]
 
 
 def test_log_uniform_draws_cover_the_range_log_uniformly():
@@ -82,7 +84,7 @@ def test_log_normal_draws_are_truncated_to_the_ladder_not_clipped():
 
 @pytest.mark.parametrize(
     "sigma_sampling, extra",
-    [("log_uniform", ()), ("log_normal", ("--log_sigma_mean", "-1.0", "--log_sigma_std", "1.5"))],
+    [("log_uniform", None), ("log_normal", dict(log_sigma_mean=-1.0, log_sigma_std=1.5))],
 )
 def test_continuous_draws_are_a_function_of_seed_and_step_and_split_across_processes(digits8, sigma_sampling, extra):
     args, scheduler, order = setup(sigma_sampling, digits8, batch=64, extra=extra)
@@ -114,8 +116,9 @@ def test_a_log_uniform_sigma_on_a_level_gives_that_levels_loss(digits8):
     gives the same loss, to the bit, and another sigma gives another loss."""
     args, scheduler, order = setup("discrete", digits8, batch=16)
     torch.manual_seed(0)
-    net = networks.build_unet(args).eval()
-    clean, noise, levels = data.draw_batch(digits8, order, 0, 0, scheduler, args)
+    net = networks.build_ncsn_unet(args).eval()
+    objective = objectives.OBJECTIVES[args.objective](args, scheduler)
+    clean, noise, levels = data.draw_batch(digits8, order, 0, 0, objective, args)
     with torch.no_grad():
         by_index = objectives.training_losses(net, scheduler, clean, noise, levels, scheduler.sigmas)
         by_value = objectives.training_losses(net, scheduler, clean, noise, scheduler.sigmas[levels], scheduler.sigmas)

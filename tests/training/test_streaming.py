@@ -1,4 +1,4 @@
-"""Streamed training data (issue 16 D): a folder or a `datasets` table is decoded per item by DataLoader workers in
+"""Streamed training data: a folder or a `datasets` table is decoded per item by DataLoader workers in
 the BatchOrder's order, and gives the batches the in-memory decode gave, whatever the worker count, the process
 count or the step a run resumes at; NCSNv2's ladder reads a bounded seeded subsample; unreadable files are named."""
 
@@ -15,7 +15,7 @@ from test_training_utils import png_header_only
 
 import train_ncsn
 from ncsn_diffusers.schedulers.ncsnv2_ladder_design import ncsnv2_scheduler_config
-from ncsn_diffusers.training import data, networks
+from ncsn_diffusers.training import data, networks, objectives
 from ncsn_diffusers.training.batch_order import BatchOrder
 from ncsn_diffusers.training.image_dataset import ImageFolderDataset
 from ncsn_diffusers.training.images import decode_images, hub_dataset_sources
@@ -62,13 +62,13 @@ def test_streamed_batches_equal_the_in_memory_decode_for_any_worker_count(tmp_pa
     streamed = data.training_set(args)
     assert isinstance(streamed, ImageFolderDataset) and len(streamed) == len(in_memory) == 24
     order = BatchOrder(24, 8, args.seed)  # 3 batches per epoch: the 7 micro-steps cross two epoch boundaries
-    scheduler = networks.build_noise_scheduler(args, streamed)
+    objective = objectives.build_objective(args, streamed)
     batches = data.TrainingBatches(streamed, order, 0, 7, args, "cpu")
     for k in range(7):
         clean = batches.clean(k)
         assert clean.dtype == torch.uint8 and torch.equal(clean, in_memory[order.indices(k)])
-        drawn = data.complete_batch(clean, 8, k, args.seed, scheduler, args)
-        for a, b in zip(drawn, data.draw_batch(in_memory, order, k, args.seed, scheduler, args)):
+        drawn = data.complete_batch(clean, 8, k, args.seed, objective, args)
+        for a, b in zip(drawn, data.draw_batch(in_memory, order, k, args.seed, objective, args)):
             assert torch.equal(a, b)  # flips, dequantisation, levels and noise as the in-memory path draws them
     # The crops are random (another --seed cuts some images elsewhere) and the same at every read of an image.
     other_seed = data.training_set(dataclasses.replace(args, seed=6))
@@ -116,8 +116,8 @@ def test_ncsnv2_ladder_decodes_only_a_bounded_seeded_subsample_and_matches_the_i
     subsampled = ncsnv2_scheduler_config(in_memory, generator=generator, max_points=10)  # the in-memory subsample
     assert ncsnv2_scheduler_config(sample, max_points=10) == subsampled
     # Below the bound every image is read, and the ladder is the one of the whole set in memory.
-    scheduler = networks.build_noise_scheduler(args, data.training_set(args))
-    assert scheduler.config.sigma_max == networks.build_noise_scheduler(args, decoded).config.sigma_max
+    scheduler = networks.build_noise_scheduler(args, data.training_set(args), "ve")
+    assert scheduler.config.sigma_max == networks.build_noise_scheduler(args, decoded, "ve").config.sigma_max
     assert args.resolution**2 * 3 * 4 * data.LADDER_MAX_POINTS <= data.LADDER_MAX_BYTES  # 8x8: bound by points
 
 

@@ -25,8 +25,8 @@ import train_ncsn
 from ncsn_diffusers.digits import load_digits_images
 from ncsn_diffusers.losses import dsm_loss
 from ncsn_diffusers.parameterization import append_dims, epsilon_from_score, score_from_epsilon
+from ncsn_diffusers.training import TrainingConfig, data, networks, objectives, run_dir, sampler
 from ncsn_diffusers.training import config as training_config
-from ncsn_diffusers.training import data, networks, objectives, run_dir, sampler
 from ncsn_diffusers.training.batch_order import BatchOrder
 from ncsn_diffusers.training.checkpointing import complete_checkpoints, latest_checkpoint
 
@@ -37,6 +37,9 @@ TINY = [
     "--model_preset", "tiny", "--resolution", "8", "--train_batch_size", "8", "--num_sample_images", "4",
     "--steps_per_level", "1", "--num_noise_levels", "4", "--report_to", "none", "--logging_steps", "2",
 ]  # fmt: skip
+# The same settings as TrainingConfig fields, for the unit tests that build a config without the command line.
+TINY_CONFIG = dict(model_preset="tiny", resolution=8, train_batch_size=8, num_sample_images=4, steps_per_level=1)
+TINY_CONFIG.update(num_noise_levels=4, report_to="none", logging_steps=2)
 
 
 def run_main(*argv):
@@ -102,7 +105,7 @@ def log_records(output_dir):
 
 
 def tiny_args(objective):
-    return train_ncsn.parse_args(["--objective", objective, *TINY])
+    return TrainingConfig(objective=objective, **TINY_CONFIG).resolve()
 
 
 def train_pair(net_a, net_b, loss_a_fn, loss_b_fn, steps=4, max_grad_norm=1.0, scale_b=1.0, adam_eps=1e-8):
@@ -136,13 +139,14 @@ def test_dsm_on_a_score_net_equals_epsilon_loss_on_it_reparameterised(digits8):
     """
     args = tiny_args("dsm")
     torch.manual_seed(0)
-    net_a = networks.build_unet(args)
+    net_a = networks.build_ncsn_unet(args)
     net_b = copy.deepcopy(net_a)
-    scheduler = networks.build_noise_scheduler(args, digits8)
+    objective = objectives.build_objective(args, digits8)
+    scheduler = objective.noise_scheduler
     order = BatchOrder(len(digits8), 8, seed=0)
 
     def batch(micro_step):
-        clean, noise, levels = data.draw_batch(digits8, order, micro_step, 0, scheduler, args)
+        clean, noise, levels = data.draw_batch(digits8, order, micro_step, 0, objective, args)
         sigma = levels if levels.is_floating_point() else scheduler.sigmas[levels]  # log_uniform (default): sigmas
         return clean, noise, levels, sigma
 
@@ -172,18 +176,19 @@ def test_epsilon_on_ddpm_net_equals_dsm_on_it_reparameterised(digits8):
     >3e-3), asserted <= 1e-5, i.e. 1% of one step."""
     args = tiny_args("epsilon")
     torch.manual_seed(0)
-    net_a = networks.build_unet(args)
+    net_a = networks.build_ddpm_unet(args)
     net_b = copy.deepcopy(net_a)
-    scheduler = networks.build_noise_scheduler(args, digits8)
+    objective = objectives.build_objective(args, digits8)
+    scheduler = objective.noise_scheduler
     alphas_cumprod = scheduler.alphas_cumprod
     order = BatchOrder(len(digits8), 8, seed=0)
 
     def epsilon(net, k):  # the script's own training step
-        clean, noise, t = data.draw_batch(digits8, order, k, 0, scheduler, args)
+        clean, noise, t = data.draw_batch(digits8, order, k, 0, objective, args)
         return objectives.training_losses(net, scheduler, clean, noise, t, alphas_cumprod)
 
     def dsm(net, k):
-        clean, noise, t = data.draw_batch(digits8, order, k, 0, scheduler, args)
+        clean, noise, t = data.draw_batch(digits8, order, k, 0, objective, args)
         sigma = (1 - alphas_cumprod[t]).sqrt()
         score = score_from_epsilon(net(scheduler.add_noise(clean, noise, t), t).sample, append_dims(sigma, 4))
         return objectives.objective_losses(score, noise, sigma, "score")
@@ -206,14 +211,15 @@ def test_paper_scale_sum_over_pixels_gives_the_same_weights_under_adam(digits8):
     rate, eps and --max_grad_norm mean the same for both."""
     args = tiny_args("dsm")
     torch.manual_seed(0)
-    nets = [networks.build_unet(args)]
+    nets = [networks.build_ncsn_unet(args)]
     nets += [copy.deepcopy(nets[0]) for _ in range(3)]
-    scheduler = networks.build_noise_scheduler(args, digits8)
+    objective = objectives.build_objective(args, digits8)
+    scheduler = objective.noise_scheduler
     order = BatchOrder(len(digits8), 8, seed=0)
     half_dim = digits8[0].numel() / 2  # D / 2 = 32
 
     def dsm(net, k):
-        clean, noise, levels = data.draw_batch(digits8, order, k, 0, scheduler, args)
+        clean, noise, levels = data.draw_batch(digits8, order, k, 0, objective, args)
         return objectives.training_losses(net, scheduler, clean, noise, levels, scheduler.sigmas)
 
     train_pair(nets[0], nets[1], dsm, dsm, max_grad_norm=0, scale_b=half_dim, adam_eps=0.0)
@@ -244,7 +250,7 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     common = [*TINY, "--max_train_steps", "4", "--checkpointing_steps", "2", "--seed", "3"]
     launch(*common, "--output_dir", one, timeout=180)
-    # 32 s on 2 loaded cores; a worker hung at exit (issue 20) is killed and named at 240 s, not left to the CI
+    # 32 s on 2 loaded cores; a worker hung at exit is killed and named at 240 s, not left to the CI
     launch(*common, "--output_dir", two, "--train_batch_size", "4", num_processes=2, timeout=240)
 
     for out in (one, two):
@@ -283,7 +289,7 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
 
 def test_end_to_end_epsilon_pushes_and_loads_in_ncsn_and_ddpm_pipelines(tmp_path):
     """--objective epsilon saves the best measured sampler of an epsilon model, diffusers' DPMSolverMultistepScheduler
-    (DPM-Solver++) at 20 calls (issue 20 row 22; docs/sampling.md): the folder samples with it in NCSNPipeline and in
+    (DPM-Solver++) at 20 calls (docs/sampling.md): the folder samples with it in NCSNPipeline and in
     stock DDPMPipeline, and by ancestral sampling with DDPMScheduler; --push_to_hub uploads it (no checkpoints) to a
     private repo of the local Hub stand-in with the real huggingface_hub client."""
     from diffusers import DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
@@ -414,7 +420,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         (["--hub_model_id", "me/model"], "only used with --push_to_hub"),
         (["--resume_from_checkpoint", "latest", "--overwrite_output_dir"], "contradict each other"),
         (["--objective", "epsilon", "--sampler", "stochastic_heun"], "--sampler stochastic_heun samples score models"),
-        # W&B uploads sys.argv: the token would leave the machine (issue 20, row 2)
+        # W&B uploads sys.argv: the token would leave the machine
         (
             ["--hub_token", "hf_x", "--report_to", "wandb"],
             "Drop --hub_token and set HF_TOKEN or log in once with `hf auth login`",
@@ -452,11 +458,11 @@ def test_saved_sampler_starts_at_half_of_technique_1s_sigma_1_unless_told():
 
     ladder = SimpleNamespace(sigma_max=17.0, sigma_min=0.02)
     start = sampler.sampling_sigma_max
-    assert start(train_ncsn.parse_args([]), ladder) == 8.5
-    assert start(train_ncsn.parse_args(["--sigma_max", "17"]), ladder) == 17.0
-    assert start(train_ncsn.parse_args(["--sampling_sigma_max", "5"]), ladder) == 5.0
+    assert start(TrainingConfig().resolve(), ladder) == 8.5
+    assert start(TrainingConfig(sigma_max=17.0).resolve(), ladder) == 17.0
+    assert start(TrainingConfig(sampling_sigma_max=5.0).resolve(), ladder) == 5.0
     with pytest.raises(ValueError, match=r"must lie in \(sigma_L, sigma_1\]"):
-        start(train_ncsn.parse_args(["--sampling_sigma_max", "20"]), ladder)
+        start(TrainingConfig(sampling_sigma_max=20.0).resolve(), ladder)
 
 
 @pytest.mark.parametrize("calls, levels", [(100, 50), (49, 25)])
@@ -465,8 +471,8 @@ def test_saved_stochastic_heun_sampler_spans_the_same_range_in_the_given_calls(c
 
     from ncsn_diffusers import NCSNUNet2DModel, StochasticHeunScheduler
 
-    args = train_ncsn.parse_args(["--sampler", "stochastic_heun", "--sampling_calls", str(calls)])
-    ladder = SimpleNamespace(config=SimpleNamespace(sigma_max=17.0, sigma_min=0.02))
+    args = TrainingConfig(sampler="stochastic_heun", sampling_calls=calls).resolve()
+    ladder = SimpleNamespace(config=SimpleNamespace(noise_space="ve", sigma_max=17.0, sigma_min=0.02))
     pipe = sampler.make_pipeline(NCSNUNet2DModel.from_preset("tiny"), ladder, args)
     scheduler = pipe.scheduler
     assert isinstance(scheduler, StochasticHeunScheduler) and scheduler.config.num_noise_levels == levels
@@ -525,7 +531,7 @@ def test_image_folder_with_mixed_modes_and_a_corrupt_file_trains_in_rgb_under_bf
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Security and reliability (issue 8)
+# Security and reliability
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -571,7 +577,7 @@ def test_hub_token_and_local_paths_are_never_written_or_uploaded(tmp_path):
     for path in stored:  # local paths stay local (training_args.json and the TensorBoard logs keep them)
         assert str(data.parent).encode() not in path.read_bytes(), path
     # The allow-list, exactly: a custom --logging_dir (tb/: local paths in hparams.yml), training_args.json, the
-    # checkpoints and a file of the user's in samples/ stay local (issue 20, row 5). The Hub's repo creation commits
+    # checkpoints and a file of the user's in samples/ stay local. The Hub's repo creation commits
     # .gitattributes; the U-Net folder holds its class's file (for loading without this package).
     assert pushed == {".gitattributes", "README.md", "model_index.json", "unet/config.json", "unet/unet_ncsn.py",
                       "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
@@ -708,7 +714,7 @@ def test_failed_runs_name_the_fix_and_leave_no_empty_folders(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Ownership by content (issue 20, rows 1 and 3)
+# Ownership by content
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -761,7 +767,7 @@ def test_runs_sharing_a_logging_dir_each_keep_their_own_log(tmp_path):
     assert [json.loads(line)["step"] for line in (shared / "A" / "train_log.jsonl").read_text().splitlines()] == [1]
 
 
-# Moved from tests/test_ssm.py: the script end to end with --objective ssm.
+# The script end to end with --objective ssm.
 def test_train_ncsn_objective_ssm_end_to_end(tmp_path):
     run_main(*TINY, "--objective", "ssm", "--num_projections", "2", "--max_train_steps", "2", "--output_dir", tmp_path)
     (record,) = log_records(tmp_path)

@@ -18,7 +18,7 @@ the recipes fix, as the authors' code does:
 
 from dataclasses import dataclass
 
-from .models import NCSNRefineNet, NCSNv2Model
+from ..models import NCSNRefineNet, NCSNv2Model
 
 RECIPES = ("ncsn_v1", "ncsnv2")
 MODEL_TYPES = ("unet", "ncsn_v1", "ncsnv2")

@@ -1,4 +1,6 @@
-"""The model card's torch-only loop runs as printed for the sampler the model ships (issue 20 row 23)."""
+"""The model card's torch-only loop runs as printed for the sampler the model ships.
+
+Bug caught: the card's loop failed with a KeyError on the default run's predictor-corrector config."""
 
 import json
 import re

@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from ncsn_diffusers.scheduling_annealed_langevin import AnnealedLangevinScheduler
 
+from ncsn_diffusers import AnnealedLangevinScheduler
 from ncsn_diffusers.model_card import TAGS, render_model_card, write_model_card
 from ncsn_diffusers.models.unet_ncsn import NCSNUNet2DModel
 from ncsn_diffusers.schedulers.noise_ladders import geometric_sigmas
@@ -257,7 +257,7 @@ def test_install_instructions_name_a_command_that_works_today(unet_config, sched
     from pathlib import Path
 
     card = render_model_card(unet_config, scheduler_config, repo_id="user/ncsn")
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for text in (card, readme):
         assert not re.search(r"pip install (\"|')?ncsn-diffusers", text)
         assert "pypi.org/project/ncsn-diffusers" not in text

@@ -18,7 +18,7 @@ from ncsn_diffusers import (
     StochasticHeunScheduler,
 )
 from ncsn_diffusers.guidance import guided_score
-from ncsn_diffusers.toy import mixture_score
+from ncsn_diffusers.training.toy import mixture_score
 
 # A two-Gaussian mixture of constant images -a and +a (weights 0.2 / 0.8, pixel std 0.1), sampled in [-1, 1]
 WEIGHTS, STD = [0.2, 0.8], 0.1

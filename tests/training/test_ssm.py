@@ -11,7 +11,7 @@ import torch
 from test_toy import score_errors
 
 from ncsn_diffusers import NCSNUNet2DModel, dsm_loss, ssm_loss
-from ncsn_diffusers.toy import ToyScoreNet, train_toy_score_net
+from ncsn_diffusers.training.toy import ToyScoreNet, train_toy_score_net
 
 D = 4  # images of shape (1, 2, 2)
 MU = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float64)

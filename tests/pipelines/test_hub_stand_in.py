@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hub_stand_in import LocalHub
 
-SCRIPT = Path(__file__).with_name("hub_roundtrip_script.py")
+SCRIPT = Path(__file__).resolve().parents[1] / "hub_roundtrip_script.py"
 
 
 def _request(url, method="GET", body=None, token=None):

@@ -11,7 +11,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from ncsn_diffusers import NCSNPipeline, NCSNUNet2DModel, PredictorCorrectorScheduler
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "distill_ncsn.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "distill_ncsn.py"
 
 
 def load_script():

@@ -17,8 +17,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .losses import dsm_loss, ssm_loss
-from .parameterization import append_dims
+from ..losses import dsm_loss, ssm_loss
+from ..parameterization import append_dims
 
 TOY_MEANS = ((-5.0, -5.0), (5.0, 5.0))
 TOY_WEIGHTS = (0.2, 0.8)

@@ -386,7 +386,7 @@ def test_data_parallel_sampling_gathers_every_rank_in_order(tmp_path, ddpm_dir, 
     command += ["-m", "ncsn_diffusers.evaluation", "--pipeline", ddpm_dir, "--num_samples", "5", "--batch_size", "2"]
     command += ["--num_inference_steps", "2", "--seed", "3", "--save_samples", str(saved), "--json", str(out)]
     command += ["--cache_dir", cache_dir]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
     completed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -10,13 +10,13 @@ from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, 
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from ncsn_diffusers import NCSNUNet2DModel
+from ncsn_diffusers.schedulers.noise_ladders import karras_sigmas
 from ncsn_diffusers.training.consistency_distillation import (
     consistency_function,
     consistency_pipeline,
     distance,
     distill,
     heun_step,
-    karras_sigmas,
     student_from_teacher,
     teacher_denoiser,
 )
@@ -87,7 +87,7 @@ def test_two_call_samples_follow_the_closed_form(gaussian_pipeline):
     # sigma_min^2). Catches a wrong reading of the pipeline's second level or of its re-noising.
     torch.manual_seed(1)
     mean, var, n = pipeline_moments(gaussian_pipeline, 2)
-    t = karras_sigmas(N, SIGMA_MIN, SIGMA_MAX)[N // 2].item()
+    t = karras_sigmas(SIGMA_MAX, SIGMA_MIN, N).float()[N // 2].item()
     r1, r2 = r(SIGMA_MAX), r(t)
     expected_var = r2**2 * (r1**2 * SIGMA_MAX**2 + t**2 - SIGMA_MIN**2)
     assert abs(mean - MU * (1 - r1 * r2)) < 4 * math.sqrt(expected_var / n)
@@ -189,7 +189,7 @@ class TinyConsistencyMLP(nn.Module):
 
 
 def exact_ode_map(x, denoiser, num_steps=400):
-    sigmas = karras_sigmas(num_steps, 0.002, TOY_SIGMA_MAX)
+    sigmas = karras_sigmas(TOY_SIGMA_MAX, 0.002, num_steps).float()
     for t, t_next in zip(sigmas[:-1], sigmas[1:]):
         x = heun_step(denoiser, x, t.expand(x.shape[0]), t_next.expand(x.shape[0]))
     return x

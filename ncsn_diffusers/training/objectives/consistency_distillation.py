@@ -16,21 +16,28 @@ from pathlib import Path
 import torch
 from accelerate.logging import get_logger
 
-from .. import NCSNPipeline, NCSNUNet2DModel
-from .consistency_distillation import (
+from ... import NCSNPipeline, NCSNUNet2DModel
+from ...schedulers.noise_ladders import karras_sigmas
+from ..consistency_distillation import (
     consistency_distillation_loss,
     consistency_pipeline,
     consistency_scheduler,
-    karras_sigmas,
     student_from_teacher,
     teacher_denoiser,
     update_target,
 )
-from .distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
-from .distillation_config import OBJECTIVE, read_teacher, teacher_data_range
-from .hub import push_to_hub
-from .objectives import Objective
-from .sampler import save_sample_grid
+from ..data import trained_on_digits
+from ..distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
+from ..distillation_config import (
+    OBJECTIVE,
+    read_teacher,
+    refuse_distillation_flags,
+    resolve_distillation,
+    teacher_data_range,
+)
+from ..networks import build_ddpm_unet
+from ..sampler import save_sample_grid
+from .base import Objective
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -40,12 +47,21 @@ class ConsistencyDistillation(Objective):
 
     A level n is drawn uniformly from {0, ..., N-2} of the Karras grid t_0 = sigma_max > ... > t_{N-1} = sigma_min
     (the teacher scheduler's range, doubled for a [0, 1] teacher), and the loss is
-    d(f_theta(x + t_n z, t_n), stopgrad f_theta^-(x_hat_{n+1}, t_{n+1})). Nothing heavy happens in `__init__`
-    (`draw_batch` builds an objective at every step for `sample_levels`): the teacher is read by `build_network`
+    d(f_theta(x + t_n z, t_n), stopgrad f_theta^-(x_hat_{n+1}, t_{n+1})). The teacher is read by `build_network`
     and moved to the device by `prepare`.
     """
 
     name, logged_as = OBJECTIVE, "loss_l2"
+    # the teacher, the grid and the target's rate shape what the checkpoint's state means
+    resume_must_match = ("teacher_model", "num_scales", "target_ema_rate", "distance", "sigma_data", "student_init")
+
+    @classmethod
+    def resolve_settings(cls, config, explicit):
+        resolve_distillation(config, explicit)
+
+    @classmethod
+    def refuse_settings(cls, config, explicit):
+        refuse_distillation_flags(config, explicit)
 
     def __init__(self, config, noise_scheduler):
         super().__init__(config, noise_scheduler)
@@ -57,8 +73,6 @@ class ConsistencyDistillation(Objective):
     def build_network(self, args, images):
         """Loads the teacher (frozen) and returns the student: a `UNet2DModel` with the teacher's blocks and weights
         (`--student_init teacher`), or `--model_preset`'s, freshly initialised (`random`)."""
-        from .networks import build_unet  # networks imports the objectives
-
         config = self.config
         folder = read_teacher(config.teacher_model)["folder"]
         teacher_pipe = NCSNPipeline.from_pretrained(folder)
@@ -72,7 +86,7 @@ class ConsistencyDistillation(Objective):
         )
         if isinstance(self.teacher, NCSNUNet2DModel):  # the same blocks: copied, or the same shapes afresh
             return student_from_teacher(self.teacher, init_from_teacher=config.student_init == "teacher")
-        return build_unet(config)  # --model_preset's UNet2DModel (its positional embedding takes 250 log sigma)
+        return build_ddpm_unet(config)  # --model_preset's UNet2DModel (its positional embedding takes 250 log sigma)
 
     def prepare(self, accelerator, unet):
         """The teacher on the device; the target theta^- starts as a copy of the student (theta^- = theta)."""
@@ -84,7 +98,7 @@ class ConsistencyDistillation(Objective):
         """The Karras grid of the scheduler, (N,) descending, on `device`, computed once."""
         if self._sigmas is None or self._sigmas.device != torch.device(device):
             c = self.scheduler.config
-            self._sigmas = karras_sigmas(c.num_train_timesteps, c.sigma_min, c.sigma_max, c.rho).to(device)
+            self._sigmas = karras_sigmas(c.sigma_max, c.sigma_min, c.num_train_timesteps, c.rho).float().to(device)
         return self._sigmas
 
     def losses(self, unet, clean, noise, levels, micro_step, process_index=0):
@@ -108,21 +122,16 @@ class ConsistencyDistillation(Objective):
             )
         self.target.load_state_dict(state["target"])
 
-    def finish(self, args, accelerator, unet, ema, images, max_train_steps, train_time, last):
-        """Saves the student (its EMA weights) as diffusers' `ConsistencyModelPipeline`, with a 1-call sample grid,
-        the FD measured at 1 and 2 calls (digits only, `--quality_samples`), `distillation.json` and the model card."""
-        student = accelerator.unwrap_model(unet)
-        if ema is not None:
-            ema.copy_to(student.parameters())
-        student.eval()
+    def save(self, args, accelerator, student, images, max_train_steps, train_time, last, repo_id):
+        """Saves the student as diffusers' `ConsistencyModelPipeline`, with a 1-call sample grid, the FD measured at 1
+        and 2 calls (digits only, `--quality_samples`), `distillation.json` and the model card."""
         c = self.scheduler.config
         pipeline = consistency_pipeline(student, c.sigma_min, c.sigma_max, c.sigma_data, c.num_train_timesteps, c.rho)
         pipeline.set_progress_bar_config(disable=True)
         output_dir = Path(args.output_dir)
         grid = output_dir / "samples" / f"step_{max_train_steps:06d}.png"
         save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)
-        digits = args.dataset_name is None and args.train_data_dir is None
-        quality = measure_quality(pipeline, args.quality_samples, args.seed) if digits else {}
+        quality = measure_quality(pipeline, args.quality_samples, args.seed) if trained_on_digits(args) else {}
         record = {
             "teacher_model": args.teacher_model,
             "num_scales": c.num_train_timesteps,
@@ -146,8 +155,5 @@ class ConsistencyDistillation(Objective):
         }
         pipeline.save_pretrained(output_dir)
         (output_dir / DISTILLATION_RECORD).write_text(json.dumps(record, indent=2))
-        repo_id = args.hub_model_id or (output_dir.resolve().name if args.push_to_hub else None)
         (output_dir / "README.md").write_text(render_distillation_card(record, repo_id or str(output_dir), grid))
         logger.info(f"Saved the ConsistencyModelPipeline to {output_dir} ({record['cpu_minutes']} CPU-minutes)")
-        if args.push_to_hub:
-            logger.info(f"Pushed {output_dir} to {push_to_hub(args, repo_id)}")

@@ -10,7 +10,6 @@ from analytic_models import GaussianEpsilonModel, ImageMixtureScoreModel
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
-from ncsn_diffusers.noise_ladders import ddpm_alphas_cumprod
 
 from ncsn_diffusers import (
     NCSNPipeline,
@@ -32,7 +31,8 @@ from ncsn_diffusers.probability_flow import (
     hutchinson_divergence,
     vp_sigma,
 )
-from ncsn_diffusers.toy import mixture_log_prob
+from ncsn_diffusers.schedulers.noise_ladders import ddpm_alphas_cumprod
+from ncsn_diffusers.training.toy import mixture_log_prob
 
 SHAPE = (1, 2, 2)  # D = 4: the exact trace is 4 vector-Jacobian products
 DIM = 4

@@ -1,4 +1,4 @@
-"""What the README says of `accelerate launch`'s warnings (issue 20 row 25), checked in accelerate's own launch code:
+"""What the README says of `accelerate launch`'s warnings, checked in accelerate's own launch code:
 without a config it warns that `--num_processes` was defaulted to 0 (the GPU count); after `accelerate config default`
 (which writes the default config file) it does not, and with `OMP_NUM_THREADS` set nothing is defaulted at all."""
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ncsn_diffusers.toy import (
+from ncsn_diffusers.training.toy import (
     TOY_MEANS,
     TOY_WEIGHTS,
     MixtureScoreModel,
@@ -19,7 +19,7 @@ from ncsn_diffusers.toy import (
     train_toy_score_net,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def reference_mixture(var: float) -> torch.distributions.Distribution:

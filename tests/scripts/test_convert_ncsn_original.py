@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from ncsn_diffusers import NCSNPipeline, NCSNRefineNet, NCSNv2Model
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).with_name("fixtures")
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SCRIPT = ROOT / "scripts" / "convert_ncsn_original_to_diffusers.py"
 sys.path.insert(0, str(SCRIPT.parent))
 

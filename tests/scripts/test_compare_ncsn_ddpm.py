@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("compare_ncsn_ddpm", REPO / "examples" / "compare_ncsn_ddpm.py")
 compare = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare)
