@@ -21,6 +21,7 @@ SCORE_SCHEDULER_NAMES = (
     "PredictorCorrectorScheduler",
     "ConsistentAnnealedSamplingScheduler",
     "StochasticHeunScheduler",
+    "LogSigmaMultistepScheduler",
 )
 
 
