@@ -51,3 +51,18 @@ def test_one_seed_has_no_interval_and_bad_input_is_named():
         mean_interval([1.0, 2.0], level=95)
     with pytest.raises(ValueError, match="seed by seed: got 2 and 3"):
         paired_difference_interval([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_comparison_table_reports_intervals_paired_differences_and_cost():
+    """Bug caught: a table whose differences are not paired seed by seed, or whose cost ignores the sample count."""
+    from ncsn_diffusers.evaluation.sampler_comparison import comparison_table
+
+    def cell(fd, rough=0.0):
+        return {"num_samples": 500, "fd": fd, "min_class": 0.08, "max_class": 0.12, "rough": rough, "cpu_seconds": 5.0}
+
+    cells = {"a": [cell(8.0), cell(10.0), cell(6.0)], "b": [cell(9.0, 0.5), cell(11.1), cell(6.9)]}
+    table = comparison_table(cells, {"a": 10, "b": 20}).splitlines()
+    half = 4.302652729911275 * 2.0 / math.sqrt(3)  # s = 2 for (8, 10, 6)
+    assert table[2] == f"| a | 10 | 8.00 ± {half:.2f} | 8.00 / 10.00 / 6.00 | best | 8.0-12.0% | 0.0% | 10 |"
+    # differences 1.0, 1.1, 0.9: s = 0.1, half-width 4.30 * 0.1 / sqrt(3) = 0.25, which excludes 0
+    assert table[3].startswith("| b | 20 | 9.00 ± ") and "| +1.00 ± 0.25* |" in table[3] and "| 16.7% | 10 |" in table[3]
