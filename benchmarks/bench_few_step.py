@@ -101,7 +101,7 @@ def main(argv=None):
                 score_sampler(pipe.unet, scheduler, n, seed, args.num_samples, args.batch_size) for seed in args.seeds
             ]
             calls_of[name] = n
-            print(f"{name}: FD {[round(c['fd'], 2) for c in cells[name]]}", flush=True)
+            print(f"{name}: {json.dumps(cells[name])}", flush=True)
     print(f"\n{args.num_samples} samples per seed, seeds {args.seeds}, pipeline {args.pipeline}\n")
     print(comparison_table(cells, calls_of))
     if args.json:
