@@ -65,6 +65,8 @@ def make_pipeline(unet, noise_scheduler, args):
         corrector_steps=k,
         snr=args.snr,
         final_denoise=args.final_denoise,
+        # the posterior's noise: reverse diffusion's excess left every sample rough below ~100 calls (docs/sampling.md)
+        predictor="ancestral",
         data_range=DATA_RANGE,
     )
     return NCSNPipeline(unet=unet, scheduler=sampler)
