@@ -48,10 +48,13 @@ def candidates(config, calls: int, shape, etas) -> dict:
         )
     heun_calls = calls - 1 + calls % 2  # 2L - 1: the odd count at or below
     rows[f"Heun, gamma = 1 @{heun_calls}"] = (StochasticHeunScheduler.from_config(config, **HEUN_GAMMA_1), heun_calls)
-    rows[f"PC k=1 r=0.25 @{calls}"] = (
-        PredictorCorrectorScheduler.from_config(config, corrector_steps=1, snr=0.25, final_denoise=True),
-        calls,
-    )
+    for predictor in ("reverse_diffusion", "ancestral"):
+        rows[f"PC k=1 r=0.25 {predictor} @{calls}"] = (
+            PredictorCorrectorScheduler.from_config(
+                config, corrector_steps=1, snr=0.25, final_denoise=True, predictor=predictor
+            ),
+            calls,
+        )
     return rows
 
 
