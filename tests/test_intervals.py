@@ -65,4 +65,6 @@ def test_comparison_table_reports_intervals_paired_differences_and_cost():
     half = 4.302652729911275 * 2.0 / math.sqrt(3)  # s = 2 for (8, 10, 6)
     assert table[2] == f"| a | 10 | 8.00 ± {half:.2f} | 8.00 / 10.00 / 6.00 | best | 8.0-12.0% | 0.0% | 10 |"
     # differences 1.0, 1.1, 0.9: s = 0.1, half-width 4.30 * 0.1 / sqrt(3) = 0.25, which excludes 0
-    assert table[3].startswith("| b | 20 | 9.00 ± ") and "| +1.00 ± 0.25* |" in table[3] and "| 16.7% | 10 |" in table[3]
+    assert (
+        table[3].startswith("| b | 20 | 9.00 ± ") and "| +1.00 ± 0.25* |" in table[3] and "| 16.7% | 10 |" in table[3]
+    )
