@@ -151,6 +151,8 @@ def _num_model_calls(scheduler_config: dict, num_inference_steps: int | None = N
         return levels + int(denoise)
     if sampler == "StochasticHeunScheduler":  # an Euler and a Heun call per level, the last level Euler's alone
         return 2 * scheduler_config.get("num_noise_levels", 18) - 1
+    if sampler == "LogSigmaMultistepScheduler":  # one call per sigma, the last returning D
+        return scheduler_config.get("num_noise_levels", 10)
     return levels * scheduler_config.get("steps_per_level", 100) + int(denoise)
 
 

@@ -9,6 +9,7 @@ from .digits_metrics import evaluate_samples, reference_floor
 from .dinov2 import DEFAULT_FEATURE_MODEL, compute_dinov2_metrics, dinov2_feature_function, load_dinov2
 from .feature_metrics import evaluate_features
 from .fid import compute_fid_metrics, digits_feature_function, inception_feature_function
+from .intervals import mean_interval, paired_difference_interval
 from .kid import kernel_inception_distance
 from .metrics import (
     check_finite,
@@ -42,7 +43,9 @@ __all__ = [
     "kernel_inception_distance",
     "load_digits_classifier",
     "load_dinov2",
+    "mean_interval",
     "nearest_neighbour_memorisation",
+    "paired_difference_interval",
     "precision_recall_density_coverage",
     "reference_floor",
     "sample_pipeline",

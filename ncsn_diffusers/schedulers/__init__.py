@@ -2,6 +2,7 @@
 
 from .scheduling_annealed_langevin import AnnealedLangevinScheduler, AnnealedLangevinSchedulerOutput
 from .scheduling_consistent_annealed import ConsistentAnnealedSamplingScheduler
+from .scheduling_log_sigma_multistep import LogSigmaMultistepScheduler
 from .scheduling_predictor_corrector import PredictorCorrectorScheduler
 from .scheduling_stochastic_heun import StochasticHeunScheduler
 from .scheduling_utils import ScoreSchedulerOutput
@@ -11,6 +12,7 @@ SCORE_SCHEDULERS = (
     PredictorCorrectorScheduler,
     ConsistentAnnealedSamplingScheduler,
     StochasticHeunScheduler,
+    LogSigmaMultistepScheduler,
 )
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "AnnealedLangevinScheduler",
     "AnnealedLangevinSchedulerOutput",
     "ConsistentAnnealedSamplingScheduler",
+    "LogSigmaMultistepScheduler",
     "PredictorCorrectorScheduler",
     "ScoreSchedulerOutput",
     "StochasticHeunScheduler",

@@ -27,6 +27,7 @@ from .scheduling_utils import (
 
 PREDICTION_TYPES = ("score", "epsilon", "sample")
 CORRECTOR_NORMS = ("per_sample", "batch_mean")
+PREDICTORS = ("reverse_diffusion", "ancestral")
 
 
 class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMixin, ConfigMixin):
@@ -37,8 +38,13 @@ class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMi
     On a geometric ladder sigma_1 > ... > sigma_N (sigma_{N+1} = 0), each level i runs k Langevin corrector steps
     x <- x + eps_i s(x, sigma_i) + sqrt(2 eps_i) z, whose step size follows the signal-to-noise ratio r,
     eps_i = 2 (r ||z|| / ||s||)**2 (norms per sample, or their means over the batch), and then one reverse-diffusion predictor step
-    x <- x + (sigma_i**2 - sigma_{i+1}**2) s(x, sigma_i) + sqrt(sigma_i**2 - sigma_{i+1}**2) z. `k = 0` is ancestral
-    sampling. The predictor's last step goes to sigma = 0; with `final_denoise` it adds no noise there, which makes it
+    x <- x + (sigma_i**2 - sigma_{i+1}**2) s(x, sigma_i) + sqrt(sigma_i**2 - sigma_{i+1}**2) z, or with
+    `predictor="ancestral"` the same mean with the exact posterior variance sigma_{i+1}**2 (sigma_i**2 -
+    sigma_{i+1}**2) / sigma_i**2 (score SDE's ancestral sampling predictor). The reverse-diffusion step adds
+    sigma_i**2 (1 - sigma_{i+1}**2 / sigma_i**2)**2 more variance than the next level holds: nothing on a fine ladder,
+    a sixth of sigma_i**2 per level on 25 levels over 8.5 -> 0.02, which leaves the grain of too few levels in the
+    final samples (docs/sampling.md). `k = 0` with the ancestral predictor is ancestral sampling.
+    The predictor's last step goes to sigma = 0; with `final_denoise` it adds no noise there, which makes it
     Tweedie's denoiser x + sigma_N**2 s(x, sigma_N) (score SDE's `noise_removal`) at no extra model call.
 
     `timesteps` holds the sigma of each model call (k + 1 per level), so a model trained with continuous sigma
@@ -56,6 +62,9 @@ class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMi
             k, the Langevin corrector steps per level; 0 gives ancestral sampling (the predictor alone).
         snr (`float`, defaults to 0.16):
             r, the corrector's signal-to-noise ratio (0.16 for the CIFAR-10 VE models of Song et al.).
+        predictor (`str`, defaults to `"reverse_diffusion"`):
+            The predictor's noise: `"reverse_diffusion"` (variance sigma_i**2 - sigma_{i+1}**2, score SDE's default and
+            what earlier releases saved) or `"ancestral"` (the posterior variance, exact at any ladder length).
         final_denoise (`bool`, defaults to `True`):
             End the chain with Tweedie's denoiser: the last model call returns x + sigma_N**2 s(x, sigma_N) instead of
             a noisy update. Every scheduler's `final_denoise` means this and, for a given `num_inference_steps`, costs no extra call. Here that call is the last predictor step (sigma_N -> 0) itself, which
@@ -83,6 +92,7 @@ class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMi
         corrector_steps: int = 1,
         snr: float = 0.16,
         final_denoise: bool = True,
+        predictor: str = "reverse_diffusion",
         prediction_type: str = "score",
         data_range: tuple[float, float] | None = None,
         corrector_norms: str = "per_sample",
@@ -99,9 +109,11 @@ class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMi
     def __len__(self):
         return self.config.num_noise_levels * (self.config.corrector_steps + 1)
 
-    def _run_settings(self, corrector_steps=None, snr=None, final_denoise=None) -> dict:
+    def _run_settings(self, corrector_steps=None, snr=None, final_denoise=None, predictor=None) -> dict:
         """The config with this call's overrides, checked in one place for the constructor and `set_timesteps`."""
-        run = resolve(self.config, dict(corrector_steps=corrector_steps, snr=snr, final_denoise=final_denoise))
+        overrides = dict(corrector_steps=corrector_steps, snr=snr, final_denoise=final_denoise, predictor=predictor)
+        run = resolve(self.config, overrides)
+        check_choice("predictor", run["predictor"], PREDICTORS)
         check_positive_int("corrector_steps", run["corrector_steps"], minimum=0, maximum=MAX_MODEL_CALLS)
         check_positive_float("snr", run["snr"], "It is r of the Langevin corrector; Song et al. use 0.16.")
         check_bool("final_denoise", run["final_denoise"])
@@ -114,6 +126,7 @@ class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMi
         corrector_steps: int | None = None,
         snr: float | None = None,
         final_denoise: bool | None = None,
+        predictor: str | None = None,
     ):
         """
         Lays the N levels of k corrector steps and one predictor step out as `timesteps`, one entry per model call.
@@ -129,8 +142,10 @@ class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMi
                 Overrides r for this run.
             final_denoise (`bool`, *optional*):
                 Overrides the noise-free last predictor step for this run.
+            predictor (`str`, *optional*):
+                Overrides the predictor's noise for this run.
         """
-        run = self._run_settings(corrector_steps, snr, final_denoise)
+        run = self._run_settings(corrector_steps, snr, final_denoise, predictor)
         k = run["corrector_steps"]
         if num_inference_steps is None:
             check_num_calls("num_noise_levels x (corrector_steps + 1)", self.config.num_noise_levels * (k + 1))
@@ -147,7 +162,11 @@ class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMi
         # the last call of each level is its predictor step; the others are corrector steps
         self._is_predictor = [j + 1 == len(levels) or levels[j + 1] != levels[j] for j in range(len(levels))]
         self._next_sigma = sigmas[1:].tolist() + [0.0]
-        self._snr, self._final_denoise = run["snr"], run["final_denoise"]
+        self._snr, self._final_denoise, self._ancestral = (
+            run["snr"],
+            run["final_denoise"],
+            run["predictor"] == "ancestral",
+        )
         call_sigmas = [sigmas[i].item() for i in levels]
         self._lay_out(levels, call_sigmas, None, torch.tensor(call_sigmas, dtype=torch.float32), device)
 
@@ -183,12 +202,15 @@ class PredictorCorrectorScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMi
         s = score_from_model_output(model_output.float(), x, sigma_i, 1.0, self.config.prediction_type)
         pred_original_sample = sample_from_score(s, x, sigma_i)
         if self._is_predictor[j]:
-            # reverse diffusion: x + (sigma_i^2 - sigma_{i+1}^2) s + sqrt(sigma_i^2 - sigma_{i+1}^2) z
-            variance = sigma_i**2 - self._next_sigma[self._levels[j]] ** 2
+            # reverse diffusion: x + (sigma_i^2 - sigma_{i+1}^2) s + sqrt(sigma_i^2 - sigma_{i+1}^2) z; ancestral: the
+            # same mean, noise variance sigma_{i+1}^2 (sigma_i^2 - sigma_{i+1}^2) / sigma_i^2
+            sigma_next = self._next_sigma[self._levels[j]]
+            variance = sigma_i**2 - sigma_next**2
             prev_sample = torch.add(x, s, alpha=variance)
             if not (self._final_denoise and j == len(self._levels) - 1):
                 z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)
-                prev_sample.add_(z, alpha=math.sqrt(variance))
+                noise_variance = variance * sigma_next**2 / sigma_i**2 if self._ancestral else variance
+                prev_sample.add_(z, alpha=math.sqrt(noise_variance))
         else:
             # Langevin corrector: eps = 2 (r ||z|| / ||s||)^2, then x + eps s + sqrt(2 eps) z
             z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=torch.float32)

@@ -20,6 +20,7 @@ SCORE_SCHEDULER_NAMES = (
     "PredictorCorrectorScheduler",
     "ConsistentAnnealedSamplingScheduler",
     "StochasticHeunScheduler",
+    "LogSigmaMultistepScheduler",
 )
 # ... and diffusers' score scheduler, that of the Hub's ScoreSdeVe folders (compatible_configs.py reads its config).
 SCORE_COMPATIBLES = (*SCORE_SCHEDULER_NAMES, "ScoreSdeVeScheduler")

@@ -1,5 +1,5 @@
 """NCSNppModel's pieces against closed forms: the SDE time maps, FIR resampling, and the configurations it refuses.
-Its agreement with the authors' network is tested on their fixtures in tests/test_convert_score_sde.py."""
+Its agreement with the authors' network is tested on their fixtures in tests/scripts/test_convert_score_sde.py."""
 
 import math
 

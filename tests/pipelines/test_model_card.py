@@ -243,6 +243,7 @@ def test_diffusers_only_snippet_samples_an_epsilon_model_without_ncsn_classes(tm
         ({"_class_name": "PredictorCorrectorScheduler", "num_noise_levels": 30, "corrector_steps": 2}, 90),
         ({"_class_name": "ConsistentAnnealedSamplingScheduler", "num_noise_levels": 30, "final_denoise": True}, 31),
         ({"_class_name": "StochasticHeunScheduler", "num_noise_levels": 18}, 35),
+        ({"_class_name": "LogSigmaMultistepScheduler", "num_noise_levels": 10}, 10),  # bug caught: 10 x 100 calls
     ],
 )
 def test_card_counts_the_calls_of_each_sampler(scheduler_config, calls):

@@ -44,11 +44,17 @@ def saved(tmp_path):
     return save
 
 
-def test_the_predictor_corrector_loop_samples_what_the_pipeline_samples(saved, tmp_path):
+@pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral"])
+def test_the_predictor_corrector_loop_samples_what_the_pipeline_samples(saved, tmp_path, predictor):
     """Catches the card's loop failing with KeyError: 'steps_per_level' on the default run's PC config, and a PC loop
-    that is not the scheduler's chain (same draws from the same seed, so the same images)."""
+    that is not the scheduler's chain (same draws from the same seed, so the same images), for either predictor."""
     scheduler = PredictorCorrectorScheduler(
-        sigma_max=2.0, sigma_min=0.05, num_noise_levels=3, corrector_steps=1, data_range=(-1.0, 1.0)
+        sigma_max=2.0,
+        sigma_min=0.05,
+        num_noise_levels=3,
+        corrector_steps=1,
+        data_range=(-1.0, 1.0),
+        predictor=predictor,
     )
     pipe = saved(scheduler)
     x = run_card_snippet(tmp_path, scheduler)["x"]

@@ -107,6 +107,32 @@ def test_predictor_corrector_ladder_of_any_length(corrector_steps, calls, levels
     assert counts[-1] == corrector_steps + 1 and sum(counts) == calls
 
 
+@pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral"])
+def test_predictor_noise_on_a_coarse_ladder(predictor):
+    """Data = a point at 0, score -x / sigma^2, 6 levels 5 -> 0.05 (ratio 2.5): the ancestral predictor's sample has
+    std sigma_{i+1} after every step, as the next call assumes; reverse diffusion's variance follows
+    v' = (sigma_{i+1}^2 / sigma_i^2)^2 v + sigma_i^2 - sigma_{i+1}^2, above sigma_{i+1}^2 by up to
+    sigma_i^2 (1 - sigma_{i+1}^2 / sigma_i^2)^2. Bug caught: the excess noise that made PC at 50 calls leave every
+    digit rough (25 levels); the ancestral predictor removes it."""
+    scheduler = PredictorCorrectorScheduler(
+        sigma_max=5.0, sigma_min=0.05, corrector_steps=0, final_denoise=False, predictor=predictor
+    )
+    scheduler.set_timesteps(6)
+    model = ImageMixtureScoreModel([[0.0] * 64], [1.0], std=0.0, sample_size=8, in_channels=1)
+    generator = torch.Generator().manual_seed(0)
+    x = scheduler.initial_sample((1024, 1, 8, 8), generator=generator) - 0.5  # centred at 0, std sigma_1
+    sigmas, variance = scheduler.timesteps.tolist(), 25.0
+    for i, t in enumerate(scheduler.timesteps[:-1]):
+        x = scheduler.step(model(x, t).sample, t, x, generator=generator).prev_sample
+        ratio = sigmas[i + 1] ** 2 / sigmas[i] ** 2
+        variance = (
+            sigmas[i + 1] ** 2 if predictor == "ancestral" else ratio**2 * variance + sigmas[i] ** 2 * (1 - ratio)
+        )
+        assert x.var().item() == pytest.approx(variance, rel=0.02)
+    if predictor == "reverse_diffusion":
+        assert variance > 1.2 * sigmas[-1] ** 2
+
+
 def test_ancestral_sampling_recovers_the_mixture():
     weight, var_left, var_right, model = sample_mixture(PredictorCorrectorScheduler(**VE, corrector_steps=0), 100)
     assert_samples_the_mixture(weight, var_left, var_right)
@@ -338,6 +364,7 @@ def test_edm_scheduler_with_another_prediction_type_names_the_fix():
         (PredictorCorrectorScheduler(**VE), {"snr": float("inf")}, "snr=inf must be a positive finite number"),
         (PredictorCorrectorScheduler(**VE), {"corrector_steps": -1}, "corrector_steps=-1 must be an integer >= 0"),
         (PredictorCorrectorScheduler(**VE), {"epsilon": 1e-5}, "PredictorCorrectorScheduler takes no per-call eps"),
+        (PredictorCorrectorScheduler(**VE), {"predictor": "euler"}, "predictor='euler' is not supported"),
         (ConsistentAnnealedSamplingScheduler(**VE), {"epsilon": float("nan")}, "epsilon=nan must be a positive"),
         (StochasticHeunScheduler(**VE), {"snr": 0.16}, "StochasticHeunScheduler takes no per-call snr"),
         (EDMEulerScheduler(), {"final_denoise": True}, "EDMEulerScheduler takes no per-call final_denoise"),

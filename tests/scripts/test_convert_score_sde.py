@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 from ncsn_diffusers import NCSNPipeline, NCSNppModel, StochasticHeunScheduler
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).with_name("fixtures") / "score_sde_checkpoints"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "score_sde_checkpoints"
 SCRIPT = ROOT / "scripts" / "convert_score_sde_to_diffusers.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
