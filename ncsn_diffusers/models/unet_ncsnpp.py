@@ -342,18 +342,25 @@ class NCSNppModel(ModelMixin, ConfigMixin):
 
     def _network(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """The authors' `NCSNpp.forward` before its division by sigma: x (B, C, H, W), condition (B,)."""
-        config = self.config
+        temb = self._time_embedding(condition, x.dtype)
+        if not self.config.centered:
+            x = 2 * x - 1.0
+        skips = self._encode(x, temb)
+        h = self.mid_block2(self.mid_attention(self.mid_block1(skips[-1], temb)), temb)
+        return self._decode(h, skips, temb)
+
+    def _time_embedding(self, condition: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
         if self.time_embedding is not None:
             temb = self.time_embedding(torch.log(condition))
         else:
-            temb = sinusoidal_embedding(condition, config.base_channels)
-        if self.time_mlp is not None:
-            temb = self.time_mlp[1](self.act(self.time_mlp[0](temb.to(x.dtype))))
-        else:
-            temb = None
-        if not config.centered:
-            x = 2 * x - 1.0
+            temb = sinusoidal_embedding(condition, self.config.base_channels)
+        if self.time_mlp is None:
+            return None
+        return self.time_mlp[1](self.act(self.time_mlp[0](temb.to(dtype))))
 
+    def _encode(self, x: torch.Tensor, temb: torch.Tensor | None) -> list[torch.Tensor]:
+        """The down path; returns every skip activation, the last one the input of the middle blocks."""
+        config = self.config
         pyramid = x if config.progressive_input != "none" else None
         skips = [self.conv_in(x)]
         for level in self.down_levels:
@@ -372,9 +379,11 @@ class NCSNppModel(ModelMixin, ConfigMixin):
                 pyramid = residual_sum(level.pyramid(pyramid), h, config.skip_rescale)
                 h = pyramid
             skips.append(h)
+        return skips
 
-        h = self.mid_block2(self.mid_attention(self.mid_block1(skips[-1], temb)), temb)
-
+    def _decode(self, h: torch.Tensor, skips: list[torch.Tensor], temb: torch.Tensor | None) -> torch.Tensor:
+        """The up path with its progressive output pyramid; consumes `skips`."""
+        config = self.config
         pyramid = None
         for level in self.up_levels:
             for block in level.res_blocks:

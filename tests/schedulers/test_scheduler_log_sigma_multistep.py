@@ -12,8 +12,8 @@ from sliced_wasserstein import sliced_wasserstein
 from ncsn_diffusers import LogSigmaMultistepScheduler, NCSNPipeline, PredictorCorrectorScheduler
 from ncsn_diffusers.schedulers.schedule_search import search_schedule_shape
 from ncsn_diffusers.schedulers.scheduling_log_sigma_multistep import integrator_weights, shaped_sigmas
-from ncsn_diffusers.toy import mixture_score
-from ncsn_diffusers.toy import sample_mixture as exact_mixture_samples
+from ncsn_diffusers.training.toy import mixture_score
+from ncsn_diffusers.training.toy import sample_mixture as exact_mixture_samples
 
 # The 2-D toy of test_samplers_on_exact_scores.py: the paper's 0.2 / 0.8 mixture in [-1, 1], modes 10 stds apart.
 MEANS, WEIGHTS, STD = [[-0.5, -0.5], [0.5, 0.5]], [0.2, 0.8], 0.1
