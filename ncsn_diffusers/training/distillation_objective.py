@@ -26,7 +26,13 @@ from .consistency_distillation import (
     teacher_denoiser,
     update_target,
 )
-from .distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
+from .distillation_card import (
+    DISTILLATION_RECORD,
+    measure_quality,
+    public_model_name,
+    render_distillation_card,
+    two_call_timesteps,
+)
 from .distillation_config import OBJECTIVE, read_teacher, teacher_data_range
 from .hub import push_to_hub
 from .objectives import Objective
@@ -124,7 +130,7 @@ class ConsistencyDistillation(Objective):
         digits = args.dataset_name is None and args.train_data_dir is None
         quality = measure_quality(pipeline, args.quality_samples, args.seed) if digits else {}
         record = {
-            "teacher_model": args.teacher_model,
+            "teacher_model": public_model_name(args.teacher_model),
             "num_scales": c.num_train_timesteps,
             "sigma_min": c.sigma_min,
             "sigma_max": c.sigma_max,
@@ -147,7 +153,9 @@ class ConsistencyDistillation(Objective):
         pipeline.save_pretrained(output_dir)
         (output_dir / DISTILLATION_RECORD).write_text(json.dumps(record, indent=2))
         repo_id = args.hub_model_id or (output_dir.resolve().name if args.push_to_hub else None)
-        (output_dir / "README.md").write_text(render_distillation_card(record, repo_id or str(output_dir), grid))
+        (output_dir / "README.md").write_text(
+            render_distillation_card(record, repo_id or output_dir.resolve().name, grid)
+        )
         logger.info(f"Saved the ConsistencyModelPipeline to {output_dir} ({record['cpu_minutes']} CPU-minutes)")
         if args.push_to_hub:
             logger.info(f"Pushed {output_dir} to {push_to_hub(args, repo_id)}")
