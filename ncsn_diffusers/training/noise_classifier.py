@@ -17,7 +17,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from ..models import NoiseConditionalClassifier
 from ..parameterization import append_dims
 from .data import dataset_label
-from .hub import push_to_hub
+from .hub import SINGLE_MODEL_FILES, push_to_hub
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -76,7 +76,8 @@ def save_classifier(args, accelerator, classifier, ema, num_images: int, max_tra
     card_path.write_text(classifier_card(args, classifier, num_images, max_train_steps, train_time, last))
     logger.info(f"Saved the classifier and its model card to {args.output_dir}")
     if args.push_to_hub:
-        repo_id = push_to_hub(args, args.hub_model_id or Path(args.output_dir).resolve().name)
+        repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
+        repo_id = push_to_hub(args, repo_id, allow_patterns=SINGLE_MODEL_FILES)  # what this run wrote, only
         logger.info(f"Pushed {args.output_dir} to {repo_id}")
 
 
