@@ -80,16 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dataset_config_name", help="The config of --dataset_name.")
     add(
         "--train_data_dir",
-        help="A folder of images (every image file under it, recursively, no split rules), streamed: decoded per "
-        "batch, never all in memory; any mode and size is converted, and a file whose header is unreadable is "
-        "skipped with a warning naming it.",
+        help="A folder of images (every image file under it, recursively, symbolic links to folders followed, no "
+        "split rules), streamed: decoded per batch, never all in memory; any mode and size is converted, and a file "
+        "that cannot be decoded is skipped at start-up with a warning naming it.",
     )
     add("--cache_dir", help="Where `datasets` caches downloads.")
     add(
         "--label_column",
         help="--objective noise_classifier: the ClassLabel or integer column of --dataset_name holding the classes "
-        '(default "label"). The digits have their digits, a --train_data_dir the names of its class folders '
-        "(DIR/<class>/<image>, datasets' imagefolder convention).",
+        '(default "label"): its names, or integers exactly 0..K-1. The digits have their digits, a --train_data_dir '
+        "the names of its first-level folders (DIR/<class>/.../<image>, datasets' imagefolder convention).",
     )
     add("--resolution", type=int, help="Side of the square training images.")
     add(
