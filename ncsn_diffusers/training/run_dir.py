@@ -45,7 +45,15 @@ SAVED_MODEL_FILES = (
     r"model_index\.json|README\.md|distillation\.json|(({components})/)?(config\.json|scheduler_config\.json|"
     r"diffusion_pytorch_model[^/]*\.(safetensors|bin|json)|{modules})"
 )
-PACKAGE_MODULES = sorted({p.name for p in Path(__file__).resolve().parents[1].rglob("*.py")} - {"__init__.py"})
+# The modules of the package's component classes, which diffusers copies beside their config.
+PACKAGE_MODULES = sorted(
+    {
+        p.name
+        for folder in ("models", "schedulers")
+        for p in (Path(__file__).resolve().parents[1] / folder).glob("*.py")
+    }
+    - {"__init__.py"}
+)
 
 
 def saved_model_files(output_dir: Path) -> re.Pattern:
@@ -184,9 +192,8 @@ def check_output_dir(args) -> bool:
             f"--output_dir {output_dir} holds files this script did not write ({', '.join(foreign[:5])}); "
             "pass an empty or new folder."
         )
-    written = [
-        p.name for p in output_dir.iterdir() if p.name in own - NEVER_WRITTEN or p.name.startswith("checkpoint-")
-    ]
+    # Complete checkpoints are never written into (one linked from another disk is pruned as a link).
+    written = [p.name for p in output_dir.iterdir() if p.name in own - NEVER_WRITTEN]
     refuse_symlinks(output_dir, written, "--output_dir")
     if args.overwrite_output_dir:
         return True

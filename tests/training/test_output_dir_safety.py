@@ -2,24 +2,13 @@
 every file of the previous run's saved model, so that nothing of it is left beside (or pushed with) this run's."""
 
 import os
-from pathlib import Path
 
 import pytest
-import torch
 from test_train_ncsn import TINY, run_main, tree_state
+from test_train_noise_classifier import TINY as CLASSIFIER
+from test_train_noise_classifier import score_pipeline
 
-from ncsn_diffusers import NCSNPipeline, NCSNUNet2DModel, PredictorCorrectorScheduler
 from ncsn_diffusers.training.hub import upload_patterns
-
-CLASSIFIER = ["--objective", "noise_classifier", "--resolution", "8", "--train_batch_size", "8", "--report_to", "none"]
-
-
-def score_pipeline(folder: Path) -> Path:
-    torch.manual_seed(0)
-    unet = NCSNUNet2DModel.from_preset("tiny", sample_size=8)
-    scheduler = PredictorCorrectorScheduler(sigma_max=8.0, sigma_min=0.02, num_noise_levels=3, data_range=(-1.0, 1.0))
-    NCSNPipeline(unet, scheduler).save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("link", ["unet", "README.md", "samples", "training_args.json", ".train_ncsn.lock"])
