@@ -28,13 +28,15 @@ NCSNv2 without annealing (Langevin at sigma_L only, from uniform noise, as in So
 training digits, subsampled to the same size, give the floor.
 
 Writes `results.json`, `results.md` (the tables), `grids/<row>.png` and `grids.png` (seed 0) under `--output_dir`.
-Trained models and drawn samples stay there too: a rerun resumes, and `--overwrite` starts afresh.
+Trained models and drawn samples stay there too: a rerun resumes, and `--overwrite` starts afresh, deleting only
+what an earlier run of this script wrote (`OWN_FILES`, and in each model folder what `train_ncsn.py` owns:
+docs/security.md, "Ownership"); any other file in --output_dir is kept.
 """
 
 import argparse
 import json
 import math
-import shutil
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +45,18 @@ import numpy as np
 import torch
 
 from ncsn_diffusers.training import TrainingConfig, train
+from ncsn_diffusers.training.log_dir import remove_owned_files
 
 MODEL_NAMES = ("ncsn_v1", "ncsn_v2", "ddpm")
 V1_EPSILON = 4 * 2e-5  # the paper's epsilon = 2e-5 for [0, 1] data; [-1, 1] data doubles distances, so 4x
 V1_LEVELS = 10
 SIGMA_MIN = 0.02  # NCSN's sigma_L = 0.01 for [0, 1] data, rescaled to [-1, 1]
 V2_TRAIN_STEPS_PER_LEVEL = 5  # Technique 4's T in the paper; only the saved default, the budget sets T when sampling
+# The files this script writes in --output_dir, beside the model folders (relative paths); --overwrite deletes these.
+OWN_FILES = re.compile(
+    r"^(results\.json|results\.md|grids\.png|train_times\.json|samples/[^/]+_seed-?\d+_n\d+(\.tmp)?\.npz|"
+    r"grids/[^/]+\.png)$"
+)
 METRIC_KEYS = (
     "frechet_distance",
     "precision",
@@ -67,7 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--output_dir", required=True, help="Models, samples, results.json, results.md and the grids go here.")
-    add("--overwrite", action="store_true", help="Delete what an earlier run left in --output_dir first.")
+    add(
+        "--overwrite",
+        action="store_true",
+        help="Start afresh: delete what an earlier run of this script wrote in --output_dir (its results, grids and "
+        "samples) and retrain the models over their folders; any other file is kept.",
+    )
     add("--model_preset", default="digits", help="U-Net size preset of all three models.")
     add("--resolution", type=int, default=8, help="Image side; 8 is the digits' native size.")
     add("--max_train_steps", type=int, default=1000, help="Optimizer steps of each model.")
@@ -103,8 +116,9 @@ def training_config(name: str, args: argparse.Namespace, output_dir: Path) -> Tr
         model_preset=args.model_preset, resolution=args.resolution, train_batch_size=args.train_batch_size,
         max_train_steps=args.max_train_steps, seed=args.seed, output_dir=str(output_dir), report_to="none",
         num_sample_images=min(16, args.num_samples), checkpointing_steps=max(args.max_train_steps // 4, 1),
-        checkpoints_total_limit=1, resume_from_checkpoint="latest", sigma_sampling="discrete",
-        sampler="annealed_langevin",
+        checkpoints_total_limit=1, sigma_sampling="discrete", sampler="annealed_langevin",
+        # --overwrite: train_ncsn's own --overwrite_output_dir, which deletes only the files its runs own
+        **(dict(overwrite_output_dir=True) if args.overwrite else dict(resume_from_checkpoint="latest")),
     )  # fmt: skip
     v1_steps_per_level = max(args.num_inference_steps // V1_LEVELS, 1)
     specific = {
@@ -148,7 +162,7 @@ def train_models(args: argparse.Namespace, root: Path) -> dict:
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
     for name in MODEL_NAMES:
         model_dir = root / name
-        if (model_dir / "model_index.json").exists():
+        if not args.overwrite and (model_dir / "model_index.json").exists():
             check_reusable(model_dir, training_config(name, args, model_dir))
             continue
         AcceleratorState._reset_state(reset_partial_state=True)  # one Accelerator per run, as in a fresh process
@@ -596,8 +610,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.num_threads)
     root = Path(args.output_dir)
-    if args.overwrite and root.exists():
-        shutil.rmtree(root)
+    if args.overwrite:
+        remove_owned_files(root, OWN_FILES)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 

@@ -22,8 +22,11 @@ import torch
 import yaml
 
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNRefineNet, NCSNv2Model
+from ncsn_diffusers.training.run_dir import OutputDirLock, refuse_symlinks
 
 # NCSN v1's sampler is not in its config: anneal_runner.py runs T = 100 steps of step_lr = 2e-5 and no denoising.
+# What the converter writes in --dump_path (an NCSNPipeline's `save_pretrained`).
+WRITTEN = ("model_index.json", "README.md", "unet", "scheduler")
 V1_SAMPLING = {"n_steps_each": 100, "step_lr": 2e-5, "denoise": False}
 # Which NCSNv2 network the authors' runner builds for each data set (`get_model` in runners/ncsn_runner.py).
 V2_VARIANTS = {"CIFAR10": "ncsnv2", "CELEBA": "ncsnv2", "LSUN": "ncsnv2_deeper", "FFHQ": "ncsnv2_deepest"}
@@ -218,7 +221,9 @@ def convert_state_dict(weights: dict[str, torch.Tensor], network: torch.nn.Modul
 
 
 def check_dump_path(dump_path: str | Path, overwrite: bool):
-    """Refuses a --dump_path that is a file, or a non-empty folder without --overwrite; changes nothing."""
+    """Refuses a --dump_path that is a file, a non-empty folder without --overwrite, a folder a training run holds
+    (its lock), or one whose `WRITTEN` entries are symbolic links (the files would go where they point); changes
+    nothing."""
     dump_path = Path(dump_path)
     if dump_path.exists() and not dump_path.is_dir():
         raise ValueError(f"--dump_path {dump_path} is a file; pass a new or empty folder.")
@@ -228,6 +233,11 @@ def check_dump_path(dump_path: str | Path, overwrite: bool):
             f"--dump_path {dump_path} is not empty ({', '.join(held[:5])}); pass a new or empty folder, or "
             "--overwrite to replace the files of the same names (the others are kept)."
         )
+    try:
+        OutputDirLock(dump_path).check_free()
+    except RuntimeError as err:
+        raise ValueError(f"--dump_path: {err}") from None
+    refuse_symlinks(dump_path, WRITTEN, "--dump_path")
 
 
 def load_states(checkpoint_path: str | Path):
@@ -262,14 +272,18 @@ def load_states(checkpoint_path: str | Path):
 def write_pipeline(pipeline: NCSNPipeline, dump_path: Path) -> list[Path]:
     """Saves `pipeline` beside --dump_path, then moves each of its files into place (replacing a file of the same
     name, deleting nothing else). Returns the files of --dump_path the converter did not write."""
-    dump_path.parent.mkdir(parents=True, exist_ok=True)
+    dump_path.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dump_path.name}.converting-", dir=dump_path.parent))
     try:
         pipeline.save_pretrained(staging)
         written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
-        for name in written:
-            (dump_path / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / name, dump_path / name)
+        with OutputDirLock(dump_path):  # no training run starts in it while the files move in
+            refuse_symlinks(dump_path, WRITTEN, "--dump_path")  # none appeared since the check
+            for name in written:
+                (dump_path / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / name, dump_path / name)
+    except RuntimeError as err:  # the lock: a training run took the folder after the check
+        raise ValueError(f"--dump_path: {err}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # our own staging folder: what is left of it after the moves
     return sorted(p for p in dump_path.rglob("*") if p.is_file() and p.relative_to(dump_path) not in written)

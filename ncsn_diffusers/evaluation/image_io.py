@@ -5,29 +5,26 @@ import os
 import numpy as np
 import torch
 
+from ..image_reading import read_image_file
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def _read_image(path: str, mode: str) -> np.ndarray:
-    """One image file as float32 in [0, 1]: `(H, W)` for `mode="L"`, `(H, W, 3)` for `mode="RGB"`.
-
-    16-bit grayscale files (PIL modes "I;16*", or "I" from a PNG, which holds at most 16 bits) are scaled by 65535:
-    PIL's own conversion to "L" clips them to white instead.
-    """
+    """One image file as float32 in [0, 1] (the package's one reading, `read_image_file`): `(H, W)` for `mode="L"`,
+    `(H, W, 3)` for `mode="RGB"`; 16-bit files are divided by 65535, float files taken as they are."""
     from PIL import Image
 
     try:
-        image = Image.open(path)
+        array = read_image_file(path, mode)
     except Image.DecompressionBombError as error:
         raise ValueError(
             f"{path} is too large to score ({error}); sample files are the model's resolution: resize it, or remove it "
             "from the folder."
         ) from error
-    with image:
-        if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
-            gray = np.asarray(image).astype(np.float32) / 65535.0
-            return gray if mode == "L" else np.repeat(gray[..., None], 3, axis=-1)
-        return np.asarray(image.convert(mode)).astype(np.float32) / 255.0
+    except ValueError as error:
+        raise ValueError(f"{path} cannot be scored: {error}") from error
+    return array[..., 0] if mode == "L" else array
 
 
 def load_image_folder(path: str, mode: str = "L") -> torch.Tensor:

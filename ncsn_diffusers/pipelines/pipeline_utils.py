@@ -9,6 +9,8 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 
+from ..image_reading import unit_array
+
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
@@ -87,19 +89,6 @@ def scheduler_overrides(scheduler, **settings) -> dict:
     return overrides
 
 
-# PIL modes of more than 8 bits, and the value of white in each: converting them to "L" clips them.
-# 16-bit PNGs open as "I;16*" or "I"; "F" holds floats, taken to be in [0, 1] already.
-HIGH_BIT_WHITE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
-
-
-def pil_to_unit_array(image: PIL.Image.Image, mode: str) -> np.ndarray:
-    """A PIL image as a float32 array (H, W, C) in [0, 1] in the model's `mode` ("L" or "RGB"), at any bit depth."""
-    if image.mode not in HIGH_BIT_WHITE:
-        return np.asarray(image.convert(mode), dtype=np.float32).reshape(image.height, image.width, -1) / 255.0
-    gray = np.asarray(image, dtype=np.float32) / HIGH_BIT_WHITE[image.mode]  # (H, W), single-channel modes all
-    return np.repeat(gray[..., None], 1 if mode == "L" else 3, axis=-1)
-
-
 def prepare_images(image, channels: int, sample_size, name: str = "image") -> torch.Tensor:
     """
     Images in diffusers' forms (PIL, `(H, W, C)` / `(B, H, W, C)` arrays, `(C, H, W)` / `(B, C, H, W)` tensors, or
@@ -114,7 +103,7 @@ def prepare_images(image, channels: int, sample_size, name: str = "image") -> to
         images = image if isinstance(image, list) else [image]
         if all(isinstance(i, PIL.Image.Image) for i in images):
             mode = "L" if channels == 1 else "RGB"
-            image = np.stack([pil_to_unit_array(i, mode) for i in images])  # (B, H, W, C) in [0, 1]
+            image = np.stack([unit_array(i, mode) for i in images])  # (B, H, W, C) in [0, 1]
     values = VaeImageProcessor(do_resize=False, do_normalize=False).preprocess(image).float()
     check_unit_range(name, values)
     if values.shape[1] != channels:

@@ -79,9 +79,9 @@ class TrainingConfig:
     train_data_dir: str | None = flag(
         None,
         help=(
-            "A folder of images (every image file under it, recursively, no split rules), streamed: decoded per "
-            "batch, never all in memory; any mode and size is converted, and a file whose header is unreadable is "
-            "skipped with a warning naming it."
+            "A folder of images (every image file under it, recursively, symbolic links to folders followed, no "
+            "split rules), streamed: decoded per batch, never all in memory; any mode and size is converted, and a file "
+            "that cannot be decoded is skipped at start-up with a warning naming it."
         ),
     )
     cache_dir: str | None = flag(None, help="Where `datasets` caches downloads.")
@@ -89,8 +89,8 @@ class TrainingConfig:
         "label",
         help=(
             "--objective noise_classifier: the ClassLabel or integer column of --dataset_name holding the classes "
-            '(default "label"). The digits have their digits, a --train_data_dir the names of its class folders '
-            "(DIR/<class>/<image>, datasets' imagefolder convention)."
+            '(default "label"): its names, or integers exactly 0..K-1. The digits have their digits, a --train_data_dir '
+            "the names of its first-level folders (DIR/<class>/.../<image>, datasets' imagefolder convention)."
         ),
     )
     resolution: int = flag(16, help="Side of the square training images.")

@@ -28,10 +28,11 @@ def training_set(args) -> torch.Tensor | torch.utils.data.Dataset:
     """The training set: the embedded digits as one tensor in memory (float32 in [0, 1], (N, C, R, R)); a folder or a
     `datasets` dataset as a map-style dataset decoding one uint8 image per item, streamed by [`TrainingBatches`].
 
-    Only the file list (or the table's metadata) and each file's header are read here, never the pixels.
+    Every image is decoded once here, by the DataLoader workers, and only to check it: one that fails is skipped
+    with a warning naming it, so a corrupt file never stops the run when its batch comes. Nothing is kept.
     """
     settings = dict(resolution=args.resolution, channels=args.channels, center_crop=args.center_crop, seed=args.seed)
-    settings.update(num_workers=args.dataloader_num_workers)  # the workers also check the headers
+    settings.update(num_workers=args.dataloader_num_workers)  # the workers also check each image decodes
     if args.train_data_dir is not None:
         return ImageFolderDataset(args.train_data_dir, exclude=[args.output_dir], **settings)
     if args.dataset_name is not None:
@@ -121,6 +122,7 @@ class TrainingBatches:
         self.order, self.device = order, torch.device(device)
         self.process_index, self.num_processes = process_index, num_processes
         self.images, self.stream, self.next_step = None, None, start
+        self.dataset = images  # the training set, as a checkpoint fingerprints it
         if isinstance(images, torch.Tensor):
             self.images = images.to(self.device)
         else:

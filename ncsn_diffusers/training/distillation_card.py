@@ -1,5 +1,7 @@
 """The record and the model card of a distilled student: the teacher, N, the calls and the quality measured."""
 
+from pathlib import Path
+
 import torch
 
 from ..evaluation.digits_metrics import evaluate_samples
@@ -11,6 +13,12 @@ DISTILLATION_RECORD = "distillation.json"
 # [2, 0] at N = 18 (t_2 = 5.2 on the default run's grid). Measured on the default run's network over 3 seeds against
 # diffusers' default [N // 2, 0] and [4, 0], [6, 0], [12, 0] (docs/distillation.md).
 TWO_CALL_RAMP = 2 / 17
+
+
+def public_model_name(model: str) -> str:
+    """A model as a card names it: a Hub repo id as given, a local folder by its name only (its path would publish
+    the trainer's file system)."""
+    return Path(model).resolve().name if Path(model).exists() else model
 
 
 def two_call_timesteps(num_scales: int) -> list[int]:

@@ -80,6 +80,18 @@ def check_teacher(teacher: dict, teacher_model: str) -> None:
         )
 
 
+def check_apart(teacher_folder: str, output_dir: str, teacher_model: str) -> None:
+    """Refuses an --output_dir that is the teacher's folder, inside it or around it: the student would be saved over
+    the teacher (with --overwrite_output_dir) or among its files."""
+    teacher, output = Path(teacher_folder).resolve(), Path(output_dir).resolve()
+    if teacher == output or teacher in output.parents or output in teacher.parents:
+        where = "is" if teacher == output else "is inside" if teacher in output.parents else "holds"
+        raise ValueError(
+            f"--output_dir {output_dir} {where} the teacher's folder (--teacher_model {teacher_model}, {teacher}): "
+            "the student would be written over or among the teacher's files. Pass an --output_dir outside it."
+        )
+
+
 def teacher_data_range(scheduler_config: dict) -> tuple[float, float]:
     """The teacher's data range as its scheduler applies it: `data_range`, else that class's default ([0, 1] for
     `AnnealedLangevinScheduler` in VE, the papers'; [-1, 1] for the EDM-style samplers, which record none)."""
@@ -115,6 +127,7 @@ def resolve_distillation(config, explicit: set[str]) -> None:
     check_distance(config)
     teacher = read_teacher(config.teacher_model)
     check_teacher(teacher, config.teacher_model)
+    check_apart(teacher["folder"], config.output_dir, config.teacher_model)
     resolve_student(config, teacher, explicit)
     for name, value in DISTILLATION_DEFAULTS.items():
         if name not in explicit and not (name == "max_train_steps" and "num_epochs" in explicit):

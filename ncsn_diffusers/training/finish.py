@@ -20,4 +20,5 @@ def finish(objective, args, accelerator, network, ema, images, max_train_steps: 
     repo_id = args.hub_model_id or (Path(args.output_dir).resolve().name if args.push_to_hub else None)
     objective.save(args, accelerator, model, images, max_train_steps, train_time, last, repo_id)
     if args.push_to_hub:
-        logger.info(f"Pushed {args.output_dir} to {push_to_hub(args, repo_id)}")
+        # only what this run wrote: a folder overwritten by another objective may still hold an older model's files
+        logger.info(f"Pushed {args.output_dir} to {push_to_hub(args, repo_id, allow_patterns=objective.hub_files)}")

@@ -24,8 +24,12 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def push_to_hub(args, repo_id: str) -> str:
-    """Uploads the allow-list of [`upload_patterns`] from --output_dir to the Hub repo `repo_id`.
+# A single saved model (`save_pretrained` of a ModelMixin, --objective noise_classifier) and its card.
+SINGLE_MODEL_FILES = ["config.json", "diffusion_pytorch_model.safetensors", "README.md"]
+
+
+def push_to_hub(args, repo_id: str, allow_patterns: list[str] | None = None) -> str:
+    """Uploads `allow_patterns` (default: [`upload_patterns`]) from --output_dir to the Hub repo `repo_id`.
 
     `--hub_token` is passed to the client only; without it, huggingface_hub uses HF_TOKEN or the cached login
     (`hf auth login`).
@@ -42,7 +46,7 @@ def push_to_hub(args, repo_id: str) -> str:
         repo_id=repo_id,
         folder_path=args.output_dir,
         commit_message="Training run of train_ncsn.py",
-        allow_patterns=upload_patterns(Path(args.output_dir)),
+        allow_patterns=allow_patterns or upload_patterns(Path(args.output_dir)),
         token=args.hub_token,
     )
     return repo_id
@@ -54,7 +58,7 @@ def upload_patterns(output_dir: Path) -> list[str]:
     config.json, weights and card). Logs (any --logging_dir),
     training_args.json, checkpoints and the lock file hold local paths or are of no use on the Hub: never uploaded."""
     if not (output_dir / "model_index.json").is_file():  # a single model (--objective noise_classifier)
-        return ["config.json", "diffusion_pytorch_model.safetensors", "README.md"]
+        return SINGLE_MODEL_FILES
     index = json.loads((output_dir / "model_index.json").read_text())
     components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
     return ["model_index.json", "README.md", "samples/step_[0-9][0-9][0-9][0-9][0-9][0-9].png"] + [

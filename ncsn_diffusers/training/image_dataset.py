@@ -18,13 +18,14 @@ from .images import (
 
 logger = logging.getLogger(__name__)
 
-# Images whose headers one DataLoader worker checks per batch at start-up.
-HEADER_CHECK_BATCH = 1024
+# Images one DataLoader worker decodes per batch at start-up.
+DECODE_CHECK_BATCH = 256
 
 
-class HeaderChecks(torch.utils.data.Dataset):
-    """Item k: "" when PIL recognises image k of `images` from its header (no pixel is decoded), else the warning
-    naming it; checked by DataLoader workers at start-up."""
+class DecodeChecks(torch.utils.data.Dataset):
+    """Item k: "" when image k of `images` decodes and preprocesses as training will read it, else the warning
+    naming it; checked by DataLoader workers at start-up, so that a corrupt body (its header fine) is skipped then,
+    not met when its batch comes."""
 
     def __init__(self, images: "PreprocessedImages"):
         self.images = images
@@ -33,18 +34,18 @@ class HeaderChecks(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> str:
-        name, opener = self.images.source(index)
+        name, _ = self.images.source(index)
         try:
-            opener().close()  # Image.open parses the header and raises for a file it cannot identify
+            self.images.decode(index)
             return ""
         except decode_errors() as err:
             return f"Skipping corrupt or unreadable image {name}: {err}"
 
 
 def readable_items(images: "PreprocessedImages", num_workers: int) -> np.ndarray:
-    """The indices of the items of `images` whose header reads; warns, naming each file, for the others."""
+    """The indices of the items of `images` that decode; warns, naming each file, for the others."""
     checks = torch.utils.data.DataLoader(
-        HeaderChecks(images), batch_size=HEADER_CHECK_BATCH, num_workers=num_workers, collate_fn=list
+        DecodeChecks(images), batch_size=DECODE_CHECK_BATCH, num_workers=num_workers, collate_fn=list
     )
     warnings = [warning for batch in checks for warning in batch]
     for warning in filter(None, warnings):
@@ -56,8 +57,8 @@ class PreprocessedImages(torch.utils.data.Dataset):
     """Item k: image k decoded and preprocessed as [`preprocess_image`] does, its random crop drawn from
     `item_rng(seed, k)` (never from a worker's state), as a uint8 tensor (channels, resolution, resolution).
 
-    Subclasses give `source(k) -> (name, opener)` and `__len__`. An image whose header was read at start-up but
-    whose pixels cannot be decoded stops the run with a `ValueError` naming it.
+    Subclasses give `source(k) -> (name, opener)`, `__len__` and `file_list()`. An image that decoded at start-up
+    but no longer does (changed since) stops the run with a `ValueError` naming it.
     """
 
     def __init__(self, resolution: int, channels: int, center_crop: bool, seed: int):
@@ -66,14 +67,19 @@ class PreprocessedImages(torch.utils.data.Dataset):
     def source(self, index: int):
         raise NotImplementedError
 
+    def decode(self, index: int) -> np.ndarray:
+        """Image `index` as (channels, resolution, resolution) uint8; raises one of `decode_errors()` if it fails."""
+        _, opener = self.source(index)
+        with opener() as image:
+            image.load()
+            return preprocess_image(
+                image, self.resolution, self.channels, self.center_crop, item_rng(self.seed, index)
+            )
+
     def __getitem__(self, index: int) -> torch.Tensor:
-        name, opener = self.source(index)
+        name, _ = self.source(index)
         try:
-            with opener() as image:
-                image.load()
-                array = preprocess_image(
-                    image, self.resolution, self.channels, self.center_crop, item_rng(self.seed, index)
-                )
+            array = self.decode(index)
         except decode_errors() as err:
             raise ValueError(
                 f"Training image {name} could not be decoded ({err}); remove or replace it, then resume the run "
@@ -83,7 +89,7 @@ class PreprocessedImages(torch.utils.data.Dataset):
 
 
 class ImageFolderDataset(PreprocessedImages):
-    """Every image file under `train_data_dir` (see [`image_folder_paths`]); files whose header PIL cannot read are
+    """Every image file under `train_data_dir` (see [`image_folder_paths`]); files that cannot be decoded are
     skipped at start-up (checked by `num_workers` workers) with a warning naming them, as the in-memory path did.
 
     Paths are held as one numpy bytes array, not a list of `str`: forked workers would otherwise copy the pages of
@@ -105,9 +111,14 @@ class ImageFolderDataset(PreprocessedImages):
         self.paths = self.paths[readable_items(self, num_workers)]
         if not len(self.paths):
             raise ValueError(f"--train_data_dir {train_data_dir}: none of its image files could be read.")
+        self.root = os.fsencode(os.path.join(train_data_dir, ""))
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def file_list(self) -> list[bytes]:
+        """The files trained on, relative to --train_data_dir, in batch-order index order."""
+        return [bytes(path).removeprefix(self.root) for path in self.paths]
 
     def source(self, index: int):
         from PIL import Image
@@ -118,7 +129,7 @@ class ImageFolderDataset(PreprocessedImages):
 
 class ImageTableDataset(PreprocessedImages):
     """The images of a `datasets` dataset (see [`load_image_table`]), read row by row from its memory-mapped table;
-    rows whose image header PIL cannot read are skipped at start-up (checked by `num_workers` workers) with a warning
+    rows whose image cannot be decoded are skipped at start-up (checked by `num_workers` workers) with a warning
     naming them."""
 
     def __init__(
@@ -139,6 +150,10 @@ class ImageTableDataset(PreprocessedImages):
         self.rows = self.rows[readable_items(self, num_workers)]
         if not len(self.rows):
             raise ValueError(f"--dataset_name {dataset_name!r}: none of its {len(self.table)} images could be read.")
+
+    def file_list(self) -> list[bytes]:
+        """The rows trained on, in batch-order index order."""
+        return [str(int(row)).encode() for row in self.rows]
 
     def _name(self, row: int, record: dict) -> str:
         return record.get("path") or f"{self.dataset_name}[{row}]"

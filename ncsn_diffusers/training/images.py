@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..image_reading import read_pixels
 from .hub import hub_endpoint, hub_reachable
 
 logger = logging.getLogger(__name__)
@@ -17,20 +18,18 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 def preprocess_image(image, resolution: int, channels: int, center_crop: bool, rng: np.random.Generator):
     """Converts a PIL image to a uint8 array of shape (channels, resolution, resolution).
 
-    Any mode is accepted (L, RGB, RGBA, P, I;16, ...): palette and alpha images are flattened via RGBA (transparent
-    pixels keep their colour values, as `convert("RGB")` does), then converted to L (`channels=1`) or RGB. The
-    shorter side is resized to `resolution` (bicubic, as diffusers' example) and the square is cut from the centre
-    (`center_crop=True`) or at a position drawn once from `rng`.
+    Any mode is accepted (L, RGB, RGBA, P, I;16, F, ...) and read as the pipelines and the evaluator read it
+    ([`read_pixels`]): converted to L (`channels=1`) or RGB; a 16-bit, 32-bit or float image is divided by its white
+    (never stretched per image) and rounded to the 8 bits the training set is held in. The shorter side is resized to
+    `resolution` (bicubic, as diffusers' example) and the square is cut from the centre (`center_crop=True`) or at a
+    position drawn once from `rng`.
     """
     from PIL import Image
 
-    if image.mode in ("P", "PA", "LA") or "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grayscale: rescale to 8 bits before "L"
-        array = np.asarray(image, dtype=np.float64)
-        span = max(array.max() - array.min(), 1e-12)
-        image = Image.fromarray(((array - array.min()) / span * 255).round().astype(np.uint8), mode="L")
-    image = image.convert("L" if channels == 1 else "RGB")
+    mode = "L" if channels == 1 else "RGB"
+    image = read_pixels(image, mode)
+    if image.mode == "F":  # high bit depth, in [0, 1]
+        image = Image.fromarray(np.round(np.asarray(image) * 255).astype(np.uint8)).convert(mode)
 
     width, height = image.size
     scale = resolution / min(width, height)
@@ -91,18 +90,26 @@ def decode_errors() -> tuple[type[BaseException], ...]:
 
 
 def image_folder_paths(train_data_dir: str | os.PathLike, exclude=()) -> list[Path]:
-    """Every image file under a folder (recursively, sorted by path).
+    """Every image file under a folder (recursively, symbolic links to folders followed, sorted by path).
 
     Every image is read: no split rules (`datasets`' imagefolder would train on the 8 `train_*.png` among 32 images,
     or fail on a `test/` subfolder). Files under a folder of `exclude` (a run's --output_dir placed inside the data
-    folder, say) are left out.
+    folder, say) are left out. A folder reached a second time (a link back up the tree, or two links to one folder)
+    is read once, and named in a warning.
     """
     root = Path(train_data_dir)
     if not root.is_dir():
         raise ValueError(f"--train_data_dir {root} does not exist or is not a folder; pass a folder of images.")
     excluded = [Path(folder).resolve() for folder in exclude]
-    paths = []
-    for folder, subfolders, files in os.walk(root):  # excluded folders are pruned, not each path resolved
+    paths, seen, again = [], set(), []
+    for folder, subfolders, files in os.walk(root, followlinks=True):  # excluded folders are pruned, not each path
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            again.append(folder)
+            subfolders.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        subfolders.sort()  # the walk, and so which of two links to one folder is read, does not depend on the disk
         if any(Path(folder).resolve().is_relative_to(other) for other in excluded):
             subfolders.clear()
             continue
@@ -111,6 +118,11 @@ def image_folder_paths(train_data_dir: str | os.PathLike, exclude=()) -> list[Pa
             for name in files
             if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, name))
         ]
+    if again:
+        logger.warning(
+            f"--train_data_dir {root}: {len(again)} folder(s) reached through symbolic links were read already and "
+            f"were not read again ({', '.join(again[:3])})."
+        )
     paths.sort(key=lambda path: path.parts)  # as `Path`s sort, part by part: the order the batch order indexes
     if not paths:
         raise ValueError(

@@ -117,7 +117,7 @@ def _train(args, claim: OutputDirClaim):
             **({} if args.ema_warmup else {"min_decay": args.ema_max_decay, "update_after_step": -1}),
         )
 
-    start_step = resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps, objective)
+    start_step = resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps, objective, images)
     if accelerator.is_main_process:
         (output_dir / "training_args.json").write_text(json.dumps(public_args(args), indent=2))
         accelerator.init_trackers("train_ncsn", config={k: v for k, v in public_args(args).items() if v is not None})
@@ -167,7 +167,7 @@ def _train(args, claim: OutputDirClaim):
     end_distributed_run(accelerator)
 
 
-def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int, objective) -> int:
+def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int, objective, images=None) -> int:
     """Restores the state of `--resume_from_checkpoint` and returns its step (0 for a fresh run).
 
     The checkpoints past the resumed one belong to the run being abandoned: they are moved aside (see
@@ -180,7 +180,7 @@ def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_step
         logger.info(f"No complete checkpoint in {args.output_dir}; starting a new training run.")
         return 0
     saved = read_training_state(path)
-    current = run_settings(args, accelerator.num_processes, max_train_steps, objective.resume_must_match)
+    current = run_settings(args, accelerator.num_processes, max_train_steps, objective.resume_must_match, images)
     warnings = compare_run_settings(
         path, saved.get("settings", {}), current, must_match(args, objective.resume_must_match)
     )
@@ -312,7 +312,7 @@ def run_training(
                 {
                     "epoch": last.get("epoch", 0),
                     "settings": run_settings(
-                        args, accelerator.num_processes, max_train_steps, objective.resume_must_match
+                        args, accelerator.num_processes, max_train_steps, objective.resume_must_match, batches.dataset
                     ),
                 },
                 args.checkpoints_total_limit,

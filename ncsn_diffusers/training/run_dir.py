@@ -3,7 +3,9 @@
 import contextlib
 import errno
 import fcntl
+import json
 import os
+import re
 from pathlib import Path
 
 from .checkpointing import (
@@ -25,6 +27,7 @@ OWN_ENTRIES = {"unet", "scheduler", "samples", "logs", "model_index.json", "READ
 
 
 OWN_ENTRIES |= {".gitattributes", ".gitignore", ".git", ".cache", ".huggingface", LOCK_FILE}
+NEVER_WRITTEN = {".git", ".cache", ".huggingface"}  # a Hub clone's: tolerated, never written or searched
 OWN_ENTRIES |= {"distillation.json"}  # --objective consistency_distillation's record (distillation_card.py)
 # A single saved model (--objective noise_classifier's classifier, `save_pretrained` of a ModelMixin).
 MODEL_ENTRIES = ("config.json", "diffusion_pytorch_model.safetensors")
@@ -33,6 +36,62 @@ OWN_ENTRIES |= set(MODEL_ENTRIES)
 
 # A saved pipeline: never replaced unless --overwrite_output_dir or the run resumes a checkpoint of this folder.
 PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler", "README.md", *MODEL_ENTRIES)
+
+
+# The files of a saved model that --overwrite_output_dir deletes at the start, whatever objective saved them: a
+# pipeline's index, card and each component's config, weights and the copy of its class's module that diffusers
+# saves beside them, or a single model's (`save_pretrained`).
+SAVED_MODEL_FILES = (
+    r"model_index\.json|README\.md|distillation\.json|(({components})/)?(config\.json|scheduler_config\.json|"
+    r"diffusion_pytorch_model[^/]*\.(safetensors|bin|json)|{modules})"
+)
+# The modules of the package's component classes, which diffusers copies beside their config.
+PACKAGE_MODULES = sorted(
+    {
+        p.name
+        for folder in ("models", "schedulers")
+        for p in (Path(__file__).resolve().parents[1] / folder).glob("*.py")
+    }
+    - {"__init__.py"}
+)
+
+
+def saved_model_files(output_dir: Path) -> re.Pattern:
+    """[`SAVED_MODEL_FILES`] for the components `output_dir/model_index.json` names (and `unet`, `scheduler`)."""
+    components = {"unet", "scheduler"}
+    try:
+        index = json.loads((output_dir / "model_index.json").read_text())
+        components |= {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
+    except (OSError, ValueError, AttributeError):
+        pass
+    names = "|".join(re.escape(name) for name in sorted(components) if "/" not in name)
+    modules = "|".join(map(re.escape, PACKAGE_MODULES))
+    return re.compile(rf"^({SAVED_MODEL_FILES.format(components=names, modules=modules)})$")
+
+
+def symlinks_in(folder: Path, names) -> list[Path]:
+    """The symbolic links among `folder/<name>` for `names` and everything under those that are real folders: writing
+    there would follow a link out of `folder` and change the files it points to."""
+    links = []
+    for name in names:
+        path = folder / name
+        if path.is_symlink():
+            links.append(path)
+        elif path.is_dir():
+            for root, dirs, files in os.walk(path):  # never follows links
+                links += [Path(root, entry) for entry in dirs + files if os.path.islink(os.path.join(root, entry))]
+    return sorted(links)
+
+
+def refuse_symlinks(folder: Path, names, flag: str):
+    """Raises a `ValueError` naming the [`symlinks_in`] `folder` (the folder of `flag`); changes nothing."""
+    links = symlinks_in(folder, names)
+    if links:
+        shown = ", ".join(f"{link.relative_to(folder)} -> {os.readlink(link)}" for link in links[:5])
+        raise ValueError(
+            f"{flag} {folder} holds symbolic links where this run writes ({shown}): it would write through them into "
+            "the files they point to. Replace each link by a real folder or file, or pass another folder."
+        )
 
 
 class OutputDirLock:
@@ -50,7 +109,7 @@ class OutputDirLock:
     def check_free(self):
         """Raises the holder's error if a running process holds the lock; creates nothing."""
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self.path, os.O_RDONLY)  # a link is refused by check_output_dir
         except FileNotFoundError:
             return
         try:
@@ -60,7 +119,7 @@ class OutputDirLock:
 
     def acquire(self):
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             try:
                 self._lock_or_raise(fd)
             except BaseException:
@@ -133,6 +192,9 @@ def check_output_dir(args) -> bool:
             f"--output_dir {output_dir} holds files this script did not write ({', '.join(foreign[:5])}); "
             "pass an empty or new folder."
         )
+    # Complete checkpoints are never written into (one linked from another disk is pruned as a link).
+    written = [p.name for p in output_dir.iterdir() if p.name in own - NEVER_WRITTEN]
+    refuse_symlinks(output_dir, written, "--output_dir")
     if args.overwrite_output_dir:
         return True
     has_checkpoints = any(p.name.startswith("checkpoint-") for p in output_dir.iterdir())
@@ -156,9 +218,11 @@ def check_output_dir(args) -> bool:
 
 
 def clear_earlier_run(output_dir: Path, logging_dir: Path):
-    """--overwrite_output_dir: deletes what an earlier run wrote (the pipeline is replaced at the end): the files of
-    its checkpoints, sample grids and logs, recognised by content and name (docs/security.md, "Ownership"). A file
-    someone else put there (samples/mine.png, logs/notes.txt) stays; so do moved-aside checkpoints."""
+    """--overwrite_output_dir: deletes what an earlier run wrote: the files of its saved model (pipeline or single
+    model, whichever objective saved it, so none is left beside this run's), checkpoints, sample grids and logs,
+    recognised by content and name (docs/security.md, "Ownership"). A file someone else put there (samples/mine.png,
+    logs/notes.txt, unet/notes.txt) stays; so do moved-aside checkpoints."""
+    remove_owned_files(output_dir, saved_model_files(output_dir))
     for _, checkpoint in complete_checkpoints(output_dir):
         discard_checkpoint(checkpoint)
     remove_owned_files(output_dir / "samples", SAMPLE_GRID)

@@ -1,6 +1,9 @@
 """What a checkpoint records of its run, and how a resumed run is compared with it."""
 
+import hashlib
 import os
+
+import torch
 
 # Settings recorded in each checkpoint. A resumed run must match the first group: the saved state would not fit, or
 # would silently keep the checkpoint's values (the optimiser's betas, epsilon and learning rate live in its state);
@@ -24,11 +27,27 @@ def must_match(args, objective_settings: tuple[str, ...] = ()) -> tuple[str, ...
     return names + PAPER_NETWORK_MUST_MATCH + (NCSN_V1_MUST_MATCH if args.model_type == "ncsn_v1" else ())
 
 
-def run_settings(args, num_processes: int, max_train_steps: int, objective_settings: tuple[str, ...] = ()) -> dict:
-    """What a checkpoint records of its run, for [`compare_run_settings`] on resume."""
+def run_settings(
+    args, num_processes: int, max_train_steps: int, objective_settings: tuple[str, ...] = (), images=None
+) -> dict:
+    """What a checkpoint records of its run, for [`compare_run_settings`] on resume; `objective_settings` are the run's
+    objective's own (`Objective.resume_must_match`); with the training set `images`, its [`training_set_fingerprint`]
+    too."""
     names = RESUME_MUST_MATCH + PAPER_NETWORK_MUST_MATCH + RESUME_SHOULD_MATCH + objective_settings
     settings = {k: getattr(args, k) for k in names if hasattr(args, k)}
-    return {**settings, "num_processes": num_processes, "max_train_steps": max_train_steps}
+    settings.update(num_processes=num_processes, max_train_steps=max_train_steps)
+    return settings if images is None else {**settings, "training_set": training_set_fingerprint(images)}
+
+
+def training_set_fingerprint(images) -> dict:
+    """The number of training images and a SHA-256 of their list (files relative to --train_data_dir, or rows of
+    --dataset_name, in index order; of the pixels for a set held in memory): the batch order indexes this list, so a
+    resume on another list draws other batches."""
+    if isinstance(images, torch.Tensor):
+        digest = hashlib.sha256(images.cpu().contiguous().numpy().tobytes())
+    else:
+        digest = hashlib.sha256(b"\n".join(images.file_list()))
+    return {"num_images": len(images), "sha256": digest.hexdigest()}
 
 
 def compare_run_settings(checkpoint: str | os.PathLike, saved: dict, current: dict, must_match) -> list[str]:
@@ -44,12 +63,20 @@ def compare_run_settings(checkpoint: str | os.PathLike, saved: dict, current: di
                 f"{checkpoint} was trained with {_flag(name, saved[name])}, this run has {_flag(name, current[name])}. "
                 f"Pass {_flag(name, saved[name])} to resume it, or start a new run in another --output_dir."
             )
-    return [
+    warnings = [
         f"{checkpoint} was trained with {_flag(name, saved[name])}, this run has {_flag(name, current[name])}: the "
         "resumed run is not the continuation the original settings would give."
         for name in current
-        if name not in must_match and name in saved and saved[name] != current[name]
+        if name not in must_match and name != "training_set" and name in saved and saved[name] != current[name]
     ]
+    then, now = saved.get("training_set"), current.get("training_set")
+    if then is not None and now is not None and then != now:
+        warnings.append(
+            f"The training set changed since {checkpoint}: {then['num_images']} images then, {now['num_images']} now "
+            "(files added, removed, renamed or no longer decodable). The batch order indexes the set, so the batches "
+            "from here are not those the uninterrupted run would have drawn."
+        )
+    return warnings
 
 
 def _flag(name: str, value) -> str:

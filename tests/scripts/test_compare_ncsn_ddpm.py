@@ -102,3 +102,29 @@ def test_rerun_resumes_without_training_or_sampling(run, monkeypatch):
     assert [r["frechet_distance_mean"] for r in again["rows"]] == pytest.approx(fd, rel=1e-6)
     with pytest.raises(ValueError, match="max_train_steps: 1 there, 2 now"):
         compare.main(["--output_dir", str(output_dir), *ARGV, "--max_train_steps", "2"])
+
+
+def test_overwrite_deletes_only_what_an_earlier_run_wrote(tmp_path, monkeypatch):
+    """Bug caught: --overwrite ran `shutil.rmtree(--output_dir)`, deleting a user's files kept there; it must delete
+    only the script's own results, grids and samples, and hand the model folders to train_ncsn's own overwrite."""
+    own = ["results.json", "results.md", "grids.png", "train_times.json", f"samples/ncsn_v2@{N}_seed0_n6.npz"]
+    own += [f"grids/ncsn_v2@{N}.png"]
+    theirs = ["important/thesis.txt", "samples/mine.txt", "notes.md"]
+    for name in own + theirs:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+
+    class Stop(Exception):
+        pass
+
+    def stop(args, root):
+        raise Stop
+
+    monkeypatch.setattr(compare, "train_models", stop)
+    with pytest.raises(Stop):
+        compare.main(["--output_dir", str(tmp_path), *ARGV, "--overwrite"])
+    assert [name for name in own if (tmp_path / name).exists()] == []
+    assert all((tmp_path / name).read_text() == name for name in theirs)
+    args = compare.parse_args(["--output_dir", str(tmp_path), *ARGV, "--overwrite"])
+    config = compare.training_config("ncsn_v1", args, tmp_path / "ncsn_v1")
+    assert config.overwrite_output_dir and config.resume_from_checkpoint is None

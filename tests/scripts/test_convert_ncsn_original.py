@@ -181,6 +181,29 @@ def test_dump_path_is_never_mixed_or_deleted_from_without_overwrite(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".converting-" in p.name]  # the staging folder is gone
 
 
+def test_overwrite_never_writes_through_a_symlink_nor_into_a_live_runs_folder(tmp_path):
+    """Catches: --overwrite writing the converted U-Net through a `unet` symlink into the user's folder elsewhere, and
+    writing into a folder a live training run holds (its lock was listed among the files "kept")."""
+    from ncsn_diffusers.training.run_dir import OutputDirLock
+
+    elsewhere, dump = tmp_path / "elsewhere", tmp_path / "dump"
+    elsewhere.mkdir()
+    (elsewhere / "config.json").write_text("my config")
+    dump.mkdir()
+    (dump / "unet").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(SystemExit, match=r"symbolic links where this run writes \(unet -> .*elsewhere\)"):
+        _convert("ncsn_v1_cifar10", dump, "--overwrite")
+    assert _tree(elsewhere) == {"config.json": b"my config"} and sorted(p.name for p in dump.iterdir()) == ["unet"]
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_args.json").write_text("{}")
+    with OutputDirLock(run):
+        with pytest.raises(SystemExit, match="--dump_path: .*run is in use by another training run"):
+            _convert("ncsn_v1_cifar10", run, "--overwrite")
+        assert sorted(p.name for p in run.iterdir()) == [".train_ncsn.lock", "training_args.json"]
+
+
 def test_unreadable_checkpoints_name_the_file_and_never_fall_back_to_unpickling(tmp_path):
     """Catches: raw torch errors, and torch's advice to pass weights_only=False repeated without the reason not to."""
     import argparse

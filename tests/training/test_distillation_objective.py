@@ -71,10 +71,11 @@ def test_the_command_end_to_end_gives_a_pipeline_diffusers_alone_loads(tiny_teac
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-4:] == ["6", "0.02", "6.0", "0.5"]
     record = json.loads((out / "distillation.json").read_text())
-    assert record["teacher_model"] == str(tiny_teacher) and record["num_scales"] == 6
+    assert record["teacher_model"] == tiny_teacher.name and record["num_scales"] == 6
     assert record["student_init"] == "teacher" and record["max_train_steps"] == 3 and record["cpu_minutes"] > 0
     card = (out / "README.md").read_text()
-    assert str(tiny_teacher) in card and "| 6 |" in card and "ConsistencyModelPipeline" in card
+    assert f"`{tiny_teacher.name}`" in card and str(tiny_teacher) not in card  # a local teacher by name only
+    assert "| 6 |" in card and "ConsistencyModelPipeline" in card
     assert (out / "samples" / "step_000003.png").is_file()
     assert [r["step"] for r in log_records(out)] == [2, 3] and "loss_l2" in log_records(out)[0]
     # Initialised from the teacher, then 3 small steps: a copied weight is still close to the teacher's.
@@ -207,3 +208,35 @@ def test_resuming_with_another_grid_or_target_rate_is_refused(tiny_teacher, tmp_
             run_main(*resume, *flags)  # the later flag wins
     run_main(*resume)  # the same settings resume
     assert json.loads((out / "distillation.json").read_text())["max_train_steps"] == 2
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "around"])
+def test_an_output_dir_at_or_around_the_teacher_is_refused_and_the_teacher_kept(where, tmp_path):
+    """Bug caught: --output_dir equal to --teacher_model (with --overwrite_output_dir) saved the student over the
+    teacher; nested folders mixed them."""
+    teacher = tmp_path / "outer" / "teacher"
+    NCSNPipeline(
+        unet=NCSNUNet2DModel.from_preset("tiny", sample_size=8),
+        scheduler=PredictorCorrectorScheduler(sigma_max=6.0, sigma_min=0.02, data_range=(-1.0, 1.0)),
+    ).save_pretrained(teacher)
+    before = {p: p.read_bytes() for p in teacher.rglob("*") if p.is_file()}
+    output_dir = {"same": teacher / ".." / "teacher", "inside": teacher / "student", "around": tmp_path / "outer"}
+    with pytest.raises(ValueError, match="the teacher's folder"):
+        TrainingConfig(
+            objective="consistency_distillation",
+            teacher_model=str(teacher),
+            output_dir=str(output_dir[where]),
+            overwrite_output_dir=True,
+        ).resolve()
+    assert {p: p.read_bytes() for p in teacher.rglob("*") if p.is_file()} == before
+
+
+def test_the_card_and_record_never_name_a_local_path(tiny_teacher, tmp_path):
+    """Bug caught: the distilled model's card named the teacher's absolute path (and the output folder's) though it
+    is uploaded; a local folder is named by its name only."""
+    out = tmp_path / "student"
+    run_main(*DISTIL, "--teacher_model", tiny_teacher, "--output_dir", out, "--max_train_steps", "1")
+    card = (out / "README.md").read_text()
+    for text in (card, (out / "distillation.json").read_text()):
+        assert str(tiny_teacher.parent) not in text and str(tmp_path) not in text
+    assert f"distilled from `{tiny_teacher.name}`" in card and 'from_pretrained("student")' in card

@@ -38,3 +38,17 @@ def test_an_output_dir_inside_the_data_folder_trains_on_the_data_and_resumes(tmp
     run_main(*common, "--max_train_steps", "3", "--resume_from_checkpoint", "latest")
     assert "32 training images" in caplog.text and "at step 2" in caplog.text
     assert (data / "run" / "checkpoint-3").is_dir()
+
+
+def test_symlinked_subfolders_are_read_once_and_loops_named(tmp_path, caplog):
+    """Bug caught: images in a symbolically linked subfolder were skipped without a word (8 of 16), though the help
+    says every image file under the folder is read."""
+    make_folder(tmp_path / "elsewhere", count=8, named_train=0, in_test=0)
+    data = tmp_path / "data"
+    make_folder(data, count=8, named_train=0, in_test=0)
+    (data / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (data / "linked-again").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (data / "test" / "up").symlink_to(data, target_is_directory=True)  # a loop
+    paths = [name for name, _ in image_folder_sources(data)]
+    assert len(paths) == 16 and sum("/linked/" in path for path in paths) == 8
+    assert "were not read again" in caplog.text and "linked-again" in caplog.text and "up" in caplog.text

@@ -121,7 +121,9 @@ def test_ncsnv2_ladder_decodes_only_a_bounded_seeded_subsample_and_matches_the_i
     assert args.resolution**2 * 3 * 4 * data.LADDER_MAX_POINTS <= data.LADDER_MAX_BYTES  # 8x8: bound by points
 
 
-def test_a_bad_header_is_skipped_at_start_and_a_bad_body_stops_the_stream_naming_the_file(tmp_path, caplog):
+def test_bad_headers_and_bodies_are_skipped_at_start_naming_the_file(tmp_path, caplog):
+    """Bug caught: only headers were checked at start-up, so a file whose body is corrupt stopped the run when its
+    batch came (losing the work since the last checkpoint); each image is now decoded by the workers at start-up."""
     folder = make_folder(tmp_path / "data", count=8)
     (folder / "x_no_header.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
     (folder / "w_bomb.png").write_bytes(png_header_only(20000, 20000))  # 4e8 pixels: refused at Image.open
@@ -130,14 +132,30 @@ def test_a_bad_header_is_skipped_at_start_and_a_bad_body_stops_the_stream_naming
     args = folder_args(folder, "--dataloader_num_workers", "2")
     with caplog.at_level(logging.WARNING):
         dataset = data.training_set(args)
-    assert "x_no_header.png" in caplog.text and "y_truncated.png" not in caplog.text
+    assert "x_no_header.png" in caplog.text and "y_truncated.png" in caplog.text
     assert "w_bomb.png" in caplog.text and "decompression bomb" in caplog.text
-    assert len(dataset) == 9  # 8 good images and the truncated one
-    with pytest.raises(ValueError, match=r"y_truncated.png could not be decoded.*--resume_from_checkpoint latest"):
-        dataset[8]  # sorted after 000.png ... 007.png
-    batches = data.TrainingBatches(dataset, BatchOrder(9, 9, 0), 0, 1, args, "cpu")
-    with pytest.raises(ValueError, match="y_truncated.png could not be decoded"):  # raised in a worker, named here
-        batches.clean(0)
+    assert len(dataset) == 8
+    batches = data.TrainingBatches(dataset, BatchOrder(8, 8, 0), 0, 2, args, "cpu")
+    assert batches.clean(0).shape == (8, 3, 8, 8)
+    (folder / "003.png").write_bytes(whole[: len(whole) // 2])  # damaged after start-up: named when read
+    with pytest.raises(ValueError, match=r"003.png could not be decoded.*--resume_from_checkpoint latest"):
+        dataset[3]
+
+
+def test_a_resume_on_a_changed_file_set_says_so(tmp_path, caplog):
+    """Bug caught: after a file was removed, the resumed run trained on another batch order without a word; the
+    checkpoint records a fingerprint of the file list and the resume compares it."""
+    folder = make_folder(tmp_path / "data", count=16)
+    common = [*TINY, "--train_data_dir", folder, "--channels", "3", "--output_dir", tmp_path / "run"]
+    common += ["--checkpointing_steps", "1", "--resume_from_checkpoint", "latest"]
+    run_main(*common, "--max_train_steps", "1")
+    with caplog.at_level(logging.WARNING):
+        run_main(*common, "--max_train_steps", "2")  # the same files: no word
+    assert "training set changed" not in caplog.text
+    (folder / "005.png").unlink()
+    with caplog.at_level(logging.WARNING):
+        run_main(*common, "--max_train_steps", "3")
+    assert "The training set changed since" in caplog.text and "16 images then, 15 now" in caplog.text
 
 
 @pytest.mark.parametrize("layout", ["parquet", "save_to_disk"])

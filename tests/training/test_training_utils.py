@@ -143,7 +143,7 @@ def test_preprocess_converts_modes_to_the_requested_channels():
 
     sixteen = Image.fromarray(np.arange(36, dtype=np.uint16).reshape(6, 6) * 1000)  # mode I;16
     out = preprocess_image(sixteen, 6, 1, True, rng)
-    assert out[0, 0, 0] == 0 and out[0, -1, -1] == 255  # rescaled to 8 bits over its own range
+    assert out[0, 0, 0] == 0 and out[0, -1, -1] == round(35000 / 65535 * 255)  # by 16-bit white, not stretched
 
 
 def test_preprocess_resizes_the_short_side_and_crops():

@@ -27,7 +27,13 @@ from ..consistency_distillation import (
     update_target,
 )
 from ..data import trained_on_digits
-from ..distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
+from ..distillation_card import (
+    DISTILLATION_RECORD,
+    measure_quality,
+    public_model_name,
+    render_distillation_card,
+    two_call_timesteps,
+)
 from ..distillation_config import (
     OBJECTIVE,
     read_teacher,
@@ -133,7 +139,7 @@ class ConsistencyDistillation(Objective):
         save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)
         quality = measure_quality(pipeline, args.quality_samples, args.seed) if trained_on_digits(args) else {}
         record = {
-            "teacher_model": args.teacher_model,
+            "teacher_model": public_model_name(args.teacher_model),
             "num_scales": c.num_train_timesteps,
             "sigma_min": c.sigma_min,
             "sigma_max": c.sigma_max,
@@ -155,5 +161,6 @@ class ConsistencyDistillation(Objective):
         }
         pipeline.save_pretrained(output_dir)
         (output_dir / DISTILLATION_RECORD).write_text(json.dumps(record, indent=2))
-        (output_dir / "README.md").write_text(render_distillation_card(record, repo_id or str(output_dir), grid))
+        card_name = repo_id or output_dir.resolve().name  # a local folder by its name only, never its path
+        (output_dir / "README.md").write_text(render_distillation_card(record, card_name, grid))
         logger.info(f"Saved the ConsistencyModelPipeline to {output_dir} ({record['cpu_minutes']} CPU-minutes)")

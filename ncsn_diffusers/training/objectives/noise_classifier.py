@@ -1,5 +1,6 @@
 """The noise-conditional classifier's objective: cross-entropy on images perturbed as the score model's were."""
 
+from ..hub import SINGLE_MODEL_FILES
 from ..labels import load_training_labels
 from ..noise_classifier import build_classifier, noise_classifier_losses, save_classifier
 from ..noise_classifier_args import apply_score_model, check_noise_classifier_args, refuse_classifier_flags
@@ -12,6 +13,7 @@ class NoiseClassification(DenoisingScoreMatching):
 
     name, logged_as = "noise_classifier", "error_rate"
     takes_recipe = False
+    hub_files = SINGLE_MODEL_FILES
 
     @classmethod
     def adopt_settings(cls, config, explicit):
