@@ -10,9 +10,10 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import sample_from_score, score_from_model_output
-from .scheduling_stochastic_heun import karras_sigmas
+from .compatible_configs import ScoreConfigMixin
+from .noise_ladders import karras_sigmas
 from .scheduling_utils import (
-    SCORE_SCHEDULER_NAMES,
+    SCORE_COMPATIBLES,
     ScoreChainMixin,
     ScoreSchedulerOutput,
     check_bool,
@@ -82,7 +83,7 @@ def check_schedule_shape(shape) -> None:
         )
 
 
-class LogSigmaMultistepScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
+class LogSigmaMultistepScheduler(ScoreConfigMixin, ScoreChainMixin, SchedulerMixin, ConfigMixin):
     """
     A multistep solver for few-call sampling of a score model s(x, sigma), on Tweedie's denoiser
     D(x, sigma) = x + sigma**2 s(x, sigma) in lambda = -log sigma.
@@ -132,7 +133,7 @@ class LogSigmaMultistepScheduler(ScoreChainMixin, SchedulerMixin, ConfigMixin):
             The range of the training data, (0, 1) if `None`. The chain starts at N(its centre, sigma_max**2 I).
     """
 
-    _compatibles = list(SCORE_SCHEDULER_NAMES)
+    _compatibles = list(SCORE_COMPATIBLES)
 
     @register_to_config
     def __init__(
