@@ -20,13 +20,14 @@ from .pipeline_utils import (
     samples_to_unit_range,
     scheduler_overrides,
 )
+from .task_samplers import ConditionalTaskSamplerMixin
 
 ImageInput = (
     PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
 )
 
 
-class NCSNInpaintPipeline(NCSNPipeline):
+class NCSNInpaintPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
     r"""
     Pipeline for image inpainting with a noise conditional score network and annealed Langevin dynamics.
 
@@ -43,7 +44,9 @@ class NCSNInpaintPipeline(NCSNPipeline):
     EDM schedulers, which have no perturbation of the reference at the chain's level, do not.
 
     It takes the same components as [`NCSNPipeline`] and loads from the same folders and Hub repos:
-    `NCSNInpaintPipeline.from_pretrained("ncsn-digits")` or `NCSNInpaintPipeline.from_pipe(ncsn_pipeline)`.
+    `NCSNInpaintPipeline.from_pretrained("ncsn-digits")` or `NCSNInpaintPipeline.from_pipe(ncsn_pipeline)`. Loaded
+    so, it runs the sampler measured best for inpainting (annealed Langevin over the saved noise range, see
+    `task_samplers.py`), not the one saved for unconditional sampling, unless a `scheduler=` is passed.
 
     Parameters:
         unet ([`NCSNUNet2DModel`] or [`~diffusers.UNet2DModel`]):
