@@ -120,7 +120,7 @@ def main(argv=None):
         f"calls, {type(scheduler).__name__} over sigma {scheduler.config.sigma_max:.3g}..{scheduler.config.sigma_min}"
         f" (mmps: {args.cg_iterations} CG step(s)); 90% intervals should cover 85-95%"
     )
-    print(f"| task | method | PSNR of the mean (dB) | class kept | 90% coverage | seconds |")
+    print("| task | method | PSNR of the mean (dB) | class kept | 90% coverage | seconds |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     chosen = list(tasks(args.seed).items())
     chosen = [chosen[i] for i in args.tasks] if args.tasks else chosen

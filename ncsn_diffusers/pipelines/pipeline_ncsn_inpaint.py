@@ -13,6 +13,7 @@ from .pipeline_ncsn import NCSNPipeline
 from .pipeline_utils import (
     check_callback,
     check_generator,
+    check_generator_per_output,
     format_images,
     prepare_images,
     prepare_mask,
@@ -144,12 +145,7 @@ class NCSNInpaintPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
         check_generator(generator)
         check_callback(callback_on_step_end)
         reference, generate = self.prepare_image_and_mask(image, mask_image)  # (N, C, H, W) in [0, 1], (N, 1, H, W)
-        num_outputs = len(reference) * batch_size
-        if isinstance(generator, list) and len(generator) != num_outputs:
-            raise ValueError(
-                f"generator is a list of {len(generator)} generators but {len(reference)} image(s) x batch_size="
-                f"{batch_size} gives {num_outputs} outputs; pass one generator, or one per output."
-            )
+        num_outputs = check_generator_per_output(generator, len(reference), batch_size, "image(s)")
         # the generator list was checked above, against the number of outputs rather than batch_size
         self.check_inputs(batch_size, None, output_type, callback_on_step_end_tensor_inputs or ["sample"])
         device = self._execution_device

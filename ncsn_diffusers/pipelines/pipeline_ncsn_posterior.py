@@ -24,6 +24,7 @@ from .pipeline_ncsn import NCSNPipeline
 from .pipeline_utils import (
     check_callback,
     check_generator,
+    check_generator_per_output,
     format_images,
     run_callback,
     samples_to_unit_range,
@@ -155,12 +156,7 @@ class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
                 "method='dps' weighs the residual by 1 / noise_std**2, so noise_std=0 is undefined; pass noise_std > 0 "
                 "or use method='mmps' or 'langevin', which take noiseless measurements."
             )
-        num_outputs = len(y) * batch_size
-        if isinstance(generator, list) and len(generator) != num_outputs:
-            raise ValueError(
-                f"generator is a list of {len(generator)} generators but {len(y)} measurement(s) x batch_size="
-                f"{batch_size} gives {num_outputs} outputs; pass one generator, or one per output."
-            )
+        num_outputs = check_generator_per_output(generator, len(y), batch_size, "measurement(s)")
         self.check_inputs(batch_size, None, output_type, callback_on_step_end_tensor_inputs or ["sample"])
 
         device = self._execution_device

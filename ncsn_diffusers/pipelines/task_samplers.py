@@ -45,14 +45,15 @@ class ConditionalTaskSamplerMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        if kwargs.get("scheduler") is None:
-            pipe.scheduler = conditional_task_scheduler(pipe.unet, pipe.scheduler)
-        return pipe
+        return with_task_sampler(super().from_pretrained(pretrained_model_name_or_path, **kwargs), kwargs)
 
     @classmethod
     def from_pipe(cls, pipeline, **kwargs):
-        pipe = super().from_pipe(pipeline, **kwargs)
-        if kwargs.get("scheduler") is None:
-            pipe.scheduler = conditional_task_scheduler(pipe.unet, pipe.scheduler)
-        return pipe
+        return with_task_sampler(super().from_pipe(pipeline, **kwargs), kwargs)
+
+
+def with_task_sampler(pipe, load_kwargs: dict):
+    """`pipe` with [`conditional_task_scheduler`] unless the loading call named a `scheduler`."""
+    if load_kwargs.get("scheduler") is None:
+        pipe.scheduler = conditional_task_scheduler(pipe.unet, pipe.scheduler)
+    return pipe
