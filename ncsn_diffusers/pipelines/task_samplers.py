@@ -2,9 +2,13 @@
 dynamics on the saved scheduler's noise range, measured best for them (docs/inpainting.md, docs/inverse_problems.md),
 rather than the sampler saved for unconditional sampling (the default run saves predictor-corrector)."""
 
+import json
+from pathlib import Path
+
 from ..models import NCSNRefineNet
 from ..schedulers import AnnealedLangevinScheduler
 from .pairing import is_denoiser_scheduler
+from .pipeline_folder import HUB_KWARGS, resolve_pipeline_folder
 from .timestep_adapter import is_timestep_scheduler
 
 # L levels of T Langevin steps, + the denoising call: 101 calls, the step relative to sigma_L**2 of docs/inpainting.md.
@@ -39,21 +43,33 @@ def conditional_task_scheduler(unet, scheduler) -> AnnealedLangevinScheduler:
 
 class ConditionalTaskSamplerMixin:
     """
-    `from_pretrained` and `from_pipe` give the pipeline [`conditional_task_scheduler`] in place of the saved sampler,
-    unless a `scheduler=` is passed: the sampler a caller names is always the one that runs.
+    `from_pretrained` and `from_pipe` give the pipeline [`conditional_task_scheduler`] in place of a sampler saved for
+    unconditional sampling (a folder or pipeline of another class, such as `NCSNPipeline`), unless a `scheduler=` is
+    passed: the sampler a caller names, or one saved with a conditional pipeline, is the one that runs.
     """
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        return with_task_sampler(super().from_pretrained(pretrained_model_name_or_path, **kwargs), kwargs)
+        local_dir = resolve_pipeline_folder(
+            pretrained_model_name_or_path, **{k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
+        )
+        pipe = super().from_pretrained(local_dir, **kwargs)
+        saved_class = json.loads((Path(local_dir) / "model_index.json").read_text()).get("_class_name")
+        return with_task_sampler(pipe, kwargs, saved_for_task=saved_class in CONDITIONAL_PIPELINE_NAMES)
 
     @classmethod
     def from_pipe(cls, pipeline, **kwargs):
-        return with_task_sampler(super().from_pipe(pipeline, **kwargs), kwargs)
+        saved_for_task = isinstance(pipeline, ConditionalTaskSamplerMixin)
+        return with_task_sampler(super().from_pipe(pipeline, **kwargs), kwargs, saved_for_task)
 
 
-def with_task_sampler(pipe, load_kwargs: dict):
-    """`pipe` with [`conditional_task_scheduler`] unless the loading call named a `scheduler`."""
-    if load_kwargs.get("scheduler") is None:
+# The pipelines whose saved scheduler was chosen for a conditional task (kept when loaded).
+CONDITIONAL_PIPELINE_NAMES = ("NCSNInpaintPipeline", "NCSNPosteriorPipeline")
+
+
+def with_task_sampler(pipe, load_kwargs: dict, saved_for_task: bool):
+    """`pipe` with [`conditional_task_scheduler`] unless the loading call named a `scheduler` or the sampler it came
+    with was chosen for a conditional task."""
+    if load_kwargs.get("scheduler") is None and not saved_for_task:
         pipe.scheduler = conditional_task_scheduler(pipe.unet, pipe.scheduler)
     return pipe

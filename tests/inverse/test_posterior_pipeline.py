@@ -132,6 +132,12 @@ def test_loading_runs_the_task_sampler_unless_one_is_named(tmp_path):
         assert cls.from_pipe(saved, scheduler=named).scheduler is named
         assert isinstance(cls.from_pretrained(tmp_path / "ncsn", scheduler=named).scheduler, StochasticHeunScheduler)
     assert isinstance(saved.scheduler, PredictorCorrectorScheduler)  # the source pipeline keeps its own
+    # a sampler saved with (or carried by) a conditional pipeline was chosen for the task: it is kept
+    inpaint = NCSNInpaintPipeline.from_pipe(saved, scheduler=StochasticHeunScheduler(**VE))
+    inpaint.save_pretrained(tmp_path / "inpaint")
+    for cls in (NCSNPosteriorPipeline, NCSNInpaintPipeline):
+        assert isinstance(cls.from_pretrained(tmp_path / "inpaint").scheduler, StochasticHeunScheduler)
+        assert isinstance(cls.from_pipe(inpaint).scheduler, StochasticHeunScheduler)
 
 
 # A two-component mixture of 1x2x2 images (image units), overlapping enough that the chains' last levels still mix
