@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ncsn_diffusers import NCSNInpaintPipeline, load_digits_images
+from ncsn_diffusers import NCSNInpaintPipeline, NCSNPipeline, load_digits_images
 from ncsn_diffusers.evaluation import classifier_outputs, load_digits_classifier
 
 
@@ -33,9 +33,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sampler",
-        choices=("saved", "annealed_langevin", "stochastic_heun"),
-        default="saved",
-        help="saved: the pipeline's own scheduler; annealed_langevin: Algorithm 1 on 10 levels of its range, T = 20, "
+        choices=("default", "saved", "annealed_langevin", "stochastic_heun"),
+        default="default",
+        help="default: the sampler NCSNInpaintPipeline.from_pretrained gives (annealed Langevin, 10 levels x 10 steps "
+        "+ denoising over the saved range); saved: the scheduler saved for unconditional sampling; annealed_langevin: Algorithm 1 on 10 levels of its range, T = 20, "
         "+ denoising (the paper's inpainting); stochastic_heun: EDM's sampler with gamma = 1 at every level.",
     )
     args = parser.parse_args(argv)
@@ -117,7 +118,9 @@ def plot(masked, completions, originals, path: Path):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
-    pipe = NCSNInpaintPipeline.from_pretrained(args.pipeline)
+    saved = NCSNPipeline.from_pretrained(args.pipeline)
+    # from_pipe without a scheduler gives the task's sampler; "saved" names the saved one
+    pipe = NCSNInpaintPipeline.from_pipe(saved, **({"scheduler": saved.scheduler} if args.sampler == "saved" else {}))
     pipe.set_progress_bar_config(disable=True)
     use_sampler(pipe, args.sampler)
     resolution = pipe.unet.config.sample_size

@@ -22,7 +22,13 @@ from .parameterization import (
     score_from_model_output,
     score_from_sample,
 )
-from .pipelines import NCSNImg2ImgPipeline, NCSNInpaintPipeline, NCSNPipeline, resolve_pipeline_folder
+from .pipelines import (
+    NCSNImg2ImgPipeline,
+    NCSNInpaintPipeline,
+    NCSNPipeline,
+    NCSNPosteriorPipeline,
+    resolve_pipeline_folder,
+)
 from .schedulers import (
     AnnealedLangevinScheduler,
     AnnealedLangevinSchedulerOutput,
@@ -47,6 +53,7 @@ __all__ = [
     "NCSNInpaintPipeline",
     "NCSNPipeline",
     "NCSNppModel",
+    "NCSNPosteriorPipeline",
     "NCSNRefineNet",
     "NCSNv2Model",
     "NoiseConditionalClassifier",

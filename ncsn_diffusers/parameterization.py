@@ -62,6 +62,22 @@ def score_from_model_output(
     raise ValueError(f"prediction_type={prediction_type!r} is not supported.")
 
 
+def model_output_from_score(
+    score: torch.Tensor, sample: torch.Tensor, sigma: float, signal_scale: float, prediction_type: str
+) -> torch.Tensor:
+    """The inverse of [`score_from_model_output`]: what a model of `prediction_type` returns for the score `score`."""
+    if prediction_type == "score":
+        return score
+    epsilon = epsilon_from_score(score, sigma)
+    if prediction_type == "epsilon":
+        return epsilon
+    if prediction_type == "sample":
+        return sample_from_score(score, sample, sigma, signal_scale)
+    if prediction_type == "v_prediction":
+        return (epsilon - sigma * sample) / signal_scale
+    raise ValueError(f"prediction_type={prediction_type!r} is not supported.")
+
+
 def denoiser_model_output(scheduler, score: torch.Tensor, sample: torch.Tensor, sigma: float) -> torch.Tensor:
     """
     What to hand a diffusers EDM scheduler (`EDMEulerScheduler`, `EDMDPMSolverMultistepScheduler`, ...) as

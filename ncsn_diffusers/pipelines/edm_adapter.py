@@ -30,12 +30,23 @@ def edm_model_output(
     `precondition_outputs` turns into D. `guidance` = (classifier, class_labels, w) makes s the guided score
     s + w grad_x log p(y | x, sigma) (see `guidance.py`), so that D = x + sigma**2 (s + w grad_x log p).
     """
-    # only to let the scheduler find its step index: the network takes x unscaled, so scale no image
-    scheduler.scale_model_input(sample[:0], t)
-    sigma = scheduler.sigmas[scheduler.step_index].item()  # sigmas live on the CPU: no device sync
+    sigma = edm_sigma(scheduler, sample, t)
     score = unet(sample.to(unet_dtype), sigma).sample.float()
     if guidance is not None:
         score = guided_score(score, sample, sigma, *guidance)
+    return edm_output_from_score(scheduler, score, sample, sigma, denoised)
+
+
+def edm_sigma(scheduler, sample: torch.Tensor, t: torch.Tensor) -> float:
+    """The sigma of the EDM scheduler's step at timestep `t`, at which the score model is called."""
+    # only to let the scheduler find its step index: the network takes x unscaled, so scale no image
+    scheduler.scale_model_input(sample[:0], t)
+    return scheduler.sigmas[scheduler.step_index].item()  # sigmas live on the CPU: no device sync
+
+
+def edm_output_from_score(scheduler, score: torch.Tensor, sample: torch.Tensor, sigma: float, denoised: bool):
+    """The denoiser D = x + sigma**2 s itself (`denoised`), or the model output its `precondition_outputs` turns
+    into D."""
     if denoised:
         return sample_from_score(score, sample.float(), sigma)
     return denoiser_model_output(scheduler, score, sample, sigma)

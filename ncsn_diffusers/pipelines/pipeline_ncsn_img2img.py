@@ -13,6 +13,7 @@ from .pipeline_ncsn import DEFAULT_DATA_RANGE, NCSNPipeline
 from .pipeline_utils import (
     check_callback,
     check_generator,
+    check_generator_per_output,
     format_images,
     prepare_images,
     prepare_mask,
@@ -120,12 +121,7 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
         check_callback(callback_on_step_end)
         reference = prepare_images(image, self.unet.config.in_channels, self.unet.config.sample_size)
         edit = None if mask_image is None else prepare_mask(mask_image, reference)  # (N, 1, H, W), True = edit
-        num_outputs = len(reference) * batch_size
-        if isinstance(generator, list) and len(generator) != num_outputs:
-            raise ValueError(
-                f"generator is a list of {len(generator)} generators but {len(reference)} image(s) x batch_size="
-                f"{batch_size} gives {num_outputs} outputs; pass one generator, or one per output."
-            )
+        num_outputs = check_generator_per_output(generator, len(reference), batch_size, "image(s)")
         self.check_inputs(batch_size, None, output_type, callback_on_step_end_tensor_inputs or ["sample"])
         device = self._execution_device
         uses_denoiser = is_denoiser_scheduler(scheduler)

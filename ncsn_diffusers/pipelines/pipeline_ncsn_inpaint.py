@@ -13,6 +13,7 @@ from .pipeline_ncsn import NCSNPipeline
 from .pipeline_utils import (
     check_callback,
     check_generator,
+    check_generator_per_output,
     format_images,
     prepare_images,
     prepare_mask,
@@ -20,13 +21,14 @@ from .pipeline_utils import (
     samples_to_unit_range,
     scheduler_overrides,
 )
+from .task_samplers import ConditionalTaskSamplerMixin
 
 ImageInput = (
     PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image] | list[np.ndarray] | list[torch.Tensor]
 )
 
 
-class NCSNInpaintPipeline(NCSNPipeline):
+class NCSNInpaintPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
     r"""
     Pipeline for image inpainting with a noise conditional score network and annealed Langevin dynamics.
 
@@ -43,7 +45,9 @@ class NCSNInpaintPipeline(NCSNPipeline):
     EDM schedulers, which have no perturbation of the reference at the chain's level, do not.
 
     It takes the same components as [`NCSNPipeline`] and loads from the same folders and Hub repos:
-    `NCSNInpaintPipeline.from_pretrained("ncsn-digits")` or `NCSNInpaintPipeline.from_pipe(ncsn_pipeline)`.
+    `NCSNInpaintPipeline.from_pretrained("ncsn-digits")` or `NCSNInpaintPipeline.from_pipe(ncsn_pipeline)`. Loaded
+    so, it runs the sampler measured best for inpainting (annealed Langevin over the saved noise range, see
+    `task_samplers.py`), not the one saved for unconditional sampling, unless a `scheduler=` is passed.
 
     Parameters:
         unet ([`NCSNUNet2DModel`] or [`~diffusers.UNet2DModel`]):
@@ -141,12 +145,7 @@ class NCSNInpaintPipeline(NCSNPipeline):
         check_generator(generator)
         check_callback(callback_on_step_end)
         reference, generate = self.prepare_image_and_mask(image, mask_image)  # (N, C, H, W) in [0, 1], (N, 1, H, W)
-        num_outputs = len(reference) * batch_size
-        if isinstance(generator, list) and len(generator) != num_outputs:
-            raise ValueError(
-                f"generator is a list of {len(generator)} generators but {len(reference)} image(s) x batch_size="
-                f"{batch_size} gives {num_outputs} outputs; pass one generator, or one per output."
-            )
+        num_outputs = check_generator_per_output(generator, len(reference), batch_size, "image(s)")
         # the generator list was checked above, against the number of outputs rather than batch_size
         self.check_inputs(batch_size, None, output_type, callback_on_step_end_tensor_inputs or ["sample"])
         device = self._execution_device

@@ -38,6 +38,18 @@ def check_generator(generator) -> None:
         )
 
 
+def check_generator_per_output(generator, num_inputs: int, batch_size: int, inputs: str) -> int:
+    """The number of outputs, `num_inputs * batch_size`; refuses a generator list of another length (`inputs` names
+    what the pipeline takes several of, e.g. "image(s)")."""
+    num_outputs = num_inputs * batch_size
+    if isinstance(generator, list) and len(generator) != num_outputs:
+        raise ValueError(
+            f"generator is a list of {len(generator)} generators but {num_inputs} {inputs} x batch_size="
+            f"{batch_size} gives {num_outputs} outputs; pass one generator, or one per output."
+        )
+    return num_outputs
+
+
 def check_callback(callback_on_step_end) -> None:
     if callback_on_step_end is not None and not callable(callback_on_step_end):
         raise ValueError(
