@@ -1,18 +1,24 @@
-"""The GPU checks, in one short run: sampling and training speed of CIFAR-10-sized models in fp32 and bf16.
+"""The GPU checks, in one short run: sampling and training speed of CIFAR-10-sized models in fp32 and bf16, and the
+cost per image of the celebahq-256 NCSN++ when its score_sde config is given.
 
 python -m benchmarks.gpu_checks   # on a machine with a CUDA GPU
+python -m benchmarks.gpu_checks --ncsnpp_config <score_sde>/configs/ve/celebahq_256_ncsnpp_continuous.py
 """
 
+import argparse
 import json
 import os
 import sys
 
 import torch
 
-from . import bench_pipeline, bench_scheduler, bench_training_step
+from . import bench_ncsnpp_cost, bench_pipeline, bench_scheduler, bench_training_step
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ncsnpp_config", default=None, help="score_sde's celebahq_256_ncsnpp_continuous.py")
+    args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("No CUDA GPU: these checks need one.")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -32,6 +38,8 @@ def main():
         results[f"train_{mixed_precision}"] = bench_training_step.run(
             preset="cifar10", batch_size=128, steps=10, device="cuda", mixed_precision=mixed_precision
         )
+    if args.ncsnpp_config:
+        results["ncsnpp_cost"] = bench_ncsnpp_cost.run(args.ncsnpp_config, device="cuda", repeats=5)
     out = os.environ.get("OUT")
     if out:
         with open(os.path.join(out, "gpu_checks.json"), "w") as f:
