@@ -12,7 +12,23 @@ w = 1 being the conditional score and w > 1 sharpening it (the tempered p(x) p(y
 s_w in place of s; diffusers' EDM solvers take the denoiser D_w(x, sigma) = x + sigma**2 s_w(x, sigma, y).
 """
 
+import contextlib
+
 import torch
+
+
+def input_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype `model` computes in: a diffusers model's `dtype` (which skips the modules it keeps in float32 and
+    reads layerwise casting's compute dtype), else that of its first floating-point parameter, else float32."""
+    if isinstance(getattr(model, "dtype", None), torch.dtype):
+        return model.dtype
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def casts_layerwise(model: torch.nn.Module) -> bool:
+    """Whether diffusers' layerwise casting (`enable_layerwise_casting`) stores some of `model`'s weights."""
+    hooks = (getattr(module, "_diffusers_hook", None) for module in model.modules())
+    return any(hook is not None and hook.get_hook("layerwise_casting") is not None for hook in hooks)
 
 
 def classifier_log_prob_grad(
@@ -32,8 +48,17 @@ def classifier_log_prob_grad(
         class_labels (`torch.Tensor` of shape `(B,)`):
             y, one integer class per sample.
     """
-    dtype = next(classifier.parameters(), torch.empty(0)).dtype
-    with torch.enable_grad():  # pipelines sample under no_grad
+    dtype = input_dtype(classifier)
+    # Layerwise casting puts each weight back into its storage dtype after the forward; the backward needs the weight
+    # it multiplied by, so keep a copy of each saved weight (activations are saved as they are).
+    keep_weights = (
+        torch.autograd.graph.saved_tensors_hooks(
+            lambda t: t.detach().clone() if isinstance(t, torch.nn.Parameter) else t, lambda t: t
+        )
+        if casts_layerwise(classifier)
+        else contextlib.nullcontext()
+    )
+    with torch.enable_grad(), keep_weights:  # pipelines sample under no_grad
         x = sample.detach().float().requires_grad_(True)
         output = classifier(x.to(dtype), sigma)
         logits = (output.logits if hasattr(output, "logits") else output[0]).float()  # (B, K)
