@@ -16,6 +16,11 @@ import contextlib
 
 import torch
 
+# w when class labels are given without a scale: with the default digits model and the classifier of
+# `--objective noise_classifier`, w = 4 puts 98-100% of the samples of every class in the requested class, w = 1 (the
+# exact conditional only for a perfect classifier) 66-88% (docs/controllable_generation.md, "Guided digits").
+DEFAULT_GUIDANCE_SCALE = 4.0
+
 
 def input_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype `model` computes in: a diffusers model's `dtype` (which skips the modules it keeps in float32 and
@@ -105,7 +110,7 @@ def check_guidance(
     """
     The class labels as a `(batch_size,)` long tensor on `device` (an int gives every image that class), or `None`
     when no guidance is asked for; raises a ValueError that names the argument at fault. `guidance_scale=None` means
-    w = 1 when labels are given.
+    w = `DEFAULT_GUIDANCE_SCALE` (4) when labels are given.
     """
     if guidance_scale is not None and (
         isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0

@@ -20,7 +20,7 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import create_repo
 
-from ..guidance import check_guidance, guided_score
+from ..guidance import DEFAULT_GUIDANCE_SCALE, check_guidance, guided_score
 from ..model_card import write_model_card
 from ..models import NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 from ..schedulers import (
@@ -208,8 +208,10 @@ class NCSNPipeline(DiffusionPipeline):
             class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
                 y, the class to sample: one for every image, or one per image. Needs `pipe.classifier`; every step
                 then uses s(x, sigma) + w grad_x log p_phi(y | x, sigma) (see `guidance.py`).
-            guidance_scale (`float`, *optional*, defaults to 1.0 when `class_labels` are given):
-                w; 1 samples p(x | y), larger values sharpen it, 0 samples unguided without calling the classifier.
+            guidance_scale (`float`, *optional*, defaults to 4.0 when `class_labels` are given):
+                w; 1 samples p(x | y) for an exact classifier, larger values sharpen it, 0 samples unguided without
+                calling the classifier. The default is the measured one: on the digits w = 4 puts 98-100% of the
+                samples in the requested class, w = 1 66-88% (docs/controllable_generation.md).
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"` (`PIL.Image.Image`), `"np"` (`np.ndarray` of shape `(B, H, W, C)`) or `"pt"` (`torch.Tensor` of
                 shape `(B, C, H, W)`), in [0, 1].
@@ -346,7 +348,7 @@ class NCSNPipeline(DiffusionPipeline):
         labels = check_guidance(self.classifier, class_labels, guidance_scale, num_images, device)
         if labels is not None and not is_denoiser_scheduler(self.scheduler):
             check_guidable(self.scheduler)
-        return self.classifier, labels, 1.0 if guidance_scale is None else guidance_scale
+        return self.classifier, labels, DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
 
     def _step_model_output(
         self, sample: torch.Tensor, t, unet_dtype: torch.dtype, uses_denoiser: bool, takes_denoised: bool, guidance
