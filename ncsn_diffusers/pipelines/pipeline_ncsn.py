@@ -1,6 +1,7 @@
 """NCSNPipeline: unconditional image generation by annealed Langevin dynamics (Song & Ermon, 2019)."""
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -49,6 +50,21 @@ from .timestep_adapter import is_timestep_scheduler, timestep_model_output, time
 
 # The range of the data when the scheduler does not record it (diffusers' EDM schedulers): diffusers' images.
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
+
+
+def without_float32_cast_warning(record: logging.LogRecord) -> bool:
+    """A logging filter that drops diffusers' warning that modules kept in float32 are being cast."""
+    return "should be kept in float32" not in record.getMessage()
+
+
+def drop_unset_entries(model_index: Path) -> None:
+    """Removes the entries of a saved `model_index.json` that hold nothing (no classifier, no default step count):
+    diffusers' own pipelines (`DDPMPipeline.from_pretrained`) warn of every key they do not take, and this package's
+    loading fills both from their defaults."""
+    index = json.loads(model_index.read_text())
+    unset = [key for key, value in index.items() if value is None or value == [None, None]]
+    if unset:
+        model_index.write_text(json.dumps({k: v for k, v in index.items() if k not in unset}, indent=2) + "\n")
 
 
 class NCSNPipeline(DiffusionPipeline):
@@ -135,7 +151,25 @@ class NCSNPipeline(DiffusionPipeline):
         what `pipe.model_card_kwargs` holds (`training`, `results`, `datasets`, `license`).
         """
         super().save_pretrained(save_directory, *args, **kwargs)
+        drop_unset_entries(Path(save_directory) / "model_index.json")
         self.write_model_card(save_directory, repo_id=repo_id)
+
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
+        r"""
+        Builds this pipeline from the components of `pipeline`, as [`~diffusers.DiffusionPipeline.from_pipe`] does
+        (which casts every component to `torch_dtype`, float32 by default). A float32 target keeps `sigma_proj` in
+        float32, so diffusers' warning that it should be kept there is dropped; any other dtype still warns.
+        """
+        dtype = kwargs.get("torch_dtype") or kwargs.get("dtype") or torch.float32
+        if dtype != torch.float32:
+            return super().from_pipe(pipeline, **kwargs)
+        model_logger = logging.getLogger("diffusers.models.modeling_utils")
+        model_logger.addFilter(without_float32_cast_warning)
+        try:
+            return super().from_pipe(pipeline, **kwargs)
+        finally:
+            model_logger.removeFilter(without_float32_cast_warning)
 
     def write_model_card(self, save_directory: str | os.PathLike, repo_id: str | None = None) -> Path:
         """Writes `README.md` with Hub metadata for this pipeline into `save_directory`."""
