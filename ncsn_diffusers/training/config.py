@@ -238,8 +238,6 @@ def check_args(args: TrainingConfig):
             f"--sigma_sampling {args.sigma_sampling} draws VE sigmas (--objective dsm or ssm); epsilon draws DDPM "
             "timesteps."
         )
-    if not args.log_sigma_std > 0:
-        raise ValueError(f"--log_sigma_std (P_std) must be positive, got {args.log_sigma_std}.")
     computed = [f"--{n}" for n in ("sigma_max", "num_noise_levels") if getattr(args, n) is not None]
     if args.noise_ladder == "ncsnv2" and computed:
         raise ValueError(

@@ -6,6 +6,12 @@ decay of 1 saves the random initialisation, a NaN `--max_grad_norm` turns every 
 
 import math
 
+from diffusers.optimization import SchedulerType
+
+LR_SCHEDULERS = tuple(t.value for t in SchedulerType)
+# Above this, sigma_1^2 / sigma_L^2 and sigma^2-weighted losses leave float32's range (published ladders stop at 348).
+SIGMA_LIMIT = 1e6
+
 
 def check_flag_ranges(config):
     """Raises a `ValueError` naming the first flag of `config` out of its range, and the range."""
@@ -21,15 +27,17 @@ def check_flag_ranges(config):
         ("learning_rate", lambda v: v is None or (finite(v) and v > 0), "a positive number"),
         ("lr_warmup_steps", lambda v: v >= 0, "an integer >= 0"),
         ("max_grad_norm", lambda v: finite(v) and v >= 0, "a number >= 0 (0 disables clipping)"),
-        ("seed", lambda v: 0 <= v < 2**63, "an integer in [0, 2^63)"),
+        ("seed", lambda v: 0 <= v < 2**32, "an integer in [0, 2^32) (numpy's seed range)"),
         ("snr", lambda v: finite(v) and v > 0, "a positive number"),
         ("save_images_steps", lambda v: v >= 0, "an integer >= 0 (0: a grid at the end only)"),
         ("sample_grid_steps", lambda v: v is None or v >= 1, "an integer >= 1 (U-Net calls of the final grid)"),
         ("langevin_epsilon", lambda v: v is None or (finite(v) and v > 0), "a positive number"),
-        ("sigma_max", lambda v: v is None or finite(v), "a finite number"),
+        ("sigma_max", lambda v: v is None or (finite(v) and v < SIGMA_LIMIT), "a finite number below 1e6"),
         ("sigma_min", lambda v: v is None or finite(v), "a finite number"),
         ("sampling_sigma_max", lambda v: v is None or (finite(v) and v > 0), "a positive number"),
         ("log_sigma_mean", finite, "a finite number"),
+        ("log_sigma_std", lambda v: finite(v) and v > 0, "a positive number (P_std)"),
+        ("lr_scheduler", lambda v: v in LR_SCHEDULERS, f"one of {', '.join(LR_SCHEDULERS)}"),
         (
             "dataloader_num_workers",
             lambda v: v is None or v >= 0,
