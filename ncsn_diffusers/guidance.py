@@ -13,6 +13,7 @@ s_w in place of s; diffusers' EDM solvers take the denoiser D_w(x, sigma) = x + 
 """
 
 import contextlib
+import math
 
 import torch
 
@@ -113,9 +114,14 @@ def check_guidance(
     w = `DEFAULT_GUIDANCE_SCALE` (4) when labels are given.
     """
     if guidance_scale is not None and (
-        isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0
+        isinstance(guidance_scale, bool)
+        or not isinstance(guidance_scale, (int, float))
+        or not (math.isfinite(guidance_scale) and guidance_scale >= 0)
     ):
-        raise ValueError(f"guidance_scale={guidance_scale!r} must be a number >= 0 (0 = unguided, 1 = p(x | y)).")
+        raise ValueError(
+            f"guidance_scale={guidance_scale!r} must be a finite number >= 0 (0 = unguided, 1 = p(x | y), default "
+            f"{DEFAULT_GUIDANCE_SCALE:g})."
+        )
     if class_labels is None:
         if guidance_scale is not None:
             raise ValueError(

@@ -2,6 +2,8 @@
 classifier: at w = 1 the guided score is the score of the requested component, so every sampler must land all its
 chains in that component, with the component's own variance."""
 
+import math
+
 import pytest
 import torch
 from analytic_classifier import MixturePosteriorClassifier
@@ -118,7 +120,9 @@ def test_one_label_per_image():
     "kwargs, message",
     [
         ({"guidance_scale": 2.0}, "guidance_scale=2.0 needs class_labels"),
-        ({"class_labels": 0, "guidance_scale": -1.0}, "guidance_scale=-1.0 must be a number >= 0"),
+        ({"class_labels": 0, "guidance_scale": -1.0}, "guidance_scale=-1.0 must be a finite number >= 0"),
+        # Bug caught: w = inf was accepted and sampled NaN images
+        ({"class_labels": 0, "guidance_scale": math.inf}, "guidance_scale=inf must be a finite number >= 0"),
         ({"class_labels": 2}, r"class_labels must lie in 0..1"),
         ({"class_labels": [0, 1, 1]}, "class_labels has 3 labels for batch_size=2"),
         ({"class_labels": 0.5}, "must be an int or a list"),

@@ -110,8 +110,14 @@ def prepare_images(image, channels: int, sample_size, name: str = "image") -> to
         raise ValueError(f"`{name}` is required: PIL images, arrays or tensors in [0, 1].")
     if isinstance(image, list) and not image:
         raise ValueError(f"{name}=[] holds no image; pass at least one (PIL image, array or tensor).")
+    images = image if isinstance(image, list) else [image]
+    for item in images:
+        if isinstance(item, (torch.Tensor, np.ndarray)) and item.ndim < 3:
+            raise ValueError(
+                f"{name} has shape {tuple(item.shape)}; pass (C, H, W) or (B, C, H, W) tensors, (H, W, C) or "
+                "(B, H, W, C) arrays: add the channel axis, image[None] for a tensor, image[..., None] for an array."
+            )
     if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
-        images = image if isinstance(image, list) else [image]
         if all(isinstance(i, PIL.Image.Image) for i in images):
             mode = "L" if channels == 1 else "RGB"
             image = np.stack([pil_to_unit_array(i, mode) for i in images])  # (B, H, W, C) in [0, 1]
