@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+from huggingface_hub.errors import HfHubHTTPError
+
 from ..pipelines.pipeline_folder import resolve_pipeline_folder
 from .consistency_distillation import DISTANCES
 
@@ -33,6 +35,19 @@ def read_teacher(teacher_model: str) -> dict:
         folder = Path(resolve_pipeline_folder(teacher_model))
     except ValueError as err:
         raise ValueError(f"--teacher_model {teacher_model}: {err}") from None
+    except (OSError, HfHubHTTPError) as err:  # a mistyped id: not found locally, on the Hub, or in the offline cache
+        raise ValueError(
+            f"--teacher_model {teacher_model}: no such folder, and the Hub has no such repo (or cannot be reached: "
+            f"{type(err).__name__}). Pass the folder of a saved score pipeline or its Hub repo id."
+        ) from None
+    for config in ("unet/config.json", "scheduler/scheduler_config.json"):
+        if not (folder / config).is_file():
+            raise ValueError(f"--teacher_model {teacher_model} lacks {config}; save the teacher with save_pretrained.")
+    if not any(path.suffix in (".safetensors", ".bin") for path in (folder / "unet").iterdir()):
+        raise ValueError(
+            f"--teacher_model {teacher_model} has no weights in unet/ (diffusion_pytorch_model.safetensors); save the "
+            "teacher with save_pretrained."
+        )
     unet = json.loads((folder / "unet" / "config.json").read_text())
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     return {"folder": str(folder), "unet": unet, "scheduler": scheduler}

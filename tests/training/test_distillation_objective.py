@@ -3,6 +3,7 @@ alone), kill -9 and resume bit-exactly (student, its EMA, the target network, op
 flags refused before anything is built, and a [0, 1] NCSNv2 teacher distilled into a fresh student."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,11 @@ def save_epsilon_teacher(folder: Path):
         (save_epsilon_teacher, {}, "is a DDPM epsilon model"),
         (None, {}, "needs --teacher_model DIR"),
         ("missing", {}, "--teacher_model .*neither a pipeline folder nor a Hub repo id"),
+        # Bug caught: a mistyped Hub id gave huggingface_hub's raw traceback; a teacher folder without its U-Net
+        # config or weights a raw FileNotFoundError (or a failure after the student was built)
+        ("me/ncsn-digitz", {}, "--teacher_model me/ncsn-digitz: no such folder, and the Hub has no such repo"),
+        ("unet/config.json", {}, "--teacher_model .* lacks unet/config.json"),
+        ("unet/diffusion_pytorch_model.safetensors", {}, "--teacher_model .* has no weights in unet/"),
         ("tiny", {"num_scales": 1}, "--num_scales .* at least 2"),
         ("tiny", {"target_ema_rate": 1.0}, r"--target_ema_rate .* \[0, 1\)"),
         ("tiny", {"distance": "lpips"}, "--distance must be one of l2, pseudo_huber"),
@@ -148,6 +154,11 @@ def test_refused_teachers_and_flags_name_the_fix_before_anything_is_built(
         folder = tiny_teacher
     elif teacher == "missing":
         folder = tmp_path / "no" / "such" / "teacher"
+    elif teacher is not None and teacher.startswith("unet/"):  # a copy of the tiny teacher without that file
+        shutil.copytree(tiny_teacher, folder)
+        (folder / teacher).unlink()
+    elif teacher == "me/ncsn-digitz":
+        folder = teacher
     config = {"objective": "consistency_distillation", "output_dir": str(tmp_path / "out"), **settings}
     config["teacher_model"] = None if teacher is None else str(folder)
     with pytest.raises(ValueError, match=message):
