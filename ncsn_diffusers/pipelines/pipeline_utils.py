@@ -112,10 +112,10 @@ def prepare_images(image, channels: int, sample_size, name: str = "image") -> to
         raise ValueError(f"{name}=[] holds no image; pass at least one (PIL image, array or tensor).")
     images = image if isinstance(image, list) else [image]
     for item in images:
-        if isinstance(item, (torch.Tensor, np.ndarray)) and item.ndim < 3:
+        if isinstance(item, torch.Tensor) and item.ndim < 3:  # (an (H, W) array is one grayscale image)
             raise ValueError(
-                f"{name} has shape {tuple(item.shape)}; pass (C, H, W) or (B, C, H, W) tensors, (H, W, C) or "
-                "(B, H, W, C) arrays: add the channel axis, image[None] for a tensor, image[..., None] for an array."
+                f"{name} has shape {tuple(item.shape)}; pass (C, H, W) or (B, C, H, W) tensors: add the channel axis "
+                "with image[None]."
             )
     if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
         if all(isinstance(i, PIL.Image.Image) for i in images):

@@ -2,7 +2,6 @@
 sigma_0, the reverse SDE returns N(mu + a (y - mu), (1 - a^2) s^2) and the probability-flow ODE returns
 N(mu + sqrt(a) (y - mu), (1 - a) s^2), with a = s^2 / (s^2 + sigma_0^2)."""
 
-import numpy as np
 import pytest
 import torch
 from analytic_models import ImageMixtureScoreModel
@@ -164,11 +163,10 @@ def test_bad_inputs_name_the_fix(kwargs, message):
         pipe(num_inference_steps=10, **kwargs)
 
 
-@pytest.mark.parametrize("image", [torch.rand(8, 8), np.random.default_rng(0).random((8, 8))])
-def test_an_image_without_its_channel_axis_is_refused_by_name(image):
-    """Bug caught: a 2-D (H, W) tensor or array raised a bare `IndexError: tuple index out of range`."""
+def test_a_tensor_without_its_channel_axis_is_refused_by_name():
+    """Bug caught: a 2-D (H, W) tensor raised a bare `IndexError: tuple index out of range`."""
     pipe = NCSNImg2ImgPipeline(
         NCSNUNet2DModel.from_preset("tiny", sample_size=8), AnnealedLangevinScheduler(num_noise_levels=2)
     )
     with pytest.raises(ValueError, match=r"image has shape \(8, 8\); pass .*add the channel axis"):
-        pipe(image, strength=0.5)
+        pipe(torch.rand(8, 8), strength=0.5)
