@@ -142,6 +142,11 @@ def resolve_distillation(config, explicit: set[str]) -> None:
             f"--student_init teacher: the teacher's {teacher['unet']['_class_name']} has no UNet2DModel counterpart "
             "to copy; pass --student_init random (the student is then --model_preset's UNet2DModel)."
         )
+    if config.student_init == "teacher" and "model_preset" in explicit:
+        raise ValueError(
+            f"--model_preset {config.model_preset} would be ignored: --student_init teacher copies the teacher's "
+            "architecture and weights. Drop it, or pass --student_init random to train --model_preset's U-Net."
+        )
     size, channels = teacher["unet"].get("sample_size"), teacher["unet"].get("in_channels")
     for flag, value in (("resolution", size), ("channels", channels)):
         if value is None:

@@ -136,6 +136,8 @@ def save_epsilon_teacher(folder: Path):
         ("unet/config.json", {}, "--teacher_model .* lacks unet/config.json"),
         ("unet/diffusion_pytorch_model.safetensors", {}, "--teacher_model .* has no weights in unet/"),
         ("tiny", {"num_scales": 1}, "--num_scales .* at least 2"),
+        # Bug caught: --model_preset was silently ignored when the student copies the teacher
+        ("tiny", {"model_preset": "tiny"}, "--model_preset tiny would be ignored: --student_init teacher copies"),
         ("tiny", {"target_ema_rate": 1.0}, r"--target_ema_rate .* \[0, 1\)"),
         ("tiny", {"distance": "lpips"}, "--distance must be one of l2, pseudo_huber"),
         ("tiny", {"resolution": 32}, "--resolution 32 differs from the teacher's 8"),
