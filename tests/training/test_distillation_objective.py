@@ -220,3 +220,18 @@ def test_resuming_with_another_grid_or_target_rate_is_refused(tiny_teacher, tmp_
             run_main(*resume, *flags)  # the later flag wins
     run_main(*resume)  # the same settings resume
     assert json.loads((out / "distillation.json").read_text())["max_train_steps"] == 2
+
+
+def test_resuming_after_the_teacher_was_retrained_in_place_is_refused(tiny_teacher, tmp_path):
+    """Bug caught: a teacher folder overwritten by another training run was accepted on resume, and the student went
+    on learning another ODE than its checkpoint had."""
+    teacher, out = tmp_path / "teacher", tmp_path / "run"
+    shutil.copytree(tiny_teacher, teacher)
+    common = [*DISTIL, "--teacher_model", teacher, "--output_dir", out, "--checkpointing_steps", "1"]
+    run_main(*common, "--max_train_steps", "1")
+    retrained = NCSNPipeline.from_pretrained(teacher)
+    with torch.no_grad():
+        next(retrained.unet.parameters()).add_(0.01)
+    retrained.save_pretrained(teacher)
+    with pytest.raises(ValueError, match="--teacher_model .* changed since this checkpoint was saved"):
+        run_main(*common, "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
