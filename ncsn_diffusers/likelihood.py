@@ -84,7 +84,10 @@ def log_likelihood(
             [`NCSNv2Model`]), a DDPM epsilon [`~diffusers.UNet2DModel`] (with `alphas_cumprod`), or a pipeline holding
             `unet` and `scheduler` (whose sigma range, data range or DDPM schedule are then the defaults).
             [`NCSNRefineNet`] is refused: it knows only its ladder's levels.
-        images (`torch.Tensor` of shape `(B, C, H, W)`): in the model's data coordinates (`data_range`).
+        images (`torch.Tensor` of shape `(B, C, H, W)`): in the model's data coordinates (`data_range`, [-1, 1] for
+            the default run: `2 * x - 1` of images in [0, 1]). With `num_levels`, or a pipeline, images outside
+            `data_range` are refused (by more than Delta / 2 when `dequantization=None`), and with `num_levels` and
+            uniform dequantisation so are images off its K levels ([0, 1] images handed to a [-1, 1] model).
         sigma_min (`float`, *optional*): the noise level the data are evaluated at (score networks).
         sigma_max (`float`, *optional*): where the prior N(centre of `data_range`, sigma_max**2 I) sits.
         data_range (`tuple[float, float]`, *optional*):
@@ -111,9 +114,11 @@ def log_likelihood(
         [`LikelihoodOutput`]: log p in nats and bits/dim per image, the NFE, the latents at sigma_max.
     """
     flow, data_range = flow_for(model, sigma_min, sigma_max, data_range, alphas_cumprod)
-    check_images(images)
     if dequantization not in ("uniform", None):
         raise ValueError(f"dequantization={dequantization!r} is not supported; choose 'uniform' or None.")
+    check_images(images)
+    if num_levels is not None or hasattr(model, "scheduler"):  # image data: their range is the model's
+        check_images_in_range(images, data_range, num_levels, on_levels=dequantization == "uniform")
     offset = bits_per_dim_offset(data_range, num_levels) if num_levels is not None else 0.0
     if num_levels is not None and dequantization == "uniform":
         images = dequantize(images, data_range, num_levels, generator)
@@ -138,3 +143,25 @@ def check_images(images: torch.Tensor) -> None:
             "`images` must be a finite tensor (B, C, H, W) in the model's data range; convert PIL or numpy images "
             "with torch.from_numpy(array).permute(0, 3, 1, 2)."
         )
+
+
+def check_images_in_range(images: torch.Tensor, data_range, num_levels: int | None, on_levels: bool) -> None:
+    """Refuses images outside `data_range` (by more than half a level when they are dequantised already) and, when
+    `on_levels`, images that are not on the `num_levels` levels of `data_range`."""
+    low, high = data_range
+    delta = (high - low) / (num_levels - 1) if num_levels is not None else 0.0
+    slack = (0.0 if on_levels else delta / 2) + 1e-5 * (high - low)
+    lowest, highest = images.min().item(), images.max().item()
+    if lowest < low - slack or highest > high + slack:
+        raise ValueError(
+            f"`images` span [{lowest:.4g}, {highest:.4g}], outside the model's data range [{low}, {high}]: pass them "
+            f"in its data coordinates, low + (high - low) * x for images x in [0, 1] (8-bit pixels: x = pixels / 255)."
+        )
+    if on_levels:
+        k = (images.double() - low) / delta
+        if (k - k.round()).abs().max() > 1e-3:
+            raise ValueError(
+                f"`images` are not on the {num_levels} levels of the model's data range [{low}, {high}] (spacing "
+                f"{delta:.4g}) that num_levels={num_levels} says they take: images in [0, 1] need "
+                f"low + (high - low) * x; images dequantised already take dequantization=None."
+            )

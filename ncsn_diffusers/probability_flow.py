@@ -212,6 +212,13 @@ class FlowField:
             with torch.no_grad():
                 score = self.flow.score(x, sigma)
             div = exact_divergence(self.flow.score, x, sigma) if self.trace == "exact" else None
+        if not torch.isfinite(score).all() or (div is not None and not torch.isfinite(div).all()):
+            # RK45 would shrink its step forever on NaN, and a fixed-step solver return NaN latents
+            raise FloatingPointError(
+                f"The score network returned non-finite values (NaN or inf) at sigma={sigma:.4g} (evaluation "
+                f"{self.nfe}); the ODE cannot be integrated through them. Check the model's weights (a diverged "
+                "training run?) and that the images are in its data range."
+            )
         return -(sigma**2) * score, None if div is None else sigma**2 * div
 
 
@@ -234,6 +241,9 @@ def integrate(
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver={solver!r} is not supported; choose one of {SOLVERS}.")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}={value} must be a finite number > 0 (RK45's tolerance; score_sde's is 1e-5).")
     u0, u1 = math.log(sigma_start), math.log(sigma_end)
     if solver == "heun":
         return _heun(field, x.float(), u0, u1, num_steps)

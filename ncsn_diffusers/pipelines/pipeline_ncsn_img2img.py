@@ -83,7 +83,7 @@ class NCSNImg2ImgPipeline(NCSNPipeline):
             class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
                 Guide every step towards class y with `pipe.classifier`, as [`NCSNPipeline`] does (one label, or one
                 per output image).
-            guidance_scale (`float`, *optional*, defaults to 1.0 when `class_labels` are given):
+            guidance_scale (`float`, *optional*, defaults to 4.0 when `class_labels` are given):
                 w of the guided score s + w grad_x log p_phi(y | x, sigma).
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (`(B, H, W, C)`) or `"pt"` (`(B, C, H, W)`), in [0, 1].

@@ -95,8 +95,8 @@ class NCSNInpaintPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
                 [`AnnealedLangevinScheduler.set_timesteps`]). Defaults to the scheduler's L x T (+1 for denoising).
             class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
                 Guide every step towards class y with `pipe.classifier`, as [`NCSNPipeline`] does (one label, or one
-                per output image): the generated pixels sample p(x_unknown | x_known, y).
-            guidance_scale (`float`, *optional*, defaults to 1.0 when `class_labels` are given):
+                per output image): at `guidance_scale=1` the generated pixels sample p(x_unknown | x_known, y).
+            guidance_scale (`float`, *optional*, defaults to 4.0 when `class_labels` are given):
                 w of the guided score s + w grad_x log p_phi(y | x, sigma); 0 is unguided, bit for bit.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (`(B, H, W, C)`) or `"pt"` (`(B, C, H, W)`), in [0, 1]; the completions of image k

@@ -111,8 +111,14 @@ def prepare_images(image, channels: int, sample_size, name: str = "image") -> to
         raise ValueError(f"`{name}` is required: PIL images, arrays or tensors in [0, 1].")
     if isinstance(image, list) and not image:
         raise ValueError(f"{name}=[] holds no image; pass at least one (PIL image, array or tensor).")
+    images = image if isinstance(image, list) else [image]
+    for item in images:
+        if isinstance(item, torch.Tensor) and item.ndim < 3:  # (an (H, W) array is one grayscale image)
+            raise ValueError(
+                f"{name} has shape {tuple(item.shape)}; pass (C, H, W) or (B, C, H, W) tensors: add the channel axis "
+                "with image[None]."
+            )
     if channels in (1, 3):  # PIL images take the model's mode; arrays and tensors keep their channel axis
-        images = image if isinstance(image, list) else [image]
         if all(isinstance(i, PIL.Image.Image) for i in images):
             mode = "L" if channels == 1 else "RGB"
             image = np.stack([unit_array(i, mode) for i in images])  # (B, H, W, C) in [0, 1]

@@ -6,6 +6,8 @@ Called by `TrainingConfig.resolve`, so a refused teacher or flag fails before an
 import json
 from pathlib import Path
 
+from huggingface_hub.errors import HfHubHTTPError
+
 from ..pipelines.pipeline_folder import resolve_pipeline_folder
 from ..pipelines.score_sde_ve_folder import converted_components
 from .consistency_distillation import DISTANCES
@@ -33,6 +35,19 @@ def read_teacher(teacher_model: str) -> dict:
         folder = Path(resolve_pipeline_folder(teacher_model))
     except ValueError as err:
         raise ValueError(f"--teacher_model {teacher_model}: {err}") from None
+    except (OSError, HfHubHTTPError) as err:  # a mistyped id: not found locally, on the Hub, or in the offline cache
+        raise ValueError(
+            f"--teacher_model {teacher_model}: no such folder, and the Hub has no such repo (or cannot be reached: "
+            f"{type(err).__name__}). Pass the folder of a saved score pipeline or its Hub repo id."
+        ) from None
+    for config in ("unet/config.json", "scheduler/scheduler_config.json"):
+        if not (folder / config).is_file():
+            raise ValueError(f"--teacher_model {teacher_model} lacks {config}; save the teacher with save_pretrained.")
+    if not any(path.suffix in (".safetensors", ".bin") for path in (folder / "unet").iterdir()):
+        raise ValueError(
+            f"--teacher_model {teacher_model} has no weights in unet/ (diffusion_pytorch_model.safetensors); save the "
+            "teacher with save_pretrained."
+        )
     unet = json.loads((folder / "unet" / "config.json").read_text())
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     converted = converted_components(folder)  # a ScoreSdeVe folder: sampled as the package's PC (data in [0, 1])
@@ -151,6 +166,11 @@ def resolve_student(config, teacher: dict, explicit: set[str]) -> None:
         raise ValueError(
             f"--student_init teacher: the teacher's {teacher['unet']['_class_name']} has no UNet2DModel counterpart "
             "to copy; pass --student_init random (the student is then --model_preset's UNet2DModel)."
+        )
+    if config.student_init == "teacher" and "model_preset" in explicit:
+        raise ValueError(
+            f"--model_preset {config.model_preset} would be ignored: --student_init teacher copies the teacher's "
+            "architecture and weights. Drop it, or pass --student_init random to train --model_preset's U-Net."
         )
     size, channels = teacher["unet"].get("sample_size"), teacher["unet"].get("in_channels")
     for flag, value in (("resolution", size), ("channels", channels)):

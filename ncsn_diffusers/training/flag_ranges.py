@@ -6,9 +6,13 @@ decay of 1 saves the random initialisation, a NaN `--max_grad_norm` turns every 
 
 import math
 
+from diffusers.optimization import SchedulerType
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 finite = math.isfinite
+LR_SCHEDULERS = tuple(t.value for t in SchedulerType)
+# Above this, sigma_1^2 / sigma_L^2 and sigma^2-weighted losses leave float32's range (published ladders stop at 348).
+SIGMA_LIMIT = 1e6
 
 
 def at_least(low):
@@ -28,12 +32,12 @@ FLAG_RANGES = [
     ("learning_rate", None, lambda v: v is None or (finite(v) and v > 0), "be a positive number"),
     ("lr_warmup_steps", None, lambda v: v >= 0, "be an integer >= 0"),
     ("max_grad_norm", None, lambda v: finite(v) and v >= 0, "be a number >= 0 (0 disables clipping)"),
-    ("seed", None, lambda v: 0 <= v < 2**63, "be an integer in [0, 2^63)"),
+    ("seed", None, lambda v: 0 <= v < 2**32, "be an integer in [0, 2^32) (numpy's seed range)"),
     ("snr", None, lambda v: finite(v) and v > 0, "be a positive number"),
     ("save_images_steps", None, lambda v: v >= 0, "be an integer >= 0 (0: a grid at the end only)"),
     ("sample_grid_steps", None, at_least(1), "be an integer >= 1 (U-Net calls of the final grid)"),
     ("langevin_epsilon", None, lambda v: v is None or (finite(v) and v > 0), "be a positive number"),
-    ("sigma_max", None, lambda v: v is None or finite(v), "be a finite number"),
+    ("sigma_max", None, lambda v: v is None or (finite(v) and v < SIGMA_LIMIT), "be a finite number below 1e6"),
     ("sigma_min", None, lambda v: v is None or finite(v), "be a finite number"),
     ("sampling_sigma_max", None, lambda v: v is None or (finite(v) and v > 0), "be a positive number"),
     ("log_sigma_mean", None, finite, "be a finite number"),
@@ -52,7 +56,8 @@ FLAG_RANGES = [
     ("steps_per_level", None, at_least(1), "be >= 1"),
     ("resolution", None, at_least(1), "be a positive integer"),
     ("num_projections", None, at_least(1), "be >= 1"),
-    ("log_sigma_std", "P_std", lambda v: v > 0, "be positive"),
+    ("log_sigma_std", "P_std", lambda v: finite(v) and v > 0, "be a positive number"),
+    ("lr_scheduler", None, lambda v: v in LR_SCHEDULERS, f"be one of {', '.join(LR_SCHEDULERS)}"),
     # consistency distillation
     ("num_scales", "N", at_least(2), "be at least 2"),
     ("target_ema_rate", "mu", lambda v: 0.0 <= v < 1.0, "lie in [0, 1)"),

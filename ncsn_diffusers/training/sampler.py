@@ -9,7 +9,6 @@ from diffusers import DPMSolverMultistepScheduler
 
 from .. import NCSNPipeline
 from ..schedulers import PredictorCorrectorScheduler, StochasticHeunScheduler
-from .data import DATA_RANGE
 
 # The sampler saved with an epsilon model (--objective epsilon) and its U-Net calls: the best measured on the
 # default-budget run (docs/sampling.md, "Epsilon models"), built from the training schedule's config.
@@ -39,8 +38,8 @@ def sampling_sigma_max(args, ladder) -> float:
 def make_pipeline(unet, noise_scheduler, args):
     """The pipeline to sample and save: for a score model the training ladder's annealed Langevin chain, or PC sampling
     (`--sampler predictor_corrector`) or EDM's stochastic Heun sampler (`stochastic_heun`) of the same range, from
-    `sampling_sigma_max` to sigma_L, in --sampling_calls U-Net calls; for an epsilon model `EPSILON_SAMPLER` on the
-    training schedule, at `EPSILON_SAMPLING_CALLS` calls."""
+    `sampling_sigma_max` to sigma_L, in --sampling_calls U-Net calls, on the training scheduler's `data_range`; for an
+    epsilon model `EPSILON_SAMPLER` on the training schedule, at `EPSILON_SAMPLING_CALLS` calls."""
     if noise_scheduler.config.noise_space == "vp":  # an epsilon model (--objective epsilon)
         # the training schedule's betas and prediction type; diffusers' defaults for the rest (its data in [-1, 1])
         config = {key: noise_scheduler.config[key] for key in DDPM_SCHEDULE_KEYS}
@@ -50,12 +49,13 @@ def make_pipeline(unet, noise_scheduler, args):
     if args.sampler == "annealed_langevin":
         return NCSNPipeline(unet=unet, scheduler=noise_scheduler)
     ladder, k = noise_scheduler.config, args.corrector_steps
+    data_range = tuple(ladder.data_range)  # the range the model was trained on (`data.model_data_range`)
     if args.sampler == "stochastic_heun":
         sampler = StochasticHeunScheduler(
             sigma_max=sampling_sigma_max(args, ladder),
             sigma_min=ladder.sigma_min,
             num_noise_levels=(args.sampling_calls + 1) // 2,
-            data_range=DATA_RANGE,
+            data_range=data_range,
         )
         return NCSNPipeline(unet=unet, scheduler=sampler)
     sampler = PredictorCorrectorScheduler(
@@ -65,7 +65,7 @@ def make_pipeline(unet, noise_scheduler, args):
         corrector_steps=k,
         snr=args.snr,
         final_denoise=args.final_denoise,
-        data_range=DATA_RANGE,
+        data_range=data_range,
     )
     return NCSNPipeline(unet=unet, scheduler=sampler)
 

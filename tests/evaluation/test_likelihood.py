@@ -257,7 +257,7 @@ def test_log_likelihood_of_saved_pipelines_reads_their_schedulers(tiny_pipeline_
     from tiny_models import tiny_ddpm_unet
 
     pipe = NCSNPipeline.from_pretrained(tiny_pipeline_dir)
-    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(10)) * 2 - 1
+    images = torch.randint(0, 17, (2, 1, 8, 8), generator=torch.Generator().manual_seed(10)) / 8 - 1  # 17 levels
     ve = log_likelihood(pipe, images, num_levels=17, solver="heun", num_steps=4, generator=torch.Generator())
     assert ve.nfe == 8 and torch.isfinite(ve.bits_per_dim).all()
     ddpm = DDPMPipeline(unet=tiny_ddpm_unet(), scheduler=DDPMScheduler(num_train_timesteps=50))
@@ -288,7 +288,7 @@ def test_a_pipeline_saved_with_ddim_has_the_flow_of_its_ddpm_schedule(tmp_path):
     unet = tiny_ddpm_unet().eval()
     NCSNPipeline(unet, DDIMScheduler(num_train_timesteps=50), default_num_inference_steps=10).save_pretrained(tmp_path)
     saved = NCSNPipeline.from_pretrained(tmp_path)
-    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(12)) * 2 - 1
+    images = torch.randint(0, 17, (2, 1, 8, 8), generator=torch.Generator().manual_seed(12)) / 8 - 1  # 17 levels
     kwargs = {"num_levels": 17, "solver": "heun", "num_steps": 4}
     ddim = log_likelihood(saved, images, generator=torch.Generator().manual_seed(0), **kwargs)
     ddpm = log_likelihood(

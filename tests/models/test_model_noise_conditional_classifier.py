@@ -105,3 +105,31 @@ def test_classifier_is_added_to_a_saved_score_pipeline(tmp_path):
     )
     pipe.set_progress_bar_config(disable=True)
     assert torch.equal(guided(pipe), guided(make_pipeline(tiny_classifier())))
+
+
+def guided_half_precision_pipeline(tmp_path, how: str):
+    torch.manual_seed(0)
+    scheduler = AnnealedLangevinScheduler(sigma_max=1.0, sigma_min=0.1, num_noise_levels=2, steps_per_level=1)
+    pipe = NCSNPipeline(NCSNUNet2DModel.from_preset("tiny", sample_size=8), scheduler, tiny_classifier(num_classes=2))
+    pipe.set_progress_bar_config(disable=True)
+    if how == "to":
+        return pipe.to(torch.bfloat16)
+    if how == "layerwise":
+        for model in (pipe.unet, pipe.classifier):
+            model.enable_layerwise_casting(storage_dtype=torch.bfloat16, compute_dtype=torch.float32)
+        return pipe
+    pipe.save_pretrained(tmp_path)  # from_pretrained keeps `sigma_proj` in float32
+    return NCSNPipeline.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("how", ["to", "from_pretrained", "layerwise"])
+def test_guided_sampling_runs_in_half_precision(tmp_path, how):
+    """Bug caught: guidance cast x to the dtype of the classifier's first parameter (`sigma_proj`, kept in float32, or
+    the bfloat16 storage of layerwise casting), so a bfloat16 pipeline raised `mat1 and mat2 must have the same dtype`
+    at its first guided step."""
+    pipe = guided_half_precision_pipeline(tmp_path, how)
+    generator = torch.Generator().manual_seed(0)
+    guided = pipe(batch_size=2, generator=generator, class_labels=1, output_type="pt").images
+    assert guided.shape == (2, 1, 8, 8) and guided.isfinite().all()
+    unguided = pipe(batch_size=2, generator=generator.manual_seed(0), output_type="pt").images
+    assert not torch.equal(guided, unguided)  # the classifier's gradient reached the chain

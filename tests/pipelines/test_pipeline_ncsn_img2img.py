@@ -161,3 +161,12 @@ def test_bad_inputs_name_the_fix(kwargs, message):
     kwargs = {"image": guide(0.0), "strength": 0.5, **kwargs}
     with pytest.raises(ValueError, match=message):
         pipe(num_inference_steps=10, **kwargs)
+
+
+def test_a_tensor_without_its_channel_axis_is_refused_by_name():
+    """Bug caught: a 2-D (H, W) tensor raised a bare `IndexError: tuple index out of range`."""
+    pipe = NCSNImg2ImgPipeline(
+        NCSNUNet2DModel.from_preset("tiny", sample_size=8), AnnealedLangevinScheduler(num_noise_levels=2)
+    )
+    with pytest.raises(ValueError, match=r"image has shape \(8, 8\); pass .*add the channel axis"):
+        pipe(torch.rand(8, 8), strength=0.5)

@@ -99,3 +99,20 @@ def test_resolve_returns_a_resolved_copy_and_is_idempotent():
         train_ncsn.parse_args(["--model_preset", "tiny", "--resolution", "8"])
     )
     assert math.isclose(resolved.ema_power, 0.75)
+
+
+# Bug caught: each was accepted, then failed late with a raw error (diffusers' get_scheduler's KeyError, numpy's
+# "Seed must be between 0 and 2**32 - 1" in set_seed) or trained on NaN (sigma_max^2 / sigma_L^2 overflows float32,
+# an infinite P_std draws infinite sigmas).
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"lr_scheduler": "bogus"}, "--lr_scheduler must be one of"),
+        ({"log_sigma_std": math.inf, "sigma_sampling": "log_normal"}, "--log_sigma_std must be a positive number"),
+        ({"seed": 2**32}, r"--seed must be an integer in \[0, 2\^32\)"),
+        ({"sigma_max": 1e30, "noise_ladder": "explicit"}, "--sigma_max must be a finite number below 1e6"),
+    ],
+)
+def test_out_of_range_flags_are_refused_before_anything_is_built(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**fields).resolve()

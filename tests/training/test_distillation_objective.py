@@ -3,6 +3,7 @@ alone), kill -9 and resume bit-exactly (student, its EMA, the target network, op
 flags refused before anything is built, and a [0, 1] NCSNv2 teacher distilled into a fresh student."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,7 +131,14 @@ def save_epsilon_teacher(folder: Path):
         (save_epsilon_teacher, {}, "is a DDPM epsilon model"),
         (None, {}, "needs --teacher_model DIR"),
         ("missing", {}, "--teacher_model .*neither a pipeline folder nor a Hub repo id"),
+        # Bug caught: a mistyped Hub id gave huggingface_hub's raw traceback; a teacher folder without its U-Net
+        # config or weights a raw FileNotFoundError (or a failure after the student was built)
+        ("me/ncsn-digitz", {}, "--teacher_model me/ncsn-digitz: no such folder, and the Hub has no such repo"),
+        ("unet/config.json", {}, "--teacher_model .* lacks unet/config.json"),
+        ("unet/diffusion_pytorch_model.safetensors", {}, "--teacher_model .* has no weights in unet/"),
         ("tiny", {"num_scales": 1}, "--num_scales .* at least 2"),
+        # Bug caught: --model_preset was silently ignored when the student copies the teacher
+        ("tiny", {"model_preset": "tiny"}, "--model_preset tiny would be ignored: --student_init teacher copies"),
         ("tiny", {"target_ema_rate": 1.0}, r"--target_ema_rate .* \[0, 1\)"),
         ("tiny", {"distance": "lpips"}, "--distance must be one of l2, pseudo_huber"),
         ("tiny", {"resolution": 32}, "--resolution 32 differs from the teacher's 8"),
@@ -149,6 +157,11 @@ def test_refused_teachers_and_flags_name_the_fix_before_anything_is_built(
         folder = tiny_teacher
     elif teacher == "missing":
         folder = tmp_path / "no" / "such" / "teacher"
+    elif teacher is not None and teacher.startswith("unet/"):  # a copy of the tiny teacher without that file
+        shutil.copytree(tiny_teacher, folder)
+        (folder / teacher).unlink()
+    elif teacher == "me/ncsn-digitz":
+        folder = teacher
     config = {"objective": "consistency_distillation", "output_dir": str(tmp_path / "out"), **settings}
     config["teacher_model"] = None if teacher is None else str(folder)
     with pytest.raises(ValueError, match=message):
@@ -240,3 +253,18 @@ def test_the_card_and_record_never_name_a_local_path(tiny_teacher, tmp_path):
     for text in (card, (out / "distillation.json").read_text()):
         assert str(tiny_teacher.parent) not in text and str(tmp_path) not in text
     assert f"distilled from `{tiny_teacher.name}`" in card and 'from_pretrained("student")' in card
+
+
+def test_resuming_after_the_teacher_was_retrained_in_place_is_refused(tiny_teacher, tmp_path):
+    """Bug caught: a teacher folder overwritten by another training run was accepted on resume, and the student went
+    on learning another ODE than its checkpoint had."""
+    teacher, out = tmp_path / "teacher", tmp_path / "run"
+    shutil.copytree(tiny_teacher, teacher)
+    common = [*DISTIL, "--teacher_model", teacher, "--output_dir", out, "--checkpointing_steps", "1"]
+    run_main(*common, "--max_train_steps", "1")
+    retrained = NCSNPipeline.from_pretrained(teacher)
+    with torch.no_grad():
+        next(retrained.unet.parameters()).add_(0.01)
+    retrained.save_pretrained(teacher)
+    with pytest.raises(ValueError, match="--teacher_model .* changed since this checkpoint was saved"):
+        run_main(*common, "--max_train_steps", "2", "--resume_from_checkpoint", "latest")

@@ -9,6 +9,7 @@ The target is a training device only, as in the paper's code: what is saved and 
 """
 
 import copy
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -83,6 +84,7 @@ class ConsistencyDistillation(Objective):
         folder = read_teacher(config.teacher_model)["folder"]
         teacher_pipe = NCSNPipeline.from_pretrained(folder)
         self.teacher = teacher_pipe.unet.requires_grad_(False).eval()
+        self.teacher_sha256 = weights_sha256(self.teacher)
         data_range = teacher_data_range(json.loads(teacher_pipe.scheduler.to_json_string()))
         self.denoiser = teacher_denoiser(self.teacher, data_range)
         scale = 2.0 if data_range == (0.0, 1.0) else 1.0  # the teacher's sigmas, in the student's [-1, 1]
@@ -118,13 +120,23 @@ class ConsistencyDistillation(Objective):
         update_target(self.target, unet, self.config.target_ema_rate)
 
     def state_dict(self) -> dict:
-        return {"target": {k: v.detach() for k, v in self.target.state_dict().items()}}
+        return {
+            "target": {k: v.detach() for k, v in self.target.state_dict().items()},
+            "teacher_sha256": self.teacher_sha256,
+        }
 
     def load_state_dict(self, state: dict):
         if "target" not in state:
             raise ValueError(
                 "The checkpoint holds no target network (theta^-) of consistency distillation; resume it with the "
                 "--objective it was trained with."
+            )
+        saved = state.get("teacher_sha256")  # absent from checkpoints of earlier releases
+        if saved is not None and saved != self.teacher_sha256:
+            raise ValueError(
+                f"--teacher_model {self.config.teacher_model} changed since this checkpoint was saved (its U-Net "
+                "weights differ: retrained or replaced in place), so the student would go on learning another ODE. "
+                "Resume with the teacher it was trained with, or start a fresh run in another --output_dir."
             )
         self.target.load_state_dict(state["target"])
 
@@ -164,3 +176,12 @@ class ConsistencyDistillation(Objective):
         card_name = repo_id or output_dir.resolve().name  # a local folder by its name only, never its path
         (output_dir / "README.md").write_text(render_distillation_card(record, card_name, grid))
         logger.info(f"Saved the ConsistencyModelPipeline to {output_dir} ({record['cpu_minutes']} CPU-minutes)")
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and values, in name order): which teacher a run used."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,88 @@
+"""Bad input to the likelihood and the probability-flow ODE is refused before any solve: images off the model's data
+range, a network that outputs NaN, and solver tolerances that cannot be met."""
+
+import math
+
+import pytest
+import torch
+from analytic_models import ImageMixtureScoreModel
+from diffusers import ModelMixin
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.unets.unet_2d import UNet2DOutput
+
+from ncsn_diffusers import NCSNPipeline, PredictorCorrectorScheduler, log_likelihood
+from ncsn_diffusers.probability_flow import encode
+
+SIGMA_MIN, SIGMA_MAX = 0.01, 5.0
+
+
+class NaNScoreModel(ModelMixin, ConfigMixin):
+    """A score network that outputs NaN everywhere (a diverged training run)."""
+
+    @register_to_config
+    def __init__(self, in_channels: int = 1, sample_size: int = 2):
+        super().__init__()
+        self.register_buffer("dummy", torch.zeros(1), persistent=False)
+
+    def forward(self, sample, sigma, return_dict=True):
+        return UNet2DOutput(sample=sample * math.nan)
+
+
+def pipeline(model, data_range=(-1.0, 1.0)) -> NCSNPipeline:
+    scheduler = PredictorCorrectorScheduler(
+        sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, num_noise_levels=4, data_range=data_range
+    )
+    return NCSNPipeline(model, scheduler)
+
+
+def mixture_pipeline(data_range=(-1.0, 1.0)) -> NCSNPipeline:
+    return pipeline(ImageMixtureScoreModel(means=[[0.0] * 4], weights=[1.0], std=0.5, sample_size=2), data_range)
+
+
+def digits_on_17_levels(low: float, high: float) -> torch.Tensor:
+    levels = torch.randint(0, 17, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0)).float()
+    levels[0, 0, 0, 0] = 1  # at least one odd level: k / 16 in [0, 1] is then off the grid of [-1, 1]
+    return low + (high - low) * levels / 16
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (digits_on_17_levels(0.0, 255.0), r"outside the model's data range \[-1.0, 1.0\]"),  # 0..255 pixels
+        (digits_on_17_levels(0.0, 1.0), r"not on the 17 levels of the model's data range \[-1.0, 1.0\]"),
+    ],
+)
+def test_images_off_the_model_range_are_refused(images, message):
+    """Bug caught: 0..255 images gave 16,341 bits/dim and [0, 1] images a plausible 1.99 on a [-1, 1] model."""
+    with pytest.raises(ValueError, match=message):
+        log_likelihood(mixture_pipeline(), images, num_levels=17, solver="heun", num_steps=2)
+    out = log_likelihood(mixture_pipeline(), digits_on_17_levels(-1.0, 1.0), num_levels=17, solver="heun", num_steps=2)
+    assert out.bits_per_dim.isfinite().all()
+
+
+def test_images_outside_the_range_of_a_pipeline_are_refused_without_num_levels():
+    with pytest.raises(ValueError, match=r"outside the model's data range \[0.0, 1.0\]"):
+        log_likelihood(mixture_pipeline((0.0, 1.0)), digits_on_17_levels(-1.0, 1.0), solver="heun", num_steps=2)
+
+
+@pytest.mark.parametrize("solver", ["rk45", "heun"])
+def test_a_network_that_outputs_nan_is_named_not_integrated(solver):
+    """Bug caught: RK45 on NaN scores never returned (180 s and counting), encode gave all-NaN latents."""
+    pipe = pipeline(NaNScoreModel())
+    images = digits_on_17_levels(-1.0, 1.0)
+    with pytest.raises(FloatingPointError, match="The score network returned non-finite values"):
+        log_likelihood(pipe, images, num_levels=17, solver=solver, num_steps=2)
+    with pytest.raises(FloatingPointError, match="The score network returned non-finite values"):
+        encode(pipe, images, solver=solver, num_steps=2)
+    with pytest.raises(FloatingPointError, match="The score network returned non-finite values"):
+        pipe.encode((images + 1) / 2, solver=solver, num_steps=2)
+
+
+@pytest.mark.parametrize("kwargs", [{"rtol": 0.0}, {"rtol": math.nan}, {"atol": -1.0}, {"atol": math.inf}])
+def test_tolerances_that_cannot_be_met_are_named(kwargs):
+    """Bug caught: rtol=0 or nan failed deep in the solve with "`sigma` must be positive ... nan"."""
+    name, value = next(iter(kwargs.items()))
+    with pytest.raises(ValueError, match=f"{name}={value} must be a finite number > 0"):
+        log_likelihood(mixture_pipeline(), digits_on_17_levels(-1.0, 1.0), num_levels=17, **kwargs)
+    with pytest.raises(ValueError, match=f"{name}={value} must be a finite number > 0"):
+        mixture_pipeline().encode(torch.rand(1, 1, 2, 2), **kwargs)
