@@ -29,10 +29,11 @@ written (README: "Security and reliability").
 """
 
 import argparse
+import sys
 
 from ncsn_diffusers.models.unet_ncsn import PRESETS
 from ncsn_diffusers.recipes import MODEL_TYPES, OFFICIAL_CONFIGS, RECIPES
-from ncsn_diffusers.training import TrainingConfig, train
+from ncsn_diffusers.training import TrainingConfig, resume_hint, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,7 +301,12 @@ def parse_args(argv: list[str] | None = None) -> TrainingConfig:
 
 
 def main(argv: list[str] | None = None):
-    train(parse_args(argv))
+    config = parse_args(argv)
+    try:
+        train(config)
+    except KeyboardInterrupt:  # Ctrl-C: one line on how to continue, not the traceback; 130 = 128 + SIGINT
+        print(resume_hint(config.output_dir), file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

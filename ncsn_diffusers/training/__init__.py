@@ -10,7 +10,8 @@ must match), `run_dir` (the output folder's rules and lock), `json_log`, `sample
 `distillation_card`, the algorithm in `consistency_distillation`.
 """
 
+from .checkpointing import resume_hint
 from .config import TrainingConfig
 from .loop import train
 
-__all__ = ["TrainingConfig", "train"]
+__all__ = ["TrainingConfig", "resume_hint", "train"]
