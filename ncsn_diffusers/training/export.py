@@ -30,6 +30,46 @@ class ema_weights:
             self.ema.restore(self.model.parameters())
 
 
+def card_training(args, num_images: int, max_train_steps: int, num_processes: int, mixed_precision: str) -> dict:
+    """What the run did, for the model card's text and its training table (`render_model_card(training=...)`)."""
+    return {
+        "objective": args.objective,
+        "dataset": dataset_label(args),
+        "num_images": num_images,
+        "resolution": args.resolution,
+        "channels": args.channels,
+        "model_preset": args.model_preset,
+        "max_train_steps": max_train_steps,
+        "train_batch_size": args.train_batch_size,
+        "num_processes": num_processes,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "learning_rate": args.learning_rate,
+        "lr_scheduler": args.lr_scheduler,
+        "lr_warmup_steps": args.lr_warmup_steps,
+        "max_grad_norm": args.max_grad_norm,
+        "use_ema": args.use_ema,
+        "ema_max_decay": args.ema_max_decay if args.use_ema else None,
+        "mixed_precision": mixed_precision,
+        "dequantize": args.dequantize,
+        "random_flip": args.random_flip,
+        "noise_ladder": args.noise_ladder if args.objective in VE_OBJECTIVES else "ddpm",
+        **({"sigma_sampling": args.sigma_sampling} if args.objective in VE_OBJECTIVES else {}),
+        **(
+            {"log_sigma_mean": args.log_sigma_mean, "log_sigma_std": args.log_sigma_std}
+            if args.objective in VE_OBJECTIVES and args.sigma_sampling == "log_normal"
+            else {}
+        ),
+        "seed": args.seed,
+    }
+
+
+def card_datasets(args) -> list[str] | None:
+    """The model card's `datasets` metadata: the embedded digits, a Hub dataset's id, or none for local data."""
+    if args.dataset_name is None and args.train_data_dir is None:
+        return ["sklearn-digits"]
+    return [args.dataset_name] if args.dataset_name and not Path(args.dataset_name).exists() else None
+
+
 def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_steps, train_time, last):
     """Saves the pipeline (EMA weights) to --output_dir, samples the final grid, writes the model card, pushes."""
     unet = accelerator.unwrap_model(unet)
@@ -43,35 +83,9 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
     sample_time = time.time() - sample_start
 
     pipeline.model_card_kwargs = {
-        "training": {
-            "objective": args.objective,
-            "dataset": dataset_label(args),
-            "num_images": len(images),
-            "resolution": args.resolution,
-            "channels": args.channels,
-            "model_preset": args.model_preset,
-            "max_train_steps": max_train_steps,
-            "train_batch_size": args.train_batch_size,
-            "num_processes": accelerator.num_processes,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "learning_rate": args.learning_rate,
-            "lr_scheduler": args.lr_scheduler,
-            "lr_warmup_steps": args.lr_warmup_steps,
-            "max_grad_norm": args.max_grad_norm,
-            "use_ema": args.use_ema,
-            "ema_max_decay": args.ema_max_decay if args.use_ema else None,
-            "mixed_precision": accelerator.mixed_precision,
-            "dequantize": args.dequantize,
-            "random_flip": args.random_flip,
-            "noise_ladder": args.noise_ladder if args.objective in VE_OBJECTIVES else "ddpm",
-            **({"sigma_sampling": args.sigma_sampling} if args.objective in VE_OBJECTIVES else {}),
-            **(
-                {"log_sigma_mean": args.log_sigma_mean, "log_sigma_std": args.log_sigma_std}
-                if args.objective in VE_OBJECTIVES and args.sigma_sampling == "log_normal"
-                else {}
-            ),
-            "seed": args.seed,
-        },
+        "training": card_training(
+            args, len(images), max_train_steps, accelerator.num_processes, accelerator.mixed_precision
+        ),
         "results": {
             f"final training loss ({args.objective}, mean over pixels)": last.get(f"loss_{args.objective}"),
             "training time (s)": round(train_time, 1),
@@ -81,9 +95,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, images, max_train_step
             "sample grid": str(grid.relative_to(args.output_dir)),
             "device": str(accelerator.device),
         },
-        "datasets": ["sklearn-digits"]
-        if args.dataset_name is None and args.train_data_dir is None
-        else ([args.dataset_name] if args.dataset_name and not Path(args.dataset_name).exists() else None),
+        "datasets": card_datasets(args),
     }
     repo_id = args.hub_model_id or (Path(args.output_dir).resolve().name if args.push_to_hub else None)
     pipeline.save_pretrained(args.output_dir, repo_id=repo_id)
