@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         "min(4, CPUs / processes on this machine); 0 decodes in the training process). The batches do not depend "
         "on it.",
     )
+    add(
+        "--num_threads",
+        type=int,
+        help="torch threads of each process (torch.set_num_threads). Default: 1 for the embedded digits (the "
+        "README's grid is bit-identical at 1 thread only, and more are slower at that size), else torch's choice "
+        "(accelerate launch sets OMP_NUM_THREADS to the cores per process).",
+    )
     add("--random_flip", action="store_true", help="Flip images horizontally at random (not for digits!).")
     add(
         "--dequantize",

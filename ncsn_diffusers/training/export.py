@@ -3,6 +3,7 @@
 import time
 from pathlib import Path
 
+import torch
 from accelerate.logging import get_logger
 
 from .data import dataset_label
@@ -50,6 +51,7 @@ def card_training(args, num_images: int, max_train_steps: int, num_processes: in
         "use_ema": args.use_ema,
         "ema_max_decay": args.ema_max_decay if args.use_ema else None,
         "mixed_precision": mixed_precision,
+        "num_threads": torch.get_num_threads(),  # what the run used (--num_threads, else OMP_NUM_THREADS or torch)
         "dequantize": args.dequantize,
         "random_flip": args.random_flip,
         "noise_ladder": args.noise_ladder if args.objective in VE_OBJECTIVES else "ddpm",

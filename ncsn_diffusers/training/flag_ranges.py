@@ -30,6 +30,7 @@ def check_flag_ranges(config):
         ("sigma_min", lambda v: v is None or finite(v), "a finite number"),
         ("sampling_sigma_max", lambda v: v is None or (finite(v) and v > 0), "a positive number"),
         ("log_sigma_mean", finite, "a finite number"),
+        ("num_threads", lambda v: v is None or v >= 1, "an integer >= 1"),
         (
             "dataloader_num_workers",
             lambda v: v is None or v >= 0,

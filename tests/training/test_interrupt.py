@@ -24,7 +24,7 @@ def interrupted_run(monkeypatch, capsys, output_dir):
 def test_ctrl_c_names_the_checkpoint_to_resume_from(monkeypatch, capsys, tmp_path):
     for step in (2, 4):
         (tmp_path / f"checkpoint-{step}").mkdir()
-        (tmp_path / f"checkpoint-{step}" / STATE_FILE).write_text('{"step": %d}' % step)
+        (tmp_path / f"checkpoint-{step}" / STATE_FILE).write_text(f'{{"step": {step}}}')
     code, lines = interrupted_run(monkeypatch, capsys, tmp_path)
     assert code == 130
     assert len(lines) == 1 and "checkpoint-4" in lines[0] and "--resume_from_checkpoint latest" in lines[0]
