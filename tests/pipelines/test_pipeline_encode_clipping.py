@@ -11,9 +11,9 @@ import torch
 from analytic_models import GaussianEpsilonModel
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.models.unets.unet_2d import UNet2DOutput
+from ncsn_diffusers.noise_ladders import ddpm_alphas_cumprod
 
 from ncsn_diffusers import NCSNPipeline
-from ncsn_diffusers.noise_ladders import ddpm_alphas_cumprod
 
 ALPHAS_CUMPROD = ddpm_alphas_cumprod(1000, 1e-4, 0.02, "linear")
 # the sampler train_ncsn.py saves with an epsilon model, whose config the docs' DDIM swap reads
