@@ -38,7 +38,9 @@ def run(thread_counts=(1, 2), steps: int = 5, repeats: int = 6, batch_size: int 
         return fn
 
     seconds = median_seconds({n: train_steps(n) for n in thread_counts}, repeats=repeats)
-    print(f"\nDefault run's training step (digits preset, batch {batch_size}, CPU), median of {repeats} x {steps} steps")
+    print(
+        f"\nDefault run's training step (digits preset, batch {batch_size}, CPU), median of {repeats} x {steps} steps"
+    )
     for n, total in seconds.items():
         print(f"  {n} thread(s): {total / steps:6.3f} s/step   {steps / total:6.3f} steps/s")
     return {n: total / steps for n, total in seconds.items()}
