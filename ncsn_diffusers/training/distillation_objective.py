@@ -26,7 +26,13 @@ from .consistency_distillation import (
     teacher_denoiser,
     update_target,
 )
-from .distillation_card import DISTILLATION_RECORD, measure_quality, render_distillation_card, two_call_timesteps
+from .distillation_card import (
+    DISTILLATION_RECORD,
+    measure_quality,
+    quality_summary,
+    render_distillation_card,
+    two_call_timesteps,
+)
 from .distillation_config import OBJECTIVE, read_teacher, teacher_data_range
 from .hub import push_to_hub
 from .objectives import Objective
@@ -123,6 +129,7 @@ class ConsistencyDistillation(Objective):
         save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)
         digits = args.dataset_name is None and args.train_data_dir is None
         quality = measure_quality(pipeline, args.quality_samples, args.seed) if digits else {}
+        logger.info(quality_summary(quality))
         record = {
             "teacher_model": args.teacher_model,
             "num_scales": c.num_train_timesteps,
