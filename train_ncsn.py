@@ -29,8 +29,9 @@ written (README: "Security and reliability").
 """
 
 import argparse
+import sys
 
-from ncsn_diffusers.training import TrainingConfig, train
+from ncsn_diffusers.training import TrainingConfig, resume_hint, train
 from ncsn_diffusers.training.command_line import add_config_flags
 
 
@@ -55,7 +56,12 @@ def parse_args(argv: list[str] | None = None) -> TrainingConfig:
 
 
 def main(argv: list[str] | None = None):
-    train(parse_args(argv))
+    config = parse_args(argv)
+    try:
+        train(config)
+    except KeyboardInterrupt:  # Ctrl-C: one line on how to continue, not the traceback; 130 = 128 + SIGINT
+        print(resume_hint(config.output_dir), file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

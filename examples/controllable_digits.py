@@ -11,11 +11,11 @@ image-to-image on corrupted held-out digits, scored by the evaluator's digits cl
 2. Guided digits: for every class and guidance scale w, `--samples_per_class` samples of the pipeline's default
    chain with `class_labels=c, guidance_scale=w`; prints the share the evaluator's classifier assigns to c and the FD
    per class (against the held-out digits of c), beside the same for unguided samples, and writes a figure with one
-   row per class (docs/guided_digits.png).
+   row per class (`--figure_dir`/guided_digits.png).
 3. Image-to-image: the held-out digits corrupted three ways (additive noise, blur, a stroke erased), edited by
    `NCSNImg2ImgPipeline` at several strengths (and, for the stroke, with its mask); prints the classifier's agreement
    with the original class and the FD (against the training digits) of inputs and edits, and writes a figure with
-   rows of input, edits and original (docs/img2img.png).
+   rows of input, edits and original (`--figure_dir`/img2img.png).
 """
 
 import argparse
@@ -45,9 +45,15 @@ def parse_args(argv=None):
     add("--strengths", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     add("--num_images", type=int, default=360, help="Held-out digits to corrupt and edit (360 = all).")
     add("--parts", nargs="+", default=["guided", "img2img"], choices=["guided", "img2img"])
-    add("--figure_dir", default="docs", help="Where guided_digits.png and img2img.png are written.")
+    add(
+        "--figure_dir",
+        default=None,
+        help="Where guided_digits.png and img2img.png are written (default: --output_dir; the repository's own "
+        "figures are made with --figure_dir docs).",
+    )
     add("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    args.figure_dir = args.figure_dir or args.output_dir
     if min(args.classifier_steps or 1, args.samples_per_class, args.num_images) < 1:
         parser.error("--classifier_steps, --samples_per_class and --num_images must be positive.")
     if any(not 0 <= s <= 1 for s in args.strengths) or any(w < 0 for w in args.guidance_scales):

@@ -24,7 +24,11 @@ from ncsn_diffusers.evaluation import classifier_outputs, load_digits_classifier
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", default="ncsn-digits", help="A saved NCSNPipeline folder or Hub repo id.")
-    parser.add_argument("--output", default="docs/inpainting.png", help="Where to write the figure.")
+    parser.add_argument(
+        "--output",
+        default="outputs/inpainting.png",
+        help="Where to write the figure (the repository's own: --output docs/inpainting.png).",
+    )
     parser.add_argument("--num_images", type=int, default=360, help="Held-out digits to complete (360 = all).")
     parser.add_argument("--figure_rows", type=int, default=8, help="Digits shown in the figure.")
     parser.add_argument("--figure_completions", type=int, default=5, help="Completions per digit in the figure.")

@@ -39,7 +39,12 @@ DSM_SIGMA = 0.1
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", type=str, default="docs", help="Where to write the two PNG figures.")
+    parser.add_argument(
+        "--output_dir",
+        type=str,
+        default="outputs/paper_figures",
+        help="Where to write the two PNG figures (the repository's own: --output_dir docs).",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seeds the training, the data and both chains.")
     parser.add_argument("--num_samples", type=int, default=1280, help="Samples per panel of the mixing figure.")
     parser.add_argument("--train_steps", type=int, default=2000, help="DSM steps of the score network.")

@@ -23,7 +23,25 @@ MODEL_KINDS = {
 # Classes whose saved folder carries their own source for `diffusers.AutoModel` (the card's `if remote_code` block).
 REMOTE_CODE_CLASSES = ("NCSNUNet2DModel",)
 KNOWN_DATASETS = {
-    "sklearn-digits": "scikit-learn's 8×8 handwritten digits (`sklearn.datasets.load_digits`, 1,797 images)",
+    "sklearn-digits": "scikit-learn's 8×8 handwritten digits (`sklearn.datasets.load_digits`)",
+}
+# How a score model's saved sampler draws, by the scheduler's class: the card's first paragraph names it.
+SAMPLER_TEXT = {
+    "AnnealedLangevinScheduler": "**annealed Langevin dynamics** (Algorithm 1 of the paper): Langevin steps at each "
+    "noise level in turn, from the largest to the smallest",
+    "PredictorCorrectorScheduler": "the **predictor-corrector** sampler (Song et al., 2021, Algorithm 2): at each "
+    "noise level, from the largest to the smallest, Langevin corrector steps and one reverse-diffusion predictor step",
+    "ConsistentAnnealedSamplingScheduler": "**consistent annealed sampling** (Jolicoeur-Martineau et al., 2021, "
+    "Algorithm 2): one Langevin-like step per noise level, from the largest to the smallest",
+    "StochasticHeunScheduler": "EDM's **stochastic Heun** sampler (Karras et al., 2022, Algorithm 2): a second-order "
+    "solve of the probability-flow ODE from the largest noise level to the smallest, with fresh noise added at each",
+}
+# How the training drew sigma, by `training["sigma_sampling"]` (train_ncsn.py --sigma_sampling).
+SIGMA_SAMPLING_TEXT = {
+    "discrete": "σ drawn uniformly from the L levels of the training ladder",
+    "log_uniform": "σ drawn log-uniformly from [σ_L, σ_1] (log σ ~ U(log σ_L, log σ_1))",
+    "log_normal": "log σ drawn from N($log_sigma_mean, $log_sigma_std²) truncated to [log σ_L, log σ_1] (EDM's "
+    "training distribution)",
 }
 # Scheduler config key -> (paper symbol, meaning) for the settings table.
 SCHEDULER_KEYS = {
@@ -186,11 +204,33 @@ def _epsilon_sampler_text(scheduler_config: dict, num_calls: int) -> str:
     )
 
 
-def _dataset_text(datasets: list[str]) -> str:
-    if not datasets:
-        return "not recorded."
+def _dataset_text(datasets: list[str], training: dict, image_description: str) -> str:
     named = [KNOWN_DATASETS.get(name, f"[{name}](https://huggingface.co/datasets/{name})") for name in datasets]
-    return ", ".join(named) + "."
+    if not named and training.get("dataset"):
+        named = [str(training["dataset"])]
+    text = ", ".join(named) if named else "not recorded"
+    if training.get("num_images"):
+        text += f"; the run trained on {training['num_images']:,} images at {image_description}"
+    return text + "."
+
+
+def _sampler_text(scheduler_config: dict) -> str:
+    name = scheduler_config.get("_class_name", "AnnealedLangevinScheduler")
+    return SAMPLER_TEXT.get(name, f"diffusers' `{name}`")
+
+
+def _sigma_sampling_text(training: dict) -> str:
+    sampling = training.get("sigma_sampling")
+    if sampling not in SIGMA_SAMPLING_TEXT:
+        return "σ drawn over the noise range (the distribution was not recorded)"
+    values = {key: _format(training.get(key)) for key in ("log_sigma_mean", "log_sigma_std")}
+    return Template(SIGMA_SAMPLING_TEXT[sampling]).substitute(values)
+
+
+def _size_text(training: dict) -> str:
+    if training.get("num_images"):
+        return f"This one was trained on {training['num_images']:,} images: a model"
+    return "A model"
 
 
 def _results_table(results: dict | None) -> str:
@@ -289,7 +329,10 @@ def render_model_card(
         "diffusers_scheduler_class": scheduler_config["_class_name"]
         if _is_diffusers_scheduler(scheduler_config)
         else "DDPMScheduler",
-        "dataset_text": _dataset_text(list(datasets or [])),
+        "dataset_text": _dataset_text(list(datasets or []), training or {}, f"{height}×{width}"),
+        "sampler_text": _sampler_text(scheduler_config),
+        "sigma_sampling_text": _sigma_sampling_text(training or {}),
+        "size_text": _size_text(training or {}),
         "training_table": _training_table(training),
         "scheduler_table": _scheduler_table(scheduler_config),
         "unet_table": _table(("Key", "Value"), [(f"`{k}`", _format(v)) for k, v in _public(unet_config).items()]),

@@ -15,6 +15,7 @@ import torch
 
 from ..digits import load_digits_images
 from ..likelihood import bits_per_dim_offset, dequantize, log_likelihood
+from .progress import overall_progress
 
 DIGIT_LEVELS = 17  # the 8x8 digits take the values 0..16
 
@@ -79,22 +80,25 @@ def digits_bits_per_dim(
     offset = bits_per_dim_offset(data_range, DIGIT_LEVELS)
 
     per_image, nfe = [], []
-    for batch in test.split(batch_size):
-        out = log_likelihood(
-            pipeline,
-            batch.to(pipeline.device),
-            sigma_min,
-            sigma_max,
-            num_levels=DIGIT_LEVELS,
-            dequantization=None,  # dequantised above, with the references' noise
-            trace=trace,
-            solver=solver,
-            rtol=rtol,
-            atol=atol,
-            generator=generator,
-        )
-        per_image.append(out.bits_per_dim.cpu())
-        nfe.append(out.nfe)
+    desc = f"bits/dim of {len(test)} held-out digits"
+    with overall_progress(len(test), desc, unet) as bar:  # an RK45 solve of a batch can take minutes
+        for batch in test.split(batch_size):
+            out = log_likelihood(
+                pipeline,
+                batch.to(pipeline.device),
+                sigma_min,
+                sigma_max,
+                num_levels=DIGIT_LEVELS,
+                dequantization=None,  # dequantised above, with the references' noise
+                trace=trace,
+                solver=solver,
+                rtol=rtol,
+                atol=atol,
+                generator=generator,
+            )
+            per_image.append(out.bits_per_dim.cpu())
+            nfe.append(out.nfe)
+            bar.update(len(batch))
     return {
         "num_images": len(test),
         "resolution": resolution,

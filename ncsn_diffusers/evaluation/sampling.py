@@ -16,6 +16,8 @@ import torch
 
 import ncsn_diffusers  # makes this package's model and scheduler classes importable by `from_pretrained`
 
+from .progress import overall_progress
+
 
 def load_pipeline(pipeline_dir: str):
     """A saved `NCSNPipeline`, `DDPMPipeline` or any other unconditional image pipeline from its folder."""
@@ -67,16 +69,20 @@ def sample_pipeline(
         raise ValueError(f"`num_samples` and `batch_size` must be positive, got {num_samples} and {batch_size}.")
     state = distributed_state()
     pipeline = load_pipeline(pipeline_dir).to(state.device)
-    pipeline.set_progress_bar_config(disable=not state.is_main_process)
+    pipeline.set_progress_bar_config(disable=True)  # one overall bar below, not one per pipeline call
     generator = torch.Generator("cpu").manual_seed(seed + state.process_index)
     call_kwargs = {} if num_inference_steps is None else {"num_inference_steps": num_inference_steps}
 
-    shards, remaining = [], process_share(num_samples, state.num_processes, state.process_index)
-    while remaining > 0:
-        count = min(batch_size, remaining)
-        output = pipeline(batch_size=count, generator=generator, output_type="np", **call_kwargs)
-        shards.append(np.asarray(output.images, dtype=np.float32))
-        remaining -= count
+    share = process_share(num_samples, state.num_processes, state.process_index)
+    desc = f"sampling {num_samples} images" + (f" ({share} here)" if state.num_processes > 1 else "")
+    shards, remaining = [], share
+    with overall_progress(share, desc, getattr(pipeline, "unet", None), disable=not state.is_main_process) as bar:
+        while remaining > 0:
+            count = min(batch_size, remaining)
+            output = pipeline(batch_size=count, generator=generator, output_type="np", **call_kwargs)
+            shards.append(np.asarray(output.images, dtype=np.float32))
+            remaining -= count
+            bar.update(count)
     local = np.concatenate(shards) if shards else None
     gathered = [shard for shard in gather_object([local]) if shard is not None]
     return np.concatenate(gathered)

@@ -27,6 +27,14 @@ def sampler_flow(pipe, data_range: tuple[float, float], num_inference_steps: int
                 f"{type(scheduler).__name__} samples in sigma coordinates (init_noise_sigma != 1); encode for a "
                 "scheduler that steps x_t itself: DDIMScheduler, DDPMScheduler or DPMSolverMultistepScheduler."
             )
+        clipping = [key for key in ("clip_sample", "thresholding") if scheduler.config.get(key)]
+        if clipping:
+            raise ValueError(
+                f"{type(scheduler).__name__} has {clipping[0]}=True: it clamps its x_0 prediction at every step, "
+                "which the probability-flow ODE does not, so decoding would not return the images (the error grows "
+                "with the steps). Encode and decode with it off: pipe.scheduler = "
+                f"{type(scheduler).__name__}.from_config(pipe.scheduler.config, {clipping[0]}=False)."
+            )
         scheduler.set_timesteps(num_inference_steps)  # the chain's first timestep is the ODE's top
         flow = vp_flow(pipe.unet, scheduler.alphas_cumprod, t_max=int(scheduler.timesteps[0]))
         return flow, 0.0, 1 / flow.latent_scale  # x_t = latent_scale x_VE is the start, z itself

@@ -13,7 +13,8 @@ checks), `objectives/consistency_distillation` (the objective and its export) an
 in `consistency_distillation`.
 """
 
+from .checkpointing import resume_hint
 from .config import TrainingConfig
 from .loop import train
 
-__all__ = ["TrainingConfig", "train"]
+__all__ = ["TrainingConfig", "resume_hint", "train"]

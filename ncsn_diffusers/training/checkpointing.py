@@ -65,6 +65,13 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
+def resume_hint(output_dir: str | os.PathLike) -> str:
+    """One line for a run stopped by the user (Ctrl-C): what is kept and how to continue."""
+    checkpoint = latest_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    where = f"from {checkpoint}" if checkpoint else "from the start (no checkpoint was written yet)"
+    return f"Interrupted. To continue {where}, rerun the same command with --resume_from_checkpoint latest."
+
+
 def remove_stale_temporaries(output_dir: str | os.PathLike) -> list[Path]:
     """Removes the `checkpoint-*.tmp*` folders left by a killed run; returns those removed.
 

@@ -108,6 +108,14 @@ class TrainingConfig:
             "on it."
         ),
     )
+    num_threads: int | None = flag(
+        None,
+        help=(
+            "torch threads of each process (torch.set_num_threads). Default: 1 for the embedded digits (the "
+            "README's grid is bit-identical at 1 thread only, and more are slower at that size), else torch's choice "
+            "(accelerate launch sets OMP_NUM_THREADS to the cores per process)."
+        ),
+    )
     random_flip: bool = flag(False, help="Flip images horizontally at random (not for digits!).")
     dequantize: bool = flag(True, help="Uniform dequantisation x = (255 x + u) / 256, u ~ U(0, 1), as in the paper.")
     # Noise ladder, sigma distribution and the saved sampler

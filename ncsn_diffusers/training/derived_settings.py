@@ -29,6 +29,15 @@ def fill_data_defaults(args):
         args.channels = 1 if args.dataset_name is None and args.train_data_dir is None else 3
     if args.dataloader_num_workers is None:
         args.dataloader_num_workers = default_num_workers()
+    if args.num_threads is None and args.dataset_name is None and args.train_data_dir is None:
+        args.num_threads = DIGITS_NUM_THREADS
+
+
+# torch threads of a run on the embedded digits. The README's grid and a resume's bit-exactness hold at one thread
+# only (float sums split over threads round differently), and at this size more threads are slower, much slower on a
+# busy machine: 4.8 s a step at 1 thread against 38 s at 2 at load 13 (benchmarks/bench_threads.py). `accelerate
+# launch` would give each CPU process all the cores.
+DIGITS_NUM_THREADS = 1
 
 
 # The small presets train fast at 2e-3; the 36M-parameter one collapses to a zero score there (DDPM used 2e-4).

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from ..evaluation.digits_metrics import evaluate_samples
+from ..evaluation.progress import overall_progress
 
 # Written beside the pipeline by `ConsistencyDistillation.save`; benchmarks/bench_distillation.py reads it.
 DISTILLATION_RECORD = "distillation.json"
@@ -43,17 +44,16 @@ def measure_quality(pipeline, num_samples: int, seed: int, batch_size: int = 100
     and the smallest and largest class share, of `num_samples` samples of each of `quality_samplers` (`{}` for 0)."""
     if num_samples == 0:
         return {}
-    quality = {}
-    for label, call in quality_samplers(pipeline.scheduler.config.num_train_timesteps).items():
+    quality, samplers = {}, quality_samplers(pipeline.scheduler.config.num_train_timesteps)
+    for label, call in samplers.items():
         generator = torch.Generator(pipeline.device).manual_seed(seed)
-        images = torch.cat(
-            [
-                pipeline(
-                    batch_size=min(batch_size, num_samples - i), generator=generator, output_type="pt", **call
-                ).images.cpu()
-                for i in range(0, num_samples, batch_size)
-            ]
-        )
+        shards = []
+        with overall_progress(num_samples, f"student samples for the FD at {label}", pipeline.unet) as bar:
+            for i in range(0, num_samples, batch_size):
+                count = min(batch_size, num_samples - i)
+                shards.append(pipeline(batch_size=count, generator=generator, output_type="pt", **call).images.cpu())
+                bar.update(count)
+        images = torch.cat(shards)
         result = evaluate_samples(images.float())
         counts = result["class_counts"]
         quality[label] = {
@@ -64,6 +64,18 @@ def measure_quality(pipeline, num_samples: int, seed: int, batch_size: int = 100
             "num_samples": num_samples,
         }
     return quality
+
+
+def quality_summary(quality: dict) -> str:
+    """One line for the end of the run: the FD at each number of calls measured (and the rough share)."""
+    if not quality:
+        return "Quality not measured (--quality_samples 0, or data other than the digits)."
+    parts = [
+        f"{label}: FD {q['frechet_distance']:.2f} ({100 * q['rough_fraction']:.1f}% rough)"
+        for label, q in quality.items()
+    ]
+    samples = next(iter(quality.values()))["num_samples"]
+    return f"Student quality, {samples} samples each (digits evaluator, lower FD is better): " + "; ".join(parts)
 
 
 def _quality_rows(quality: dict) -> str:

@@ -4,6 +4,7 @@ loaded for a while, for the grids drawn during training."""
 import time
 from pathlib import Path
 
+import torch
 from accelerate.logging import get_logger
 
 from .data import card_datasets, dataset_label
@@ -29,6 +30,43 @@ class ema_weights:
             self.ema.restore(self.model.parameters())
 
 
+def card_training(
+    args, num_images: int, max_train_steps: int, num_processes: int, mixed_precision: str, ve_ladder: bool
+) -> dict:
+    """What the run did, for the model card's text and its training table (`render_model_card(training=...)`).
+    `ve_ladder`: the model was trained on the VE ladder (the card names the ladder and sigma draws)."""
+    return {
+        "objective": args.objective,
+        "dataset": dataset_label(args),
+        "num_images": num_images,
+        "resolution": args.resolution,
+        "channels": args.channels,
+        "model_preset": args.model_preset,
+        "max_train_steps": max_train_steps,
+        "train_batch_size": args.train_batch_size,
+        "num_processes": num_processes,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "learning_rate": args.learning_rate,
+        "lr_scheduler": args.lr_scheduler,
+        "lr_warmup_steps": args.lr_warmup_steps,
+        "max_grad_norm": args.max_grad_norm,
+        "use_ema": args.use_ema,
+        "ema_max_decay": args.ema_max_decay if args.use_ema else None,
+        "mixed_precision": mixed_precision,
+        "num_threads": torch.get_num_threads(),  # what the run used (--num_threads, else OMP_NUM_THREADS or torch)
+        "dequantize": args.dequantize,
+        "random_flip": args.random_flip,
+        "noise_ladder": args.noise_ladder if ve_ladder else "ddpm",
+        **({"sigma_sampling": args.sigma_sampling} if ve_ladder else {}),
+        **(
+            {"log_sigma_mean": args.log_sigma_mean, "log_sigma_std": args.log_sigma_std}
+            if ve_ladder and args.sigma_sampling == "log_normal"
+            else {}
+        ),
+        "seed": args.seed,
+    }
+
+
 def save_pipeline(
     args, accelerator, unet, noise_scheduler, images, max_train_steps, train_time, last, repo_id, ve_ladder
 ):
@@ -41,35 +79,9 @@ def save_pipeline(
     sample_time = time.time() - sample_start
 
     pipeline.model_card_kwargs = {
-        "training": {
-            "objective": args.objective,
-            "dataset": dataset_label(args),
-            "num_images": len(images),
-            "resolution": args.resolution,
-            "channels": args.channels,
-            "model_preset": args.model_preset,
-            "max_train_steps": max_train_steps,
-            "train_batch_size": args.train_batch_size,
-            "num_processes": accelerator.num_processes,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "learning_rate": args.learning_rate,
-            "lr_scheduler": args.lr_scheduler,
-            "lr_warmup_steps": args.lr_warmup_steps,
-            "max_grad_norm": args.max_grad_norm,
-            "use_ema": args.use_ema,
-            "ema_max_decay": args.ema_max_decay if args.use_ema else None,
-            "mixed_precision": accelerator.mixed_precision,
-            "dequantize": args.dequantize,
-            "random_flip": args.random_flip,
-            "noise_ladder": args.noise_ladder if ve_ladder else "ddpm",
-            **({"sigma_sampling": args.sigma_sampling} if ve_ladder else {}),
-            **(
-                {"log_sigma_mean": args.log_sigma_mean, "log_sigma_std": args.log_sigma_std}
-                if ve_ladder and args.sigma_sampling == "log_normal"
-                else {}
-            ),
-            "seed": args.seed,
-        },
+        "training": card_training(
+            args, len(images), max_train_steps, accelerator.num_processes, accelerator.mixed_precision, ve_ladder
+        ),
         "results": {
             f"final training loss ({args.objective}, mean over pixels)": last.get(f"loss_{args.objective}"),
             "training time (s)": round(train_time, 1),

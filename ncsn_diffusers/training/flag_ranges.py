@@ -41,6 +41,7 @@ FLAG_RANGES = [
     ("sigma_min", None, lambda v: v is None or finite(v), "be a finite number"),
     ("sampling_sigma_max", None, lambda v: v is None or (finite(v) and v > 0), "be a positive number"),
     ("log_sigma_mean", None, finite, "be a finite number"),
+    ("num_threads", None, at_least(1), "be an integer >= 1"),
     ("dataloader_num_workers", None, at_least(0), "be an integer >= 0 (0: decode in the training process)"),
     # counts
     ("train_batch_size", None, at_least(1), "be >= 1"),

@@ -43,13 +43,17 @@ def train(config: TrainingConfig):
     """
     config = config.resolve()
     claim = OutputDirClaim(config)
+    threads = torch.get_num_threads()
     try:
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
         _train(config, claim)
     except BaseException:
         claim.failed()
         raise
     finally:
         claim.release()
+        torch.set_num_threads(threads)
 
 
 def _train(args, claim: OutputDirClaim):

@@ -32,6 +32,7 @@ from ..distillation_card import (
     DISTILLATION_RECORD,
     measure_quality,
     public_model_name,
+    quality_summary,
     render_distillation_card,
     two_call_timesteps,
 )
@@ -150,6 +151,7 @@ class ConsistencyDistillation(Objective):
         grid = output_dir / "samples" / f"step_{max_train_steps:06d}.png"
         save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device)
         quality = measure_quality(pipeline, args.quality_samples, args.seed) if trained_on_digits(args) else {}
+        logger.info(quality_summary(quality))
         record = {
             "teacher_model": public_model_name(args.teacher_model),
             "num_scales": c.num_train_timesteps,
