@@ -3,11 +3,11 @@
 import itertools
 
 import pytest
-from ncsn_diffusers.recipes import RECIPES
 
 from ncsn_diffusers.training import TrainingConfig
 from ncsn_diffusers.training.data import load_training_images, model_data_range
 from ncsn_diffusers.training.networks import build_noise_scheduler, build_unet
+from ncsn_diffusers.training.recipes import RECIPES
 from ncsn_diffusers.training.sampler import make_pipeline
 
 SAMPLERS = ("predictor_corrector", "stochastic_heun", "annealed_langevin")
