@@ -142,9 +142,8 @@ def image_folder_sources(train_data_dir: str | os.PathLike, cache_dir: str | Non
         yield str(path), (lambda path=path: Image.open(path))
 
 
-def load_image_table(dataset_name: str, dataset_config_name: str | None = None, cache_dir: str | None = None):
-    """The train split of a `datasets` dataset (a Hub id, a local data folder or a `save_to_disk` folder) and the name
-    of its image column, cast to undecoded records `{"bytes", "path"}`: nothing is decoded or held in memory.
+def load_train_split(dataset_name: str, dataset_config_name: str | None = None, cache_dir: str | None = None):
+    """The train split of a `datasets` dataset: a Hub id, a local data folder or a `save_to_disk` folder.
 
     Raises a `ValueError` at once, without network retries, when the Hub is unreachable and the dataset is not cached.
     """
@@ -159,11 +158,18 @@ def load_image_table(dataset_name: str, dataset_config_name: str | None = None, 
     try:
         if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():  # written by save_to_disk
             dataset = datasets.load_from_disk(str(local))
-            dataset = dataset["train"] if isinstance(dataset, datasets.DatasetDict) else dataset
-        else:
-            dataset = datasets.load_dataset(dataset_name, dataset_config_name, split="train", cache_dir=cache_dir)
+            return dataset["train"] if isinstance(dataset, datasets.DatasetDict) else dataset
+        return datasets.load_dataset(dataset_name, dataset_config_name, split="train", cache_dir=cache_dir)
     except Exception as err:  # datasets raises many types (ConnectionError, FileNotFoundError, DatasetNotFoundError)
         raise ValueError(f"--dataset_name {dataset_name!r} could not be loaded: {err}") from err
+
+
+def load_image_table(dataset_name: str, dataset_config_name: str | None = None, cache_dir: str | None = None):
+    """The train split of a `datasets` dataset ([`load_train_split`]) and the name of its image column, cast to
+    undecoded records `{"bytes", "path"}`: nothing is decoded or held in memory."""
+    import datasets
+
+    dataset = load_train_split(dataset_name, dataset_config_name, cache_dir)
     column = next((name for name, f in dataset.features.items() if isinstance(f, datasets.Image)), None)
     if column is None:
         raise ValueError(

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..digits import load_digits_images
-from .images import image_folder_sources
+from .images import image_folder_sources, load_train_split
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +70,11 @@ def image_folder_labels(train_data_dir, exclude=()) -> tuple[torch.Tensor, list[
 
 
 def dataset_column_labels(dataset_name, config_name, cache_dir, label_column: str) -> tuple[torch.Tensor, list[str]]:
-    """The column `label_column` of the train split of a `datasets` dataset, row by row."""
+    """The column `label_column` of the train split of a `datasets` dataset (a Hub id, a local data folder or a
+    `save_to_disk` folder, read as the images are: [`load_train_split`]), row by row."""
     import datasets
 
-    dataset = datasets.load_dataset(dataset_name, config_name, split="train", cache_dir=cache_dir)
+    dataset = load_train_split(dataset_name, config_name, cache_dir)
     if label_column not in dataset.features:
         raise ValueError(
             f"--dataset_name {dataset_name!r} has no column {label_column!r} (columns: {list(dataset.features)}); "

@@ -65,3 +65,16 @@ def test_a_label_column_never_silently_builds_empty_classes(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ncsn_diffusers.training.labels"):
         labels, names = dataset_column_labels(column_dataset(tmp_path, [0, 1, 0], digits), None, None, "label")
     assert len(names) == 10 and "no row is of 2, 3, 4, 5, 6, 7, 8, 9" in caplog.text
+
+
+def test_a_save_to_disk_dataset_gives_its_label_column_as_it_gives_its_images(tmp_path):
+    """Bug caught: the images of a `save_to_disk` folder streamed (training/images.py reads it with load_from_disk),
+    but its labels went through `datasets.load_dataset`, which cannot read such a folder: a raw datasets traceback."""
+    import datasets
+
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    pixels = [Image.fromarray(np.full((4, 4), 10 * k, np.uint8)) for k in range(3)]
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_dict({"img": pixels, "label": [1, 0, 1]}, features=features).save_to_disk(str(folder))
+    labels, names = dataset_column_labels(str(folder), None, None, "label")
+    assert labels.tolist() == [1, 0, 1] and names == ["a", "b"]
