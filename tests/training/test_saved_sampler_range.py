@@ -6,7 +6,7 @@ import pytest
 
 from ncsn_diffusers.training import TrainingConfig
 from ncsn_diffusers.training.data import load_training_images, model_data_range
-from ncsn_diffusers.training.networks import build_noise_scheduler, build_unet
+from ncsn_diffusers.training.objectives import build_objective
 from ncsn_diffusers.training.recipes import RECIPES
 from ncsn_diffusers.training.sampler import make_pipeline
 
@@ -32,6 +32,7 @@ def test_the_saved_sampler_has_the_training_data_range(settings):
     args = resolved(settings)
     if args is None:
         pytest.skip("refused by the flag checks")
-    scheduler = build_noise_scheduler(args, load_training_images(args))
-    pipe = make_pipeline(build_unet(args), scheduler, args)
+    images = load_training_images(args)
+    objective = build_objective(args, images)
+    pipe = make_pipeline(objective.build_network(args, images), objective.noise_scheduler, args)
     assert pipe.data_range == model_data_range(args)
