@@ -327,8 +327,8 @@ class ScoreChainMixin:
         """Marks call i, on the timestep's device and without a read, if `timestep` is not timesteps[i]."""
         if self._wrong_timesteps is None or self._wrong_timesteps.device != timestep.device:
             # one copy of the schedule per chain and device; float32 is exact for DDPM's integers too
-            self._device_schedule = torch.tensor(self._timestep_values, dtype=torch.float32).to(timestep.device)
-            self._wrong_timesteps = torch.zeros(len(self._timestep_values), dtype=torch.bool, device=timestep.device)
+            self._device_schedule = timestep.new_tensor(self._timestep_values, dtype=torch.float32)
+            self._wrong_timesteps = timestep.new_zeros(len(self._timestep_values), dtype=torch.bool)
         close = torch.isclose(timestep.float(), self._device_schedule[i], rtol=1e-5, atol=1e-7)
         self._wrong_timesteps[i] = ~close.all()
 

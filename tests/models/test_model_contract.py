@@ -1,10 +1,10 @@
-"""The contract every score network of the package runs: save/load gives the same scores, and a half-precision input
-computes in that precision close to float32."""
+"""The contract every network of the package runs (the score networks and the noise-conditional classifier): save/load
+gives the same outputs, and a half-precision input computes in that precision close to float32."""
 
 import pytest
 import torch
 
-from ncsn_diffusers import NCSNppModel, NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model
+from ncsn_diffusers import NCSNppModel, NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 
 # score_sde's NCSN++ (VE, Fourier features, FIR, BigGAN blocks) at 8x8; init_scale 1 so that no branch starts at zero
 TINY_NCSNPP = dict(sample_size=8, in_channels=1, base_channels=4, channel_multipliers=(1, 2), num_res_blocks=1,
@@ -21,6 +21,9 @@ def models():
         "NCSNppModel-subvp": NCSNppModel(
             **TINY_NCSNPP, sde="subvp", scale_by_sigma=False, embedding_type="positional"
         ),
+        "NoiseConditionalClassifier": NoiseConditionalClassifier(
+            sample_size=8, num_classes=3, block_out_channels=(8, 16), down_block_types=("DownBlock2D",) * 2
+        ),
     }
 
 
@@ -32,14 +35,19 @@ def on_ladder(model) -> float:
     return float(model.sigmas[1]) if isinstance(model, NCSNRefineNet) else 0.3
 
 
+def output(model, x: torch.Tensor) -> torch.Tensor:
+    """The model's output at x: the score networks' `sample`, the classifier's `logits`."""
+    return model(x, on_ladder(model))[0]
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_save_load_gives_identical_scores(name, tmp_path):
+def test_save_load_gives_identical_outputs(name, tmp_path):
     model = models()[name].eval()
     model.save_pretrained(tmp_path)
     loaded = type(model).from_pretrained(tmp_path).eval()
     x = torch.rand(2, 1, 8, 8)
     with torch.no_grad():
-        assert torch.equal(loaded(x, on_ladder(model)).sample, model(x, on_ladder(model)).sample)
+        assert torch.equal(output(loaded, x), output(model, x))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -47,8 +55,8 @@ def test_bfloat16_computes_in_bfloat16_close_to_float32(name):
     model = models()[name].eval()
     x = torch.rand(2, 1, 8, 8)
     with torch.no_grad():
-        reference = model(x, on_ladder(model)).sample
-        output = model.to(torch.bfloat16)(x.to(torch.bfloat16), on_ladder(model)).sample
-    assert output.dtype == torch.bfloat16 and output.shape == reference.shape
-    error = (output.float() - reference).norm() / reference.norm()
+        reference = output(model, x)
+        half = output(model.to(torch.bfloat16), x.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16 and half.shape == reference.shape
+    error = (half.float() - reference).norm() / reference.norm()
     assert error < 0.05, error

@@ -1,11 +1,17 @@
-"""The contract both NCSN pipelines run: output types, return_dict, callbacks and save/load."""
+"""The contract every NCSN pipeline runs: output types, return_dict, callbacks and save/load."""
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 
-from ncsn_diffusers import NCSNInpaintPipeline, NCSNPipeline, NCSNUNet2DModel, PredictorCorrectorScheduler
+from ncsn_diffusers import (
+    NCSNImg2ImgPipeline,
+    NCSNInpaintPipeline,
+    NCSNPipeline,
+    NCSNUNet2DModel,
+    PredictorCorrectorScheduler,
+)
 
 VE = dict(sigma_max=2.0, sigma_min=0.05, data_range=(-1.0, 1.0))
 
@@ -18,16 +24,18 @@ def build(cls):
 
 
 def call(pipe, **kwargs):
-    """Two images from either pipeline, from seed 0 in 4 calls."""
+    """Two images from any pipeline, from seed 0 in 4 calls (the whole chain)."""
     kwargs = {"num_inference_steps": 4, "generator": torch.Generator().manual_seed(0), **kwargs}
     if isinstance(pipe, NCSNInpaintPipeline):
         mask = torch.zeros(1, 8, 8)
         mask[:, 4:] = 1
         return pipe(torch.full((1, 8, 8), 0.5), mask, batch_size=2, **kwargs)
+    if isinstance(pipe, NCSNImg2ImgPipeline):
+        return pipe(torch.full((1, 1, 8, 8), 0.5), strength=1.0, batch_size=2, **kwargs)
     return pipe(batch_size=2, **kwargs)
 
 
-@pytest.fixture(params=[NCSNPipeline, NCSNInpaintPipeline], ids=lambda cls: cls.__name__)
+@pytest.fixture(params=[NCSNPipeline, NCSNInpaintPipeline, NCSNImg2ImgPipeline], ids=lambda cls: cls.__name__)
 def pipe(request):
     return build(request.param)
 
@@ -69,5 +77,6 @@ def test_the_callback_sees_every_step_and_may_replace_the_sample(pipe):
 def test_save_load_round_trip_gives_identical_images(pipe, tmp_path):
     pipe.save_pretrained(tmp_path)
     loaded = type(pipe).from_pretrained(tmp_path)
+    assert type(loaded) is type(pipe)
     loaded.set_progress_bar_config(disable=True)
     assert torch.equal(call(loaded, output_type="pt").images, call(pipe, output_type="pt").images)

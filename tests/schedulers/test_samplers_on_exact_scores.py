@@ -19,7 +19,7 @@ from ncsn_diffusers import (
     StochasticHeunScheduler,
     denoiser_model_output,
 )
-from ncsn_diffusers.schedulers import SCORE_SCHEDULERS, scheduling_utils
+from ncsn_diffusers.schedulers import SCORE_SCHEDULERS
 from ncsn_diffusers.schedulers.noise_ladders import karras_sigmas
 
 # The paper's 0.2 / 0.8 mixture shrunk into [-1, 1]: modes at -/+0.5 per pixel, pixel std 0.1.
@@ -429,32 +429,48 @@ def test_save_load_and_step_contracts(cls, tmp_path):
 
 # The timestep check: a device timestep is compared on its device and read back rarely
 
-DEVICES = ["cpu-as-device"] + (["cuda"] if torch.cuda.is_available() else [])
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 
-@pytest.fixture
-def as_device(request, monkeypatch):
-    """Moves tensors to a device whose reads synchronise: CUDA where present; else the CPU, treated as such."""
-    if request.param == "cuda":
-        return lambda t: t.to("cuda")
-    monkeypatch.setattr(scheduling_utils, "reading_synchronises", lambda tensor: True)
-    return lambda t: t.clone()
+class ReadCountingTensor(torch.Tensor):
+    """A tensor that records every read of its values on the host (`.item()`, `bool()`, `float()`, ...), and those of
+    the tensors computed from it. On the CPU it reports itself on an accelerator, a device whose reads synchronise, so
+    that the scheduler takes the path it takes for CUDA timesteps; its data stay on the CPU."""
+
+    reads: list = []  # the names of the reads, in order
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", None) in HOST_READS:
+            cls.reads.append(func.__name__)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+    @property
+    def device(self):
+        real = super().device
+        return torch.device("privateuseone") if real.type == "cpu" else real
 
 
-@pytest.mark.parametrize("as_device", DEVICES, indirect=True)
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 @pytest.mark.parametrize("cls", SCORE_SCHEDULERS)
-def test_device_timesteps_are_checked_without_a_read_per_step(cls, as_device, monkeypatch):
+def test_device_timesteps_are_checked_without_a_read_per_step(cls, device):
+    """Bug caught: a host read of the timestep at every step (a device synchronisation per step); and a wrong device
+    timestep passing unnoticed."""
+    ReadCountingTensor.reads.clear()
     scheduler = cls(**VE)
     scheduler.set_timesteps(20)
-    timesteps = as_device(scheduler.timesteps)  # not the scheduler's own entries: compared by value, on the device
-    x = as_device(torch.ones(2, 4))
-    reads = []  # every host read of a tensor: .item() and bool()
-    for name in ("item", "__bool__"):
-        read = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda self, read=read: reads.append(1) or read(self))
-    for t in timesteps:
+    # not the scheduler's own entries: compared by value, on the device
+    timesteps = scheduler.timesteps.to(device).as_subclass(ReadCountingTensor)
+    assert scheduler.timesteps.device.type == "cpu" and timesteps.device.type != "cpu"
+    x = torch.ones(2, 4, device=device)
+    steps_that_read = []
+    for i, t in enumerate(timesteps):
+        reads_before = len(ReadCountingTensor.reads)
         x = scheduler.step(x, t, x).prev_sample
-    assert len(reads) <= 12  # at steps 1, 2, 4, 8, 16 and the end: the timestep record and isfinite; not 20
+        if len(ReadCountingTensor.reads) > reads_before:
+            steps_that_read.append(i)
+    # the timestep record, read back at steps 1, 2, 4, ... and after the last step; not at every step
+    assert steps_that_read == [1, 2, 4, 8, 16, len(timesteps) - 1]
 
     scheduler.set_timesteps(20)
     for i, t in enumerate(timesteps[:8]):
