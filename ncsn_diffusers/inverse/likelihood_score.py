@@ -62,7 +62,7 @@ def posterior_score(
     s(x_t) + grad_x log p(y | x_t) by `method`, with one call of the prior's score.
 
     Args:
-        method (`str`): `"langevin"`, `"dps"` or `"mmps"` (see the module's docstring).
+        method (`str`): `"langevin"` or `"mmps"` (see the module's docstring; `"dps"` is `dps_correction`).
         score_fn (`Callable[[torch.Tensor], torch.Tensor]`): x_t -> s(x_t), the prior's score in the chain's
             coordinates; differentiable for `"dps"` and `"mmps"`.
         sample (`torch.Tensor` of shape `(B, C, H, W)`): x_t, float32.

@@ -51,7 +51,7 @@ def check_finite_chain(sample: torch.Tensor, method: str, step: int, sigma: floa
         bad = int((~torch.isfinite(sample.flatten(1))).any(1).sum())
         raise FloatingPointError(
             f"method={method!r} diverged: {bad} of {len(sample)} chains are not finite after step {step} "
-            f"(sigma={sigma:.4g}). Use fewer or smaller likelihood steps (dps_step_size for 'dps', gamma for "
+            f"(sigma={sigma:.4g}). Use gentler likelihood steps (a smaller dps_step_size for 'dps', a larger gamma for "
             "'langevin'), more num_inference_steps, or method='mmps'."
         )
 
