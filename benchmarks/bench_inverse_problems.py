@@ -41,6 +41,7 @@ def parse_args(argv=None):
     parser.add_argument("--methods", nargs="+", default=["langevin", "mmps", "dps"])
     parser.add_argument("--tasks", nargs="+", type=int, default=None, help="Indices of the tasks to run (all).")
     parser.add_argument("--cg_iterations", type=int, default=1)
+    parser.add_argument("--dps_step_size", type=float, default=None, help="DPS's zeta (the pipeline's default).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure", default=None, help="Write a grid: measurement, 4 samples, mean, truth.")
     return parser.parse_args(argv)
@@ -70,17 +71,22 @@ def run_task(pipe, classifier, operator, noise_std, method, images, labels, args
         batch_size=args.num_samples,
         num_inference_steps=args.num_inference_steps,
         cg_iterations=args.cg_iterations,
+        **({} if args.dps_step_size is None else {"dps_step_size": args.dps_step_size}),
         generator=generator,
         output_type="pt",
     ).images.view(len(images), args.num_samples, *IMAGE_SHAPE)
     seconds = time.perf_counter() - start
+    return dict(**posterior_metrics(samples, images, labels, classifier), seconds=seconds), y, samples
+
+
+def posterior_metrics(samples: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, classifier) -> dict:
+    """PSNR of the posterior mean, class kept, 90% interval coverage; samples `(N, num_samples, C, H, W)` in [0, 1]."""
     mean = samples.mean(1)
     low, high = samples.quantile(0.05, dim=1), samples.quantile(0.95, dim=1)
     covered = ((images >= low) & (images <= high)).float().mean().item()
     logits = classifier_outputs(classifier, samples.flatten(0, 1))[1]
-    agreement = (logits.argmax(1) == labels.repeat_interleave(args.num_samples)).float().mean().item()
-    row = dict(psnr=psnr(mean, images).mean().item(), agreement=agreement, coverage=covered, seconds=seconds)
-    return row, y, samples
+    agreement = (logits.argmax(1) == labels.repeat_interleave(samples.shape[1])).float().mean().item()
+    return dict(psnr=psnr(mean, images).mean().item(), agreement=agreement, coverage=covered)
 
 
 def plot(rows, path: Path):

@@ -6,8 +6,9 @@ x_t = a x_0 + sigma z is the chain's sample (VE: a = 1; VP: a = sqrt(alphabar_t)
 D(x_t) = (x_t + sigma**2 s) / a = E[x_0 | x_t] is Tweedie's denoiser. Three approximations of p(y | x_t):
 
 - `"langevin"`, Jalal et al. (2021): N(y; A x_t / a, (sigma_y**2 + gamma (sigma / a)**2) I), no network derivative.
-- `"dps"`, Chung et al. (2023), Eq. 16 with Gaussian noise: N(y; A D(x_t), sigma_y**2 I), the denoiser taken as
-  exact, its uncertainty ignored.
+- `"dps"`, Chung et al. (2023), Algorithm 1: not a score term but a step after the sampler's own, unconditional one,
+  x <- x - zeta grad_{x_t} ||y - A D(x_t)||, i.e. the residual's gradient normalised by its norm (their
+  zeta_i = zeta / ||y - A D||); `dps_correction` gives it. sigma_y does not enter.
 - `"mmps"`, Rozet et al. (2024): N(y; A D(x_t), sigma_y**2 I + A V A^T) with Tweedie's covariance
   V = Cov[x_0 | x_t] = (sigma**2 / a) dD/dx_t, the system solved by conjugate gradients on vector-Jacobian products.
   For Gaussian data p(y | x_t) is exactly this Gaussian, so the posterior score is exact at every noise level.
@@ -61,7 +62,7 @@ def posterior_score(
     s(x_t) + grad_x log p(y | x_t) by `method`, with one call of the prior's score.
 
     Args:
-        method (`str`): `"langevin"`, `"dps"` or `"mmps"` (see the module's docstring).
+        method (`str`): `"langevin"` or `"mmps"` (see the module's docstring; `"dps"` is `dps_correction`).
         score_fn (`Callable[[torch.Tensor], torch.Tensor]`): x_t -> s(x_t), the prior's score in the chain's
             coordinates; differentiable for `"dps"` and `"mmps"`.
         sample (`torch.Tensor` of shape `(B, C, H, W)`): x_t, float32.
@@ -73,6 +74,8 @@ def posterior_score(
             product of the network, and one more gives the gradient.
     """
     a, sigma_y2 = signal_scale, measurement.noise_std**2
+    if method == "dps":
+        raise ValueError("method='dps' is a step after the sampler's, not a score term: use `dps_correction`.")
     if method == "langevin":
         score = score_fn(sample)
         residual = measurement.residual(sample / a)
@@ -83,9 +86,6 @@ def posterior_score(
         score = score_fn(x)
         denoised = sample_from_score(score, x, sigma, a)  # D(x_t) = E[x_0 | x_t]
         residual = measurement.residual(denoised).detach()
-        if method == "dps":
-            (grad,) = torch.autograd.grad(denoised, x, measurement.operator.A_adjoint(residual) / sigma_y2)
-            return score.detach() + grad
 
         def jacobian_product(u):  # dD/dx u; the Jacobian of a conservative score's denoiser is symmetric
             return torch.autograd.grad(denoised, x, u, retain_graph=True)[0]
@@ -99,3 +99,32 @@ def posterior_score(
         )
         (grad,) = torch.autograd.grad(denoised, x, operator.A_adjoint(v))
         return score.detach() + grad
+
+
+def dps_correction(
+    score_fn, sample: torch.Tensor, sigma: float, signal_scale: float, measurement: LinearMeasurement, step_size: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    DPS as in Chung et al. (2023), Algorithm 1 and their released code: the prior's score s(x_t), for the sampler's
+    unconditional step, and the displacement -zeta grad_{x_t} ||y - A D(x_t)|| that follows it, per sample (the
+    gradient of the squared residual weighed by zeta_i = zeta / ||y - A D(x_t)||, up to their factor 2). Being
+    normalised, the step cannot blow up as sigma_y -> 0 or while D(x_t) is still far from y, as a 1 / sigma_y**2
+    weight does. One call of the prior's score and one vector-Jacobian product.
+
+    Args:
+        score_fn, sample, sigma, signal_scale, measurement: as in [`posterior_score`].
+        step_size (`float`): zeta, the length of the displacement's Jacobian-free part, in the model's data units.
+
+    Returns:
+        `(score, displacement)`, both shaped like `sample`.
+    """
+    with torch.enable_grad():  # pipelines sample under no_grad
+        x = sample.detach().requires_grad_(True)
+        score = score_fn(x)
+        denoised = sample_from_score(score, x, sigma, signal_scale)  # D(x_t) = E[x_0 | x_t]
+        residual = measurement.residual(denoised).detach()
+        norm = residual.flatten(1).norm(dim=1).clamp_min(1e-12)
+        # grad_x ||r|| = -(dD/dx)^T A^T r / ||r||, with r = y - A D
+        direction = measurement.operator.A_adjoint(residual / append_dims(norm, residual.ndim))
+        (grad,) = torch.autograd.grad(denoised, x, direction)
+    return score.detach(), step_size * grad

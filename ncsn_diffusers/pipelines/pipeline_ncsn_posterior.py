@@ -13,11 +13,12 @@ from ..inverse import (
     LinearMeasurement,
     check_measurement,
     check_operator,
+    dps_correction,
     measurement_in_data_range,
     posterior_score,
 )
 from ..parameterization import model_output_from_score, score_from_model_output
-from ..schedulers.scheduling_utils import check_nonnegative_float, check_positive_int
+from ..schedulers.scheduling_utils import check_nonnegative_float, check_positive_float, check_positive_int
 from .edm_adapter import edm_output_from_score, edm_sigma, takes_denoised_sample
 from .pairing import check_components, check_score_chain, is_denoiser_scheduler
 from .pipeline_ncsn import NCSNPipeline
@@ -32,6 +33,8 @@ from .pipeline_utils import (
 )
 from .task_samplers import ConditionalTaskSamplerMixin
 
+DPS_STEP_SIZE = 2.0
+
 
 def chain_noise_level(scheduler, t) -> tuple[float, float]:
     """(sigma, a) of x_t = a x_0 + sigma z at the score scheduler's timestep `t`: (t, 1) in VE, where timesteps are the
@@ -42,6 +45,17 @@ def chain_noise_level(scheduler, t) -> tuple[float, float]:
     return float(t), 1.0
 
 
+def check_finite_chain(sample: torch.Tensor, method: str, step: int, sigma: float) -> None:
+    """Fails loudly rather than returning NaN images when a chain has diverged."""
+    if not torch.isfinite(sample).all():
+        bad = int((~torch.isfinite(sample.flatten(1))).any(1).sum())
+        raise FloatingPointError(
+            f"method={method!r} diverged: {bad} of {len(sample)} chains are not finite after step {step} "
+            f"(sigma={sigma:.4g}). Use gentler likelihood steps (a smaller dps_step_size for 'dps', a larger gamma for "
+            "'langevin'), more num_inference_steps, or method='mmps'."
+        )
+
+
 class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
     r"""
     Pipeline for posterior sampling in linear inverse problems y = A x + n, n ~ N(0, sigma_y**2 I), with a noise
@@ -49,7 +63,8 @@ class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
 
     Every step replaces the prior's score by the posterior's, s(x, sigma) + grad_x log p(y | x_sigma), the likelihood
     term approximated by `method` (see `ncsn_diffusers/inverse/likelihood_score.py`): `"langevin"` (Jalal et al.,
-    2021), `"dps"` (Chung et al., 2023) or `"mmps"` (Rozet et al., 2024; exact for Gaussian data). Every sampler of
+    2021) or `"mmps"` (Rozet et al., 2024; exact for Gaussian data); `"dps"` (Chung et al., 2023, Algorithm 1) instead
+    steps with the prior's score and then moves the sample by -zeta grad ||y - A D(x)||. Every sampler of
     [`NCSNPipeline`] runs it: the package's score schedulers, diffusers' EDM solvers through the denoiser
     D = x + sigma**2 s, and DDPM epsilon models on [`AnnealedLangevinScheduler`] in VP coordinates, where the
     likelihood is taken at x_0 = x_t / sqrt(abar_t) (the VP-to-VE map).
@@ -78,6 +93,7 @@ class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
         num_inference_steps: int | None = None,
         gamma: float = 1.0,
         cg_iterations: int = 3,
+        dps_step_size: float = DPS_STEP_SIZE,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[["NCSNPosteriorPipeline", int, torch.Tensor, dict], dict] | None = None,
@@ -96,7 +112,7 @@ class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
                 `(B, C, H, W)`: deepinv's `LinearPhysics` as they are, or `ncsn_diffusers.inverse`'s `MaskOperator`,
                 `AveragePoolOperator`, `GaussianBlurOperator`, `IdentityOperator`, `MatrixOperator`.
             noise_std (`float`):
-                sigma_y >= 0, the standard deviation of n, in the units of images in [0, 1] (`"dps"` needs > 0).
+                sigma_y >= 0, the standard deviation of n, in the units of images in [0, 1] (`"dps"` ignores it).
             method (`str`, defaults to `"mmps"`):
                 The likelihood term grad_x log p(y | x_sigma): `"langevin"`, `"dps"` or `"mmps"`.
             batch_size (`int`, *optional*, defaults to 1):
@@ -110,6 +126,10 @@ class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
                 `"langevin"`: the likelihood's variance is sigma_y**2 + gamma sigma**2 at noise level sigma.
             cg_iterations (`int`, defaults to 3):
                 `"mmps"`: conjugate-gradient steps per call, each one vector-Jacobian product of the network.
+            dps_step_size (`float`, defaults to 2.0):
+                `"dps"`: zeta, each call's displacement -zeta grad_x ||y - A D(x)|| after the sampler's step (Chung et
+                al.'s zeta_i = zeta / ||y - A D||), in the model's data units; 2.0 is measured on the digits
+                (`docs/inverse_problems.md`); it grows with the image's size.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (`(B, H, W, C)`) or `"pt"` (`(B, C, H, W)`), in [0, 1].
             return_dict (`bool`, *optional*, defaults to `True`):
@@ -149,13 +169,9 @@ class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
             raise ValueError(f"method={method!r} is not supported; choose one of {list(METHODS)}.")
         check_nonnegative_float("gamma", gamma, "It weighs the chain's noise sigma**2 in the likelihood (1 = Jalal).")
         check_positive_int("cg_iterations", cg_iterations)
+        check_positive_float("dps_step_size", dps_step_size)
         image_shape = (self.unet.config.in_channels, *self._sample_size())
         y, noise_std = check_measurement(measurement, check_operator(operator, image_shape), noise_std)
-        if method == "dps" and noise_std == 0:
-            raise ValueError(
-                "method='dps' weighs the residual by 1 / noise_std**2, so noise_std=0 is undefined; pass noise_std > 0 "
-                "or use method='mmps' or 'langevin', which take noiseless measurements."
-            )
         num_outputs = check_generator_per_output(generator, len(y), batch_size, "measurement(s)")
         self.check_inputs(batch_size, None, output_type, callback_on_step_end_tensor_inputs or ["sample"])
 
@@ -181,9 +197,12 @@ class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
             else:
                 (sigma, signal_scale), unet_t = chain_noise_level(scheduler, t), t
             score_fn = partial(self._prior_score, unet_t=unet_t, sigma=sigma, signal_scale=signal_scale)
-            score = posterior_score(
-                method, score_fn, sample, sigma, signal_scale, problem, gamma=gamma, cg_iterations=cg_iterations
-            )
+            if method == "dps":
+                score, displacement = dps_correction(score_fn, sample, sigma, signal_scale, problem, dps_step_size)
+            else:
+                score = posterior_score(
+                    method, score_fn, sample, sigma, signal_scale, problem, gamma=gamma, cg_iterations=cg_iterations
+                )
             if uses_denoiser:
                 model_output = edm_output_from_score(scheduler, score, sample, sigma, takes_denoised)
                 step_kwargs = {"pred_original_sample": model_output} if takes_denoised else {}
@@ -192,6 +211,9 @@ class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
                 model_output = model_output_from_score(score, sample, sigma, signal_scale, prediction_type)
                 step_kwargs = {}
             sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
+            if method == "dps":
+                sample = sample + displacement
+            check_finite_chain(sample, method, i, sigma)
             sample = run_callback(self, callback_on_step_end, i, t, sample)
 
         image = format_images(samples_to_unit_range(sample, data_range), output_type)

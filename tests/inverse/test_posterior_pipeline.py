@@ -4,6 +4,8 @@ the task's sampler, a mixture's posterior component weights, and the noiseless l
 import pytest
 import torch
 from analytic_models import ImageMixtureScoreModel
+from diffusers import EDMEulerScheduler
+from diffusers.models.unets.unet_2d import UNet2DOutput
 from gaussian_problems import DATA_RANGE, IMAGE_SHAPE, gaussian_problem
 
 from ncsn_diffusers import (
@@ -16,6 +18,7 @@ from ncsn_diffusers import (
     StochasticHeunScheduler,
 )
 from ncsn_diffusers.inverse import (
+    METHODS,
     AveragePoolOperator,
     GaussianBlurOperator,
     IdentityOperator,
@@ -82,7 +85,7 @@ class WrongAdjoint(IdentityOperator):
         (dict(operator=NoAdjoint()), "has no method A_adjoint"),
         (dict(operator=WrongAdjoint(), measurement=torch.zeros(1, 1, 2, 2)), "is not the adjoint"),
         (dict(method="pigdm"), r"method='pigdm' is not supported"),
-        (dict(method="dps", noise_std=0.0), "noise_std=0 is undefined"),
+        (dict(method="dps", dps_step_size=0.0), "dps_step_size"),
         (dict(cg_iterations=0), "cg_iterations=0"),
         (dict(generator=[torch.Generator()] * 3), "3 generators"),
     ],
@@ -198,3 +201,42 @@ def test_noiseless_mask_reproduces_inpainting():
     assert (nearest == 0).float().mean().item() == pytest.approx(0.75, abs=0.045)  # as NCSNInpaintPipeline's
     known_error = (samples[:, :, 0] - reference[:, :, 0]).abs().flatten(1).amax(1)
     assert known_error.quantile(0.99) < 0.1  # the known row, to within the chain's last sigma
+
+
+def test_dps_stays_finite_as_the_measurement_noise_vanishes():
+    """DPS's step is normalised by the residual's norm (Chung et al.'s zeta / ||y - A D||), so it does not depend on
+    sigma_y. Bug caught: DPS weighing the residual by 1 / sigma_y**2, which diverges to NaN as sigma_y -> 0 (it did on
+    the digits with the box mask and super-resolution)."""
+    problem = gaussian_problem(MatrixOperator.random(2, IMAGE_SHAPE, torch.Generator().manual_seed(3)), 1e-4)
+    pipe = NCSNPosteriorPipeline(problem.model, EDMEulerScheduler(sigma_min=0.002, sigma_max=5.0))
+    pipe.set_progress_bar_config(disable=True)
+    for noise_std in (1e-4, 0.0):
+        samples = pipe(
+            problem.y,
+            problem.operator,
+            noise_std,
+            method="dps",
+            batch_size=64,
+            num_inference_steps=50,
+            dps_step_size=0.01,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).images
+        residual = (problem.operator.A(samples) - problem.y).flatten(1).norm(dim=1)
+        assert torch.isfinite(samples).all() and residual.median() < 0.05, residual.median()
+
+
+def test_a_diverging_chain_fails_loudly_naming_the_method_and_step():
+    """Bug caught: a chain gone non-finite handed back as NaN images (DPS on the digits did) instead of an error."""
+    problem = gaussian_problem(MatrixOperator.random(2, IMAGE_SHAPE, torch.Generator().manual_seed(3)), 0.05)
+
+    def nan_from_the_third_call(model, args, output):
+        return UNet2DOutput(sample=output.sample * float("nan")) if model.calls >= 3 else output
+
+    problem.model.register_forward_hook(nan_from_the_third_call)
+    pipe = NCSNPosteriorPipeline(problem.model, EDMEulerScheduler(sigma_min=0.002, sigma_max=5.0))
+    pipe.set_progress_bar_config(disable=True)
+    for method in METHODS:
+        problem.model.calls = 0
+        with pytest.raises(FloatingPointError, match=rf"method='{method}' diverged: 4 of 4 chains .* after step 2 "):
+            pipe(problem.y, problem.operator, 0.05, method=method, batch_size=4, num_inference_steps=10)

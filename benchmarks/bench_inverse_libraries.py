@@ -1,0 +1,139 @@
+"""azula's DPS and MMPS on this package's trained prior, on the digits tasks of bench_inverse_problems, at equal
+network calls: the score network wrapped as azula's denoiser, D(x_t, t) = x_t + sigma_t**2 s(x_t, sigma_t) on
+azula's VESchedule over the saved noise range (VE: alpha_t = 1), sampled by azula's DDPM (ancestral) sampler.
+
+azula is a benchmark-only dependency (pip install azula); without it the script says so and exits.
+
+python -m benchmarks.bench_inverse_libraries --pipeline ncsn-digits [--num_images 4] [--num_samples 16] [--tasks 0 2]
+"""
+
+import argparse
+import math
+import time
+
+import torch
+
+from benchmarks.bench_inverse_problems import IMAGE_SHAPE, RESOLUTION, posterior_metrics, tasks
+from ncsn_diffusers import NCSNPosteriorPipeline, load_digits_images
+from ncsn_diffusers.evaluation import load_digits_classifier
+from ncsn_diffusers.inverse import measurement_in_data_range
+from ncsn_diffusers.parameterization import score_from_model_output
+
+try:
+    from azula.denoise import Denoiser as AzulaDenoiser
+    from azula.denoise import DiracPosterior
+    from azula.guidance import DPSSampler, MMPSDenoiser
+    from azula.linalg.covariance import IsotropicCovariance
+    from azula.noise import VESchedule
+    from azula.sample import DDPMSampler
+except ImportError:
+    AzulaDenoiser = None
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pipeline", default="ncsn-digits", help="A saved NCSNPipeline folder or Hub repo id.")
+    parser.add_argument("--num_images", type=int, default=4, help="Held-out digits per task.")
+    parser.add_argument("--num_samples", type=int, default=16, help="Posterior samples per digit.")
+    parser.add_argument("--steps", type=int, default=101, help="Sampler steps = network calls per chain.")
+    parser.add_argument("--methods", nargs="+", default=["azula-dps", "azula-mmps"])
+    parser.add_argument(
+        "--tasks", nargs="+", type=int, default=[0, 2], help="Indices of bench_inverse_problems' tasks."
+    )
+    parser.add_argument("--dps_zeta", type=float, default=2.0, help="DPS's zeta per chain (the pipeline's default).")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def score_denoiser(pipe):
+    """The pipeline's score network as azula's denoiser, in VE coordinates over the saved noise range."""
+    config = pipe.scheduler.config
+
+    class ScoreNetworkDenoiser(AzulaDenoiser):
+        def __init__(self):
+            super().__init__()
+            self.schedule = VESchedule(sigma_min=config.sigma_min, sigma_max=config.sigma_max)
+
+        def forward(self, x_t, t, **kwargs):
+            sigma = self.schedule.sigma(t)
+            output = pipe.unet(x_t, sigma).sample
+            score = score_from_model_output(output, x_t, sigma, 1.0, config.prediction_type)
+            return DiracPosterior(mean=x_t + sigma**2 * score)
+
+    return ScoreNetworkDenoiser()
+
+
+def sample_azula(method, denoiser, operator, y, noise_std, num_samples, steps, zeta, generator_seed):
+    """Posterior samples `(N * num_samples, C, H, W)` in the model's data coordinates."""
+    torch.manual_seed(generator_seed)  # azula draws with the global generator
+    y = y.repeat_interleave(num_samples, dim=0).flatten(1)  # azula's observations are (*, D)
+    shape = (len(y), *IMAGE_SHAPE)
+
+    def A(x):
+        return operator.A(x).flatten(1)
+
+    if method == "azula-dps":
+        # azula normalises by the residual's norm over the whole batch; sqrt(batch) gives each chain Chung et al.'s
+        # per-image zeta / ||y - A D||
+        sampler = DPSSampler(denoiser, y=y, A=A, zeta=zeta * math.sqrt(len(y)), steps=steps, silent=True)
+    elif method == "azula-mmps":
+        guided = MMPSDenoiser(denoiser, y=y, A=A, cov_y=IsotropicCovariance(noise_std**2), solver="cg")
+        sampler = DDPMSampler(guided, steps=steps, silent=True)
+    else:
+        raise ValueError(f"method={method!r}; choose azula-dps or azula-mmps.")
+    return sampler(sampler.init(shape))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if AzulaDenoiser is None:
+        print("azula is not installed (pip install azula); nothing to compare.")
+        return
+    torch.set_num_threads(1)
+    pipe = NCSNPosteriorPipeline.from_pretrained(args.pipeline)
+    images, labels = load_digits_images(RESOLUTION, split="test")
+    images, labels = images[: args.num_images], labels[: args.num_images]
+    classifier, _ = load_digits_classifier(RESOLUTION)
+    denoiser = score_denoiser(pipe)
+    low, high = pipe.data_range
+    print(
+        f"{args.num_images} held-out digits x {args.num_samples} posterior samples, {args.steps} network calls, "
+        f"azula's DDPM sampler on VESchedule({pipe.scheduler.config.sigma_min}, {pipe.scheduler.config.sigma_max:.3g})"
+        f" (MMPS: 1 CG step; DPS zeta {args.dps_zeta})"
+    )
+    print("| task | method | PSNR of the mean (dB) | class kept | 90% coverage | seconds |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    chosen = list(tasks(args.seed).items())
+    for name, (operator, noise_std) in [chosen[i] for i in args.tasks]:
+        generator = torch.Generator().manual_seed(args.seed)  # the same measurement as bench_inverse_problems
+        y = operator.A(images)
+        y = y + noise_std * torch.randn(y.shape, generator=generator)
+        y_data, noise_std_data = measurement_in_data_range(y, operator, noise_std, (low, high), IMAGE_SHAPE)
+        for method in args.methods:
+            start = time.perf_counter()
+            x = sample_azula(
+                method,
+                denoiser,
+                operator,
+                y_data,
+                noise_std_data,
+                args.num_samples,
+                args.steps,
+                args.dps_zeta,
+                args.seed,
+            )
+            seconds = time.perf_counter() - start
+            if not torch.isfinite(x).all():
+                print(f"| {name} | {method} | non-finite | | | {seconds:.0f} |", flush=True)
+                continue
+            samples = ((x - low) / (high - low)).clamp(0, 1).view(len(images), args.num_samples, *IMAGE_SHAPE)
+            row = posterior_metrics(samples, images, labels, classifier)
+            print(
+                f"| {name} | {method} | {row['psnr']:.2f} | {row['agreement']:.1%} | {row['coverage']:.1%} | "
+                f"{seconds:.0f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
