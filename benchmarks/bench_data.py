@@ -1,7 +1,7 @@
 """The data path of `train_ncsn.py` on a folder of PNGs: peak memory, time to the first step and images/s.
 
     python -m benchmarks.bench_data --num_images 2000                   # this checkout
-    python -m benchmarks.bench_data --num_images 2000 --repo /work/main # another checkout, same PNGs
+    python -m benchmarks.bench_data --num_images 2000 --repo ../other-checkout # another checkout, same PNGs
     python -m benchmarks.bench_data --num_images 2000 --dataloader_num_workers 2 --steps 20
     python -m benchmarks.bench_data --num_images 2000 --loader_only     # the data path alone, 0/1/2/4 workers
     python -m benchmarks.bench_data --digits                            # the digits: in memory vs streamed

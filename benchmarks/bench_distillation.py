@@ -1,6 +1,6 @@
 """FD (the project's digits evaluator) of a distilled ConsistencyModelPipeline at 1, 2, 4 calls, beside its teacher.
 
-python benchmarks/bench_distillation.py --student OUT --teacher /work/models/ncsn-digits --teacher_ode_levels 10 --seeds 0 1 2
+python benchmarks/bench_distillation.py --student OUT --teacher ncsn-digits --teacher_ode_levels 10 --seeds 0 1 2
 
 OUT is the folder of `train_ncsn.py --objective consistency_distillation`. Rows: the student at each `--calls`
 (diffusers' default timesteps); at 2 calls with the second level chosen (`--two_call_indices K ...`: timesteps

@@ -108,7 +108,10 @@ def test_resolve_returns_a_resolved_copy_and_is_idempotent():
     "fields, message",
     [
         ({"lr_scheduler": "bogus"}, "--lr_scheduler must be one of"),
-        ({"log_sigma_std": math.inf, "sigma_sampling": "log_normal"}, "--log_sigma_std must be a positive number"),
+        (
+            {"log_sigma_std": math.inf, "sigma_sampling": "log_normal"},
+            r"--log_sigma_std \(P_std\) must be a positive number",
+        ),
         ({"seed": 2**32}, r"--seed must be an integer in \[0, 2\^32\)"),
         ({"sigma_max": 1e30, "noise_ladder": "explicit"}, "--sigma_max must be a finite number below 1e6"),
     ],

@@ -138,7 +138,7 @@ def test_continuous_sigmas_with_the_epsilon_objective_are_refused(capsys, sigma_
 def test_a_non_positive_log_sigma_std_is_refused(capsys, std):
     with pytest.raises(SystemExit):
         train_ncsn.parse_args(["--sigma_sampling", "log_normal", "--log_sigma_std", std])
-    assert "--log_sigma_std must be a positive number (P_std)" in capsys.readouterr().err
+    assert "--log_sigma_std (P_std) must be a positive number" in capsys.readouterr().err
 
 
 def test_ncsn_v1_and_its_recipe_train_and_sample_on_the_ladder_only(capsys):

@@ -472,7 +472,9 @@ def test_saved_stochastic_heun_sampler_spans_the_same_range_in_the_given_calls(c
     from ncsn_diffusers import NCSNUNet2DModel, StochasticHeunScheduler
 
     args = TrainingConfig(sampler="stochastic_heun", sampling_calls=calls).resolve()
-    ladder = SimpleNamespace(config=SimpleNamespace(noise_space="ve", sigma_max=17.0, sigma_min=0.02))
+    ladder = SimpleNamespace(
+        config=SimpleNamespace(noise_space="ve", sigma_max=17.0, sigma_min=0.02, data_range=(-1.0, 1.0))
+    )
     pipe = sampler.make_pipeline(NCSNUNet2DModel.from_preset("tiny"), ladder, args)
     scheduler = pipe.scheduler
     assert isinstance(scheduler, StochasticHeunScheduler) and scheduler.config.num_noise_levels == levels
