@@ -37,6 +37,7 @@ from .pairing import check_components, check_guidable, is_denoiser_scheduler
 from .pipeline_folder import HUB_KWARGS, resolve_pipeline_folder
 from .pipeline_utils import (
     OUTPUT_TYPES,
+    SAVED_CALLS_KEY,
     check_callback,
     check_generator,
     check_latents,
@@ -44,6 +45,7 @@ from .pipeline_utils import (
     prepare_images,
     run_callback,
     samples_to_unit_range,
+    saved_num_inference_steps,
     scheduler_overrides,
 )
 from .score_sde_ve_folder import converted_components, package_scheduler
@@ -97,9 +99,10 @@ class NCSNPipeline(DiffusionPipeline):
         classifier ([`NoiseConditionalClassifier`], *optional*):
             p_phi(y | x, sigma), for class-conditional sampling with `class_labels` (classifier guidance).
         default_num_inference_steps (`int`, *optional*):
-            The U-Net calls of a call without `num_inference_steps`, saved in `model_index.json`: the count the
-            saved sampler was measured at (`train_ncsn.py --objective epsilon` saves 20); `None` keeps the
-            scheduler's own default.
+            The U-Net calls of a call without `num_inference_steps`: the count the sampler was measured at
+            (`train_ncsn.py --objective epsilon` saves 20). It is kept in the scheduler's config (as
+            `_default_num_inference_steps`, which diffusers' own pipelines ignore without a warning), so it goes with
+            the scheduler: a swapped-in scheduler runs at its own default. `None` keeps the scheduler's.
     """
 
     model_cpu_offload_seq = "unet"
@@ -126,8 +129,9 @@ class NCSNPipeline(DiffusionPipeline):
         steps = default_num_inference_steps
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             raise ValueError(f"default_num_inference_steps={steps!r} must be a positive integer or None.")
+        if steps is not None:
+            scheduler.register_to_config(**{SAVED_CALLS_KEY: steps})
         self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
-        self.register_to_config(default_num_inference_steps=steps)
         self.model_card_kwargs = {}
 
     @classmethod
@@ -191,7 +195,7 @@ class NCSNPipeline(DiffusionPipeline):
             unet_config=json.loads(self.unet.to_json_string()),
             scheduler_config=json.loads(self.scheduler.to_json_string()),
             repo_id=repo_id,
-            num_inference_steps=self.config.get("default_num_inference_steps"),
+            num_inference_steps=saved_num_inference_steps(self.scheduler),
             **self.model_card_kwargs,
         )
 
@@ -243,8 +247,8 @@ class NCSNPipeline(DiffusionPipeline):
                 image, to make generation deterministic.
             num_inference_steps (`int`, *optional*):
                 The number of U-Net calls, spread over the noise levels (see the scheduler's `set_timesteps`).
-                Defaults to `default_num_inference_steps` when the pipeline has one, else to the scheduler's configured
-                chain (annealed Langevin: L x T, +1 for denoising; diffusers' schedulers: their `num_train_timesteps`,
+                Defaults to the `default_num_inference_steps` saved with the sampler when it has one, else to the
+                scheduler's configured chain (annealed Langevin: L x T, +1 for denoising; diffusers' schedulers: their `num_train_timesteps`,
                 as `DDPMPipeline`).
             latents (`torch.Tensor`, *optional*):
                 Standard normal noise z of shape `(batch_size, num_channels, height, width)` to start the chain from,
@@ -296,7 +300,7 @@ class NCSNPipeline(DiffusionPipeline):
         # Again at each call: `pipe.unet = ...` or `pipe.scheduler = ...` after construction bypasses `__init__`.
         check_components(self.unet, self.scheduler)
         shape = (batch_size, self.unet.config.in_channels, *self._sample_size())
-        num_inference_steps = num_inference_steps or self.config.get("default_num_inference_steps")
+        num_inference_steps = num_inference_steps or saved_num_inference_steps(self.scheduler)
         device = self._execution_device
 
         scheduler = self.scheduler
@@ -370,7 +374,7 @@ class NCSNPipeline(DiffusionPipeline):
         unit = prepare_images(images, self.unet.config.in_channels, self.unet.config.sample_size, name="images")
         steps = (
             num_inference_steps
-            or self.config.get("default_num_inference_steps")
+            or saved_num_inference_steps(self.scheduler)
             or self.scheduler.config.get("num_train_timesteps")
         )
         return encode_latents(

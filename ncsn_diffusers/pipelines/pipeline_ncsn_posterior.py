@@ -29,6 +29,7 @@ from .pipeline_utils import (
     format_images,
     run_callback,
     samples_to_unit_range,
+    saved_num_inference_steps,
     scheduler_overrides,
 )
 from .task_samplers import ConditionalTaskSamplerMixin
@@ -181,7 +182,7 @@ class NCSNPosteriorPipeline(ConditionalTaskSamplerMixin, NCSNPipeline):
         problem = LinearMeasurement(y.repeat_interleave(batch_size, dim=0), operator, noise_std)
         shape = (num_outputs, *image_shape)
         uses_denoiser = is_denoiser_scheduler(scheduler)
-        num_inference_steps = num_inference_steps or self.config.get("default_num_inference_steps")
+        num_inference_steps = num_inference_steps or saved_num_inference_steps(self.scheduler)
         if uses_denoiser:
             num_inference_steps = num_inference_steps or scheduler.config.num_train_timesteps
             sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)

@@ -12,6 +12,15 @@ from diffusers.image_processor import VaeImageProcessor
 from ..image_reading import unit_array
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+# diffusers keeps `_`-prefixed config entries through save, load and `from_config` and passes them to no `__init__`,
+# so a stock `DDPMPipeline` loads a folder that carries one without a warning about unexpected attributes.
+SAVED_CALLS_KEY = "_default_num_inference_steps"
+
+
+def saved_num_inference_steps(scheduler) -> int | None:
+    """The U-Net calls of a call without `num_inference_steps`, when the sampler was saved with a count
+    (`NCSNPipeline(default_num_inference_steps=...)`): it lives in the scheduler's config."""
+    return scheduler.config.get(SAVED_CALLS_KEY)
 
 
 def samples_to_unit_range(sample: torch.Tensor, data_range: tuple[float, float]) -> torch.Tensor:

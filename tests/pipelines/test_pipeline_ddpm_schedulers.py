@@ -117,20 +117,34 @@ def test_the_saved_default_number_of_steps_round_trips(unet, tmp_path):
     """Catches `default_num_inference_steps` lost by save_pretrained / from_pretrained or not used by a plain call."""
     pipe = NCSNPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=100), default_num_inference_steps=7)
     pipe.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "model_index.json").read_text())["default_num_inference_steps"] == 7
     loaded = NCSNPipeline.from_pretrained(tmp_path)
     calls = []
     hook = loaded.unet.register_forward_hook(lambda *args: calls.append(1))
     try:
-        ncsn_images(loaded.unet, loaded.scheduler, None)  # a pipeline without the default: num_train_timesteps
-        assert len(calls) == 100
         loaded.set_progress_bar_config(disable=True)
         loaded(batch_size=1, output_type="np")
+        assert len(calls) == 7
+        loaded.scheduler = DDIMScheduler(num_train_timesteps=100)  # a swapped-in sampler runs at its own default
+        loaded(batch_size=1, output_type="np")
+        assert len(calls) == 107
     finally:
         hook.remove()
-    assert len(calls) == 107
     with pytest.raises(ValueError, match="default_num_inference_steps=0 must be a positive integer"):
         NCSNPipeline(unet=unet, scheduler=DDIMScheduler(), default_num_inference_steps=0)
+
+
+def test_a_folder_of_earlier_releases_keeps_its_saved_number_of_steps(unet, tmp_path):
+    """Catches folders saved before the count moved into the scheduler's config (`model_index.json` holding
+    `default_num_inference_steps`) losing their count on load."""
+    NCSNPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=100)).save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    (tmp_path / "model_index.json").write_text(json.dumps({**index, "default_num_inference_steps": 7}))
+    loaded = NCSNPipeline.from_pretrained(tmp_path)
+    calls = []
+    loaded.unet.register_forward_hook(lambda *args: calls.append(1))
+    loaded.set_progress_bar_config(disable=True)
+    loaded(batch_size=1, output_type="np")
+    assert len(calls) == 7
 
 
 def test_img2img_and_inpainting_name_the_conversion_for_a_ddim_folder(unet):
