@@ -102,7 +102,8 @@ class NCSNPipeline(DiffusionPipeline):
             The U-Net calls of a call without `num_inference_steps`: the count the sampler was measured at
             (`train_ncsn.py --objective epsilon` saves 20). It is kept in the scheduler's config (as
             `_default_num_inference_steps`, which diffusers' own pipelines ignore without a warning), so it goes with
-            the scheduler: a swapped-in scheduler runs at its own default. `None` keeps the scheduler's.
+            the scheduler and its `from_config` copies; a new scheduler runs at its own default. `None` keeps the
+            scheduler's.
     """
 
     model_cpu_offload_seq = "unet"
