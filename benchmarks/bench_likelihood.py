@@ -19,7 +19,7 @@ from ncsn_diffusers.evaluation.bits_per_dim import (
     held_out_digits,
 )
 from ncsn_diffusers.evaluation.sampling import load_pipeline
-from ncsn_diffusers.likelihood import dequantize
+from ncsn_diffusers.likelihood import UNIT_RANGE, dequantize
 from ncsn_diffusers.probability_flow import decode, encode, flow_for
 
 
@@ -35,11 +35,17 @@ def bits_per_dim_rows(name: str, pipeline, num_images: int, rtol: float) -> None
     )
 
 
+def in_model_range(pipeline, images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images in the model's data coordinates, where `probability_flow.encode` / `decode` work."""
+    low, high = getattr(pipeline.scheduler, "data_range", (-1.0, 1.0))
+    return low + (high - low) * images
+
+
 def prior_kl_bits(pipeline, flow) -> float:
     """KL(N(m, S + sigma_max^2 I) || prior) per dim in bits, with (m, S) the training digits' mean and covariance in
     VE coordinates: the order of the prior's bias in the bits/dim (what the ODE's endpoint is not)."""
-    data_range = tuple(getattr(pipeline.scheduler, "data_range", (-1.0, 1.0)))
-    x = held_out_digits(pipeline.unet.config.sample_size, data_range, "train").flatten(1).double() * flow.data_scale
+    x = in_model_range(pipeline, held_out_digits(pipeline.unet.config.sample_size, "train"))
+    x = x.flatten(1).double() * flow.data_scale
     mean, cov = x.mean(0), torch.cov(x.T)
     var_prior = flow.prior_std**2
     eigenvalues = torch.linalg.eigvalsh(cov) + flow.sigma_max**2
@@ -50,9 +56,8 @@ def prior_kl_bits(pipeline, flow) -> float:
 
 
 def trace_cost(pipeline, num_images: int, rtol: float) -> None:
-    data_range = tuple(pipeline.scheduler.data_range)
-    images = held_out_digits(pipeline.unet.config.sample_size, data_range)[:num_images]
-    images = dequantize(images, data_range, DIGIT_LEVELS, torch.Generator().manual_seed(0))
+    images = held_out_digits(pipeline.unet.config.sample_size)[:num_images]
+    images = dequantize(images, UNIT_RANGE, DIGIT_LEVELS, torch.Generator().manual_seed(0))
     print(f"== cost per image ({num_images} images in one solve, RK45 rtol = atol = {rtol:g})")
     rows = {}
     for trace in ("hutchinson", "exact"):
@@ -76,7 +81,7 @@ def trace_cost(pipeline, num_images: int, rtol: float) -> None:
 
 def round_trip(pipeline, num_images: int, rtol: float) -> torch.Tensor:
     data_range = tuple(pipeline.scheduler.data_range)
-    images = held_out_digits(pipeline.unet.config.sample_size, data_range)[:num_images]
+    images = in_model_range(pipeline, held_out_digits(pipeline.unet.config.sample_size)[:num_images])
     start = time.perf_counter()
     latents = encode(pipeline, images, rtol=rtol, atol=rtol)
     back = decode(pipeline, latents, rtol=rtol, atol=rtol)
@@ -95,9 +100,8 @@ def interpolation_figure(pipeline, path: str, steps: int = 9, rtol: float = 1e-4
     the prior's mass sits on a sphere) into one row of images."""
     from PIL import Image
 
-    flow = flow_for(pipeline)[0]
-    data_range = tuple(pipeline.scheduler.data_range)
-    images = held_out_digits(pipeline.unet.config.sample_size, data_range)
+    flow, data_range = flow_for(pipeline)
+    images = in_model_range(pipeline, held_out_digits(pipeline.unet.config.sample_size))
     labels = load_digits_images(resolution=8, split="test")[1]
     pair = images[[int((labels == 0).nonzero()[0]), int((labels == 7).nonzero()[0])]]  # the first held-out 0 and 7
     centre = flow.prior_mean * flow.latent_scale

@@ -1,10 +1,12 @@
 """The log-likelihood of images under a score model, through its probability-flow ODE, in nats and bits/dim.
 
 log p_sigma_min(x) = log N(x(sigma_max); prior) - int_{sigma_min}^{sigma_max} sigma div_x s(x(sigma), sigma) dsigma
-along the ODE started at x (Song et al., ICLR 2021, App. D.2). For discrete data on K levels of [low, high] (spacing
-Delta = (high - low) / (K - 1)), uniform dequantisation y = x + Delta (u - 1/2) gives, by Jensen's inequality,
-log P(x) >= E_u log p(y) + D log Delta, so bits/dim = -log p(y) / (D ln 2) - log2 Delta bounds the model's discrete
-negative log-likelihood per dimension from above (docs/likelihood.md).
+along the ODE started at x (Song et al., ICLR 2021, App. D.2). Images come in [0, 1], as the pipelines return them and
+`pipe.encode` takes them, and are mapped to the model's data coordinates x = low + (high - low) u, which adds
+D log(high - low) to log p. For discrete data on K levels of [0, 1] (spacing Delta = 1 / (K - 1)), uniform
+dequantisation y = u + Delta (v - 1/2) gives, by Jensen's inequality, log P(u) >= E_v log p(y) + D log Delta, so
+bits/dim = -log p(y) / (D ln 2) - log2 Delta bounds the model's discrete negative log-likelihood per dimension from
+above (docs/likelihood.md); it is the same in any coordinates.
 """
 
 import math
@@ -15,13 +17,15 @@ from diffusers.utils import BaseOutput
 
 from .probability_flow import FlowField, draw_probes, flow_for, integrate
 
+UNIT_RANGE = (0.0, 1.0)  # the images' own coordinates, as the pipelines return them
+
 
 @dataclass
 class LikelihoodOutput(BaseOutput):
     """
     Args:
         log_prob (`torch.Tensor` of shape `(B,)`): log p(y) in nats, of the model's continuous density at each
-            (dequantised) image, in data coordinates.
+            (dequantised) image, as a density on [0, 1]^D (the images' own coordinates).
         bits_per_dim (`torch.Tensor` of shape `(B,)`): -log p(y) / (D ln 2) plus the offset -log2 Delta of
             [`bits_per_dim_offset`] when the data are discrete (`num_levels`), else without it.
         nfe (`int`): evaluations of the ODE's right-hand side (each is one forward and one backward pass with
@@ -84,18 +88,20 @@ def log_likelihood(
             [`NCSNv2Model`]), a DDPM epsilon [`~diffusers.UNet2DModel`] (with `alphas_cumprod`), or a pipeline holding
             `unet` and `scheduler` (whose sigma range, data range or DDPM schedule are then the defaults).
             [`NCSNRefineNet`] is refused: it knows only its ladder's levels.
-        images (`torch.Tensor` of shape `(B, C, H, W)`): in the model's data coordinates (`data_range`, [-1, 1] for
-            the default run: `2 * x - 1` of images in [0, 1]). With `num_levels`, or a pipeline, images outside
-            `data_range` are refused (by more than Delta / 2 when `dequantization=None`), and with `num_levels` and
-            uniform dequantisation so are images off its K levels ([0, 1] images handed to a [-1, 1] model).
+        images (`torch.Tensor` of shape `(B, C, H, W)`): in [0, 1], as the pipelines return them (`output_type="pt"`)
+            and [`NCSNPipeline.encode`] takes them, whatever the model's `data_range` (8-bit pixels: `pixels / 255`).
+            With `num_levels`, or a pipeline, images outside [0, 1] are refused (by more than Delta / 2 when
+            `dequantization=None`), and with `num_levels` and uniform dequantisation so are images off its K levels
+            k / (K - 1).
         sigma_min (`float`, *optional*): the noise level the data are evaluated at (score networks).
         sigma_max (`float`, *optional*): where the prior N(centre of `data_range`, sigma_max**2 I) sits.
         data_range (`tuple[float, float]`, *optional*):
-            The data's range; defaults to the pipeline scheduler's `data_range`, else (0, 1) for score networks and
-            (-1, 1) for DDPM U-Nets. Its centre is the VE prior's mean.
+            The model's data coordinates, where [0, 1] is mapped before the solve; defaults to the pipeline
+            scheduler's `data_range`, else (0, 1) for score networks and (-1, 1) for DDPM U-Nets. Its centre is the
+            VE prior's mean.
         num_levels (`int`, *optional*):
-            K, the data's levels over `data_range` (256 for 8-bit images); `None` for continuous data (no
-            dequantisation, no offset).
+            K, the images' levels over [0, 1] (256 for 8-bit images); `None` for continuous data (no dequantisation,
+            no offset).
         dequantization (`str`, *optional*, defaults to `"uniform"`):
             `"uniform"` adds U(-Delta/2, Delta/2) noise from `generator`; `None` evaluates the images as given (when
             they are dequantised already); either way the offset of [`bits_per_dim_offset`] is added.
@@ -117,20 +123,21 @@ def log_likelihood(
     if dequantization not in ("uniform", None):
         raise ValueError(f"dequantization={dequantization!r} is not supported; choose 'uniform' or None.")
     check_images(images)
-    if num_levels is not None or hasattr(model, "scheduler"):  # image data: their range is the model's
-        check_images_in_range(images, data_range, num_levels, on_levels=dequantization == "uniform")
-    offset = bits_per_dim_offset(data_range, num_levels) if num_levels is not None else 0.0
+    if num_levels is not None or hasattr(model, "scheduler"):  # image data: in [0, 1]
+        check_images_in_range(images, UNIT_RANGE, num_levels, on_levels=dequantization == "uniform")
+    offset = bits_per_dim_offset(UNIT_RANGE, num_levels) if num_levels is not None else 0.0
     if num_levels is not None and dequantization == "uniform":
-        images = dequantize(images, data_range, num_levels, generator)
+        images = dequantize(images, UNIT_RANGE, num_levels, generator)
 
     probes = draw_probes(images.shape, probe, generator, images.device) if trace == "hutchinson" else None
     field = FlowField(flow, trace, probes)
-    x_ve = images.float() * flow.data_scale
+    low, high = data_range
+    x_ve = (low + (high - low) * images.float()) * flow.data_scale
     x_end, delta = integrate(field, x_ve, flow.sigma_min, flow.sigma_max, solver, rtol, atol, num_steps)
     dim = images[0].numel()
-    # log p_VE(x_VE) = log prior - int sigma**2 div s du; the data coordinates add D log(data_scale), the Jacobian
-    # of x -> x_VE = data_scale * x (VP: x_VE = x / sqrt(abar_t_min))
-    log_prob = flow.prior_log_prob(x_end) - delta + dim * math.log(flow.data_scale)
+    # log p_VE(x_VE) = log prior - int sigma**2 div s du; the images' coordinates add D log((high - low) data_scale),
+    # the Jacobian of u -> x_VE = (low + (high - low) u) data_scale (VP: data_scale = 1 / sqrt(abar_t_min))
+    log_prob = flow.prior_log_prob(x_end) - delta + dim * math.log((high - low) * flow.data_scale)
     bits_per_dim = -log_prob / (dim * math.log(2)) + offset
     return LikelihoodOutput(
         log_prob=log_prob, bits_per_dim=bits_per_dim, nfe=field.nfe, latents=x_end * flow.latent_scale
@@ -140,8 +147,8 @@ def log_likelihood(
 def check_images(images: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim < 2 or not torch.isfinite(images).all():
         raise ValueError(
-            "`images` must be a finite tensor (B, C, H, W) in the model's data range; convert PIL or numpy images "
-            "with torch.from_numpy(array).permute(0, 3, 1, 2)."
+            "`images` must be a finite tensor (B, C, H, W) in [0, 1]; convert PIL or numpy images with "
+            "torch.from_numpy(array).permute(0, 3, 1, 2)."
         )
 
 
@@ -154,14 +161,14 @@ def check_images_in_range(images: torch.Tensor, data_range, num_levels: int | No
     lowest, highest = images.min().item(), images.max().item()
     if lowest < low - slack or highest > high + slack:
         raise ValueError(
-            f"`images` span [{lowest:.4g}, {highest:.4g}], outside the model's data range [{low}, {high}]: pass them "
-            f"in its data coordinates, low + (high - low) * x for images x in [0, 1] (8-bit pixels: x = pixels / 255)."
+            f"`images` span [{lowest:.4g}, {highest:.4g}], outside [{low}, {high}]: pass images in [0, 1], as the "
+            f"pipelines return them (8-bit pixels: pixels / 255; images in [-1, 1]: (x + 1) / 2), whatever the "
+            f"model's data range."
         )
     if on_levels:
         k = (images.double() - low) / delta
         if (k - k.round()).abs().max() > 1e-3:
             raise ValueError(
-                f"`images` are not on the {num_levels} levels of the model's data range [{low}, {high}] (spacing "
-                f"{delta:.4g}) that num_levels={num_levels} says they take: images in [0, 1] need "
-                f"low + (high - low) * x; images dequantised already take dequantization=None."
+                f"`images` are not on the {num_levels} levels k / {num_levels - 1} of [{low}, {high}] that "
+                f"num_levels={num_levels} says they take; images dequantised already take dequantization=None."
             )

@@ -4,7 +4,7 @@ densities fitted to the training digits and scored on the same dequantised image
 The digits are 8x8 with 17 levels; the default run trains on bilinear 16x16 upsamplings of them, which fill only a
 64-dimensional subspace of the 256 pixels: their density there is degenerate (-log p unbounded below). What is
 measured is therefore the density of the dequantised 16x16 images: each of the 256 pixels gets uniform noise over one
-bin of the digits' own depth (width Delta = range / 16), so y = upsample(x) + Delta (u - 1/2) has a proper density on
+bin of the digits' own depth (width Delta = 1 / 16 in [0, 1]), so y = upsample(x) + Delta (u - 1/2) has a proper density on
 R^256, and bits/dim = -log p(y) / (256 ln 2) - log2 Delta is >= 0 for any model whose cross-entropy is at least the
 entropy of y, which is at least that of the noise: 0 is the floor, log2 17 = 4.09 the uniform density's value.
 """
@@ -14,17 +14,16 @@ import math
 import torch
 
 from ..digits import load_digits_images
-from ..likelihood import bits_per_dim_offset, dequantize, log_likelihood
+from ..likelihood import UNIT_RANGE, bits_per_dim_offset, dequantize, log_likelihood
 from .progress import overall_progress
 
 DIGIT_LEVELS = 17  # the 8x8 digits take the values 0..16
 
 
-def held_out_digits(resolution: int, data_range: tuple[float, float], split: str = "test") -> torch.Tensor:
-    """The digits of `split` at `resolution`, mapped from [0, 1] to the model's `data_range`: (N, 1, R, R)."""
+def held_out_digits(resolution: int, split: str = "test") -> torch.Tensor:
+    """The digits of `split` at `resolution`, in [0, 1]: (N, 1, R, R)."""
     images, _ = load_digits_images(resolution=resolution, split=split)
-    low, high = data_range
-    return low + (high - low) * images
+    return images
 
 
 def gaussian_bits_per_dim(train: torch.Tensor, test: torch.Tensor, offset: float, diagonal: bool) -> torch.Tensor:
@@ -69,19 +68,16 @@ def digits_bits_per_dim(
         sigma_min, sigma_max (`float`, *optional*): override the scheduler's sigma range (VE).
         seed (`int`, defaults to 0): seeds the dequantisation noise and the probes.
     """
-    unet, scheduler = pipeline.unet, pipeline.scheduler
-    data_range = tuple(getattr(scheduler, "data_range", (-1.0, 1.0)))
-    resolution = unet.config.sample_size
+    resolution = pipeline.unet.config.sample_size
     resolution = resolution if isinstance(resolution, int) else resolution[0]
     generator = torch.Generator().manual_seed(seed)
-    test = held_out_digits(resolution, data_range)[:num_images]
-    test = dequantize(test, data_range, DIGIT_LEVELS, generator)
-    train = dequantize(held_out_digits(resolution, data_range, "train"), data_range, DIGIT_LEVELS, generator)
-    offset = bits_per_dim_offset(data_range, DIGIT_LEVELS)
+    test = dequantize(held_out_digits(resolution)[:num_images], UNIT_RANGE, DIGIT_LEVELS, generator)
+    train = dequantize(held_out_digits(resolution, "train"), UNIT_RANGE, DIGIT_LEVELS, generator)
+    offset = bits_per_dim_offset(UNIT_RANGE, DIGIT_LEVELS)
 
     per_image, nfe = [], []
     desc = f"bits/dim of {len(test)} held-out digits"
-    with overall_progress(len(test), desc, unet) as bar:  # an RK45 solve of a batch can take minutes
+    with overall_progress(len(test), desc, pipeline.unet) as bar:  # an RK45 solve of a batch can take minutes
         for batch in test.split(batch_size):
             out = log_likelihood(
                 pipeline,

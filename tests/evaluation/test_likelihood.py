@@ -121,9 +121,9 @@ def test_uniform_data_on_k_levels_gives_log2_k_bits_per_dim():
     delta = (high - low) / (levels - 1)
     model = UniformBoxScoreModel(low=low - delta / 2, high=high + delta / 2)  # the union of the K bins
     g = torch.Generator().manual_seed(4)
-    x = low + delta * torch.randint(0, levels, (32, *SHAPE), generator=g).float()
+    u = torch.randint(0, levels, (32, *SHAPE), generator=g).float() / (levels - 1)  # the levels, in [0, 1]
     out = log_likelihood(
-        model, x, 1e-4, SIGMA_MAX, data_range=(low, high), num_levels=levels, trace="exact", generator=g
+        model, u, 1e-4, SIGMA_MAX, data_range=(low, high), num_levels=levels, trace="exact", generator=g
     )
     assert abs(out.bits_per_dim.mean().item() - math.log2(levels)) < 5e-3
 
@@ -155,9 +155,10 @@ def test_vp_epsilon_model_gives_the_exact_vp_density(beta_start, beta_end, steps
     mean, std = 0.2, 0.3
     model = GaussianEpsilonModel(mean=mean, std=std, alphas_cumprod=alphas_cumprod.tolist())
     x = mean + std * torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(5))
-    out = log_likelihood(model, x, trace="exact", alphas_cumprod=alphas_cumprod, data_range=(-1.0, 1.0))
+    out = log_likelihood(model, (x + 1) / 2, trace="exact", alphas_cumprod=alphas_cumprod, data_range=(-1.0, 1.0))
     abar0 = alphas_cumprod[0].item()
-    expected = gaussian_log_prob(x, abar0**0.5 * mean, abar0 * std**2 + 1 - abar0)
+    # the density of u = (x + 1) / 2 on [0, 1]^D is 2^D that of x
+    expected = gaussian_log_prob(x, abar0**0.5 * mean, abar0 * std**2 + 1 - abar0) + DIM * math.log(2)
     assert torch.allclose(out.log_prob, expected, atol=1e-3 * DIM)
 
 
@@ -167,9 +168,10 @@ def test_vp_and_ve_paths_agree_on_gaussian_data():
     mean, std = 0.0, 0.3  # VP prior N(0, I), VE prior N(0, sigma_max^2 I): both centred on the data
     x = mean + std * torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(6))
     vp_model = GaussianEpsilonModel(mean=mean, std=std, alphas_cumprod=alphas_cumprod.tolist())
-    vp = log_likelihood(vp_model, x, trace="exact", alphas_cumprod=alphas_cumprod)
+    u = (x + 1) / 2  # the images' coordinates; both models live in [-1, 1]
+    vp = log_likelihood(vp_model, u, trace="exact", alphas_cumprod=alphas_cumprod)
     sigma_min, sigma_max = vp_sigma(alphas_cumprod, 0).item(), vp_sigma(alphas_cumprod, 999).item()
-    ve = log_likelihood(gaussian_model(mean, std), x, sigma_min, sigma_max, data_range=(-1.0, 1.0), trace="exact")
+    ve = log_likelihood(gaussian_model(mean, std), u, sigma_min, sigma_max, data_range=(-1.0, 1.0), trace="exact")
     assert torch.allclose(vp.log_prob, ve.log_prob, atol=1e-3 * DIM)
 
 
@@ -237,7 +239,7 @@ def test_bpd_command_end_to_end_on_a_saved_pipeline(tiny_pipeline_dir, tmp_path,
     main([*argv, "--rtol", "1e-2", "--json", str(path)])
     results = json.loads(path.read_text())
     assert results["num_images"] == 6 and results["resolution"] == 8
-    assert results["offset"] == pytest.approx(3.0)  # 17 levels over [-1, 1]: Delta = 1 / 8
+    assert results["offset"] == pytest.approx(4.0)  # 17 levels over [0, 1]: Delta = 1 / 16
     assert len(results["model"]["nfe_per_batch"]) == 2 and math.isfinite(results["model"]["bits_per_dim"])
     assert results["model"]["standard_error"] > 0
     refs = [results[name]["bits_per_dim"] for name in ("gaussian", "diagonal_gaussian", "uniform")]
@@ -257,7 +259,7 @@ def test_log_likelihood_of_saved_pipelines_reads_their_schedulers(tiny_pipeline_
     from tiny_models import tiny_ddpm_unet
 
     pipe = NCSNPipeline.from_pretrained(tiny_pipeline_dir)
-    images = torch.randint(0, 17, (2, 1, 8, 8), generator=torch.Generator().manual_seed(10)) / 8 - 1  # 17 levels
+    images = torch.randint(0, 17, (2, 1, 8, 8), generator=torch.Generator().manual_seed(10)) / 16  # 17 levels
     ve = log_likelihood(pipe, images, num_levels=17, solver="heun", num_steps=4, generator=torch.Generator())
     assert ve.nfe == 8 and torch.isfinite(ve.bits_per_dim).all()
     ddpm = DDPMPipeline(unet=tiny_ddpm_unet(), scheduler=DDPMScheduler(num_train_timesteps=50))
@@ -288,7 +290,7 @@ def test_a_pipeline_saved_with_ddim_has_the_flow_of_its_ddpm_schedule(tmp_path):
     unet = tiny_ddpm_unet().eval()
     NCSNPipeline(unet, DDIMScheduler(num_train_timesteps=50), default_num_inference_steps=10).save_pretrained(tmp_path)
     saved = NCSNPipeline.from_pretrained(tmp_path)
-    images = torch.randint(0, 17, (2, 1, 8, 8), generator=torch.Generator().manual_seed(12)) / 8 - 1  # 17 levels
+    images = torch.randint(0, 17, (2, 1, 8, 8), generator=torch.Generator().manual_seed(12)) / 16  # 17 levels
     kwargs = {"num_levels": 17, "solver": "heun", "num_steps": 4}
     ddim = log_likelihood(saved, images, generator=torch.Generator().manual_seed(0), **kwargs)
     ddpm = log_likelihood(
