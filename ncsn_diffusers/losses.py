@@ -17,16 +17,30 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .parameterization import append_dims
 
 
-def dsm_loss(score: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def dsm_loss(
+    score: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Denoising score matching with lambda(sigma) = sigma**2 (Song & Ermon 2019, Eq. 5-6), mean over elements.
 
     Args:
         score (`torch.Tensor` of shape `(B, C, H, W)`): s_theta(x + sigma * z, sigma).
         noise (`torch.Tensor` of shape `(B, C, H, W)`): z ~ N(0, I), the noise that was added.
         sigma (`torch.Tensor` of shape `(B,)`): the noise level of each sample (VP: sqrt(1 - alphabar_t)).
+        weights (`torch.Tensor` of shape `(B,)`, *optional*): a further weight per sample, e.g. [`edm_loss_weight`].
     """
     sigma = append_dims(sigma.to(score.dtype), score.ndim)
-    return (sigma * score + noise).pow(2).mean()
+    squared_error = (sigma * score + noise).pow(2)
+    if weights is not None:
+        squared_error = append_dims(weights.to(score.dtype), score.ndim) * squared_error
+    return squared_error.mean()
+
+
+def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """(sigma^2 + sigma_data^2) / sigma_data^2: the weight on `dsm_loss` that gives EDM's loss (Karras et al. 2022,
+    Table 1). With D = c_skip x~ + c_out F, sigma^2 ||s - target||^2 = ||D - x||^2 / sigma^2 = c_out^2 / sigma^2
+    ||F - F_target||^2, and c_out^2 / sigma^2 = sigma_data^2 / (sigma^2 + sigma_data^2): EDM's lambda(sigma) =
+    (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 on ||D - x||^2 is this weight on DSM, and ||F - F_target||^2."""
+    return (sigma**2 + sigma_data**2) / sigma_data**2
 
 
 def epsilon_loss(epsilon: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

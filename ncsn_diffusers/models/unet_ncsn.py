@@ -126,7 +126,16 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
             Standard deviation of the random frequencies of the `"fourier"` embedding (NCSN++'s value).
         scale_output_by_sigma (`bool`, defaults to `True`):
             Return F_theta(x, log sigma) / sigma (NCSNv2 Technique 3). `False` returns F_theta itself as the score,
-            NCSNv1-style, where only the embedding tells the network the noise level.
+            NCSNv1-style, where only the embedding tells the network the noise level. Unused with `preconditioning`.
+        preconditioning (`str`, *optional*, defaults to `None`):
+            `"edm"`: EDM's preconditioning (Karras et al. 2022, Table 1). The network F_theta sees c_in x and
+            predicts the denoiser D(x, sigma) = c_skip x + c_out F_theta(c_in x, log sigma), with c_in = 1 /
+            sqrt(sigma^2 + sigma_data^2), c_skip = sigma_data^2 / (sigma^2 + sigma_data^2) and c_out = sigma
+            sigma_data / sqrt(sigma^2 + sigma_data^2), so its input and its target have unit variance at every
+            sigma; the model still returns the score, (D - x) / sigma^2 (Tweedie). `None`: the sample as it is and
+            `scale_output_by_sigma`.
+        sigma_data (`float`, defaults to 0.5):
+            The data's standard deviation that `preconditioning="edm"` assumes (EDM's 0.5 for images in [-1, 1]).
     """
 
     _supports_gradient_checkpointing = True
@@ -158,6 +167,8 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
         sigma_embedding_type: str = "fourier",
         fourier_scale: float = 16.0,
         scale_output_by_sigma: bool = True,
+        preconditioning: str | None = None,
+        sigma_data: float = 0.5,
     ):
         super().__init__()
         self._check_config()
@@ -297,7 +308,12 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
         emb = self.sigma_proj(torch.log(sigma))
         emb = self.time_embedding(emb.to(sample.dtype))
 
-        hidden = self.conv_in(sample)
+        edm = self.config.preconditioning == "edm"
+        if edm:
+            sigma_b = sigma.reshape(-1, 1, 1, 1)
+            total_var = sigma_b**2 + self.config.sigma_data**2  # sigma^2 + sigma_data^2, the variance of x
+            c_in = total_var.rsqrt()
+        hidden = self.conv_in(sample * c_in.to(sample.dtype) if edm else sample)
         skips = (hidden,)
         for block in self.down_blocks:
             hidden, res_samples = block(hidden_states=hidden, temb=emb)
@@ -311,7 +327,11 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
             skips = skips[:-num_skips]
 
         output = self.conv_out(self.conv_act(self.conv_norm_out(hidden)))
-        if self.config.scale_output_by_sigma:
+        if edm:
+            # D = c_skip x + c_out F, score = (D - x) / sigma^2 = c_out F / sigma^2 - x / (sigma^2 + sigma_data^2)
+            c_out = sigma_b * self.config.sigma_data * c_in
+            output = (c_out / sigma_b**2).to(output.dtype) * output - sample / total_var.to(sample.dtype)
+        elif self.config.scale_output_by_sigma:
             # NCSNv2 Technique 3: s_theta(x, sigma) = F_theta(x, log sigma) / sigma
             output = output / sigma.reshape(-1, 1, 1, 1).to(output.dtype)
 
@@ -336,6 +356,10 @@ class NCSNUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"`sigma_embedding_type` is {config.sigma_embedding_type!r}; choose from {list(SIGMA_EMBEDDING_TYPES)}."
             )
+        if config.preconditioning not in (None, "edm"):
+            raise ValueError(f"`preconditioning` is {config.preconditioning!r}; choose None or 'edm'.")
+        if not config.sigma_data > 0:
+            raise ValueError(f"`sigma_data`={config.sigma_data} must be > 0 (EDM's 0.5 for images in [-1, 1]).")
         if any(channels % config.norm_num_groups for channels in config.block_out_channels):
             raise ValueError(
                 f"`norm_num_groups`={config.norm_num_groups} must divide every entry of `block_out_channels`"

@@ -149,6 +149,16 @@ class TrainingConfig:
     )
     log_sigma_mean: float = flag(-1.2, help="P_mean of --sigma_sampling log_normal (EDM's -1.2).")
     log_sigma_std: float = flag(1.2, help="P_std of --sigma_sampling log_normal (EDM's 1.2).")
+    preconditioning: str | None = flag(
+        None,
+        help=(
+            "edm: EDM's preconditioning of the score U-Net (Karras et al. 2022): the network sees c_in x and predicts "
+            "the denoiser D = c_skip x + c_out F, and DSM is weighted by EDM's lambda(sigma), (sigma^2 + "
+            "sigma_data^2) / sigma_data^2 on NCSN's sigma^2, so F's input and target have unit variance at every "
+            "sigma. The saved model still returns the score. --objective dsm, --model_type unet."
+        ),
+        choices=("edm",),
+    )
     sampler: str | None = flag(
         None,
         help=(
@@ -261,7 +271,9 @@ class TrainingConfig:
     num_scales: int = flag(18, help="N, levels of the Karras grid from the teacher's sigma_max to sigma_min (18).")
     target_ema_rate: float = flag(0.95, help="mu of the target network theta^- (0.95); not --ema_max_decay.")
     distance: str = flag("l2", help="d of the consistency loss (default l2).", choices=("l2", "pseudo_huber"))
-    sigma_data: float = flag(0.5, help="sigma_data of c_skip / c_out / c_in (0.5).")
+    sigma_data: float = flag(
+        0.5, help="sigma_data of c_skip / c_out / c_in (0.5): the student's, or --preconditioning edm's."
+    )
     student_init: str | None = flag(
         None,
         help="The student's weights: the teacher's where the architectures allow (the default), or fresh.",

@@ -56,7 +56,20 @@ def check_args(args):
     """Fills the defaults that depend on other flags and rejects contradictions with a message naming the flags."""
     fill_length_defaults(args)
     resolve_ladder_and_sampler(args)
+    check_preconditioning(args)
     check_outputs(args)
+
+
+def check_preconditioning(args):
+    """--preconditioning edm reshapes the score U-Net and weights the DSM loss: other networks and objectives would
+    ignore it."""
+    if args.preconditioning is None:
+        return
+    if not objective_class(args.objective).takes_preconditioning or args.model_type != "unet":
+        raise ValueError(
+            f"--preconditioning {args.preconditioning} trains the score U-Net with DSM (--objective dsm, "
+            f"--model_type unet); this run has --objective {args.objective} and --model_type {args.model_type}."
+        )
 
 
 def fill_length_defaults(args):

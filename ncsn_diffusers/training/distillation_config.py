@@ -119,7 +119,9 @@ def teacher_data_range(scheduler_config: dict) -> tuple[float, float]:
 
 def refuse_distillation_flags(config, explicit: set[str]) -> None:
     """Refuses the distillation flags given explicitly on a run of another objective (they would be ignored)."""
-    given = [f"--{name}" for name in DISTILLATION_FLAGS if name in explicit]
+    # --sigma_data is also --preconditioning edm's (`derived_settings.check_preconditioning` checks that run)
+    shared = ("sigma_data",) if config.preconditioning is not None else ()
+    given = [f"--{name}" for name in DISTILLATION_FLAGS if name in explicit and name not in shared]
     if given:
         raise ValueError(
             f"{', '.join(given)} only apply to --objective {OBJECTIVE}; add it or drop them "

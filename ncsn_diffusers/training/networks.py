@@ -12,8 +12,10 @@ from .recipes import build_paper_network
 
 
 def build_ncsn_unet(args) -> NCSNUNet2DModel:
-    """The score network s_theta(x, sigma): `NCSNUNet2DModel` of `--model_preset` at the run's size."""
-    return NCSNUNet2DModel(**preset_at_resolution(args))
+    """The score network s_theta(x, sigma): `NCSNUNet2DModel` of `--model_preset` at the run's size, EDM-preconditioned
+    under `--preconditioning edm`."""
+    preconditioning = {"preconditioning": "edm", "sigma_data": args.sigma_data} if args.preconditioning else {}
+    return NCSNUNet2DModel(**preset_at_resolution(args), **preconditioning)
 
 
 def build_ddpm_unet(args) -> UNet2DModel:

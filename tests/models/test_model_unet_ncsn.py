@@ -46,6 +46,26 @@ def test_score_is_raw_network_output_divided_by_sigma():
     assert score[0].abs().mean() > 1000 * score[3].abs().mean()
 
 
+def test_edm_preconditioning_is_the_denoiser_c_skip_x_plus_c_out_f_of_c_in_x():
+    """Catches a wrong c_in, c_skip or c_out, or the denoiser returned as the score: with F_theta = 0 the model is
+    exactly the score of N(0, sigma_data^2 I) data, -x / (sigma^2 + sigma_data^2); with F_theta its plain output,
+    score = (c_skip x + c_out F(c_in x) - x) / sigma^2."""
+    model = tiny(preconditioning="edm", sigma_data=0.7)
+    raw = NCSNUNet2DModel.from_config(model.config, preconditioning=None, scale_output_by_sigma=False).eval()
+    raw.load_state_dict(model.state_dict())
+    sample, sigma = images(), torch.tensor([0.02, 0.3, 1.0, 40.0])
+    sigma_b, var = sigma[:, None, None, None], sigma[:, None, None, None] ** 2 + 0.49
+    with torch.no_grad():
+        score = model(sample, sigma).sample
+        network = raw(sample / var.sqrt(), sigma).sample  # F_theta(c_in x, log sigma)
+    denoised = 0.49 / var * sample + sigma_b * 0.7 / var.sqrt() * network
+    torch.testing.assert_close(sigma_b**2 * score, denoised - sample, rtol=1e-5, atol=1e-5)  # D - x, in x's units
+    torch.nn.init.zeros_(model.conv_out.weight)
+    torch.nn.init.zeros_(model.conv_out.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(model(sample, sigma).sample, -sample / var)
+
+
 @pytest.mark.parametrize("sigma_embedding_type", ["fourier", "positional"])
 def test_network_is_conditioned_on_log_sigma(sigma_embedding_type):
     model = tiny(sigma_embedding_type=sigma_embedding_type, scale_output_by_sigma=False)
@@ -201,6 +221,8 @@ def test_sigma_count_must_match_batch():
         ({"block_out_channels": (16, 32, 64)}, "one entry per resolution"),
         ({"down_block_types": ("DownBlock2D", "SkipDownBlock2D")}, "down_block_types"),
         ({"norm_num_groups": 12}, "norm_num_groups"),
+        ({"preconditioning": "karras"}, "preconditioning"),
+        ({"preconditioning": "edm", "sigma_data": 0.0}, "sigma_data"),
     ],
 )
 def test_bad_configs_raise_value_errors(overrides, message):

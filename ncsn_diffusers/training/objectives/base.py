@@ -27,6 +27,7 @@ class Objective:
         takes_recipe (`bool`): `--recipe` (the authors' networks and settings) trains this objective.
         resume_must_match (`tuple[str, ...]`): the objective's own settings a resumed run must share with its
             checkpoint (they shape what the checkpoint's state means).
+        takes_preconditioning (`bool`): trains the score U-Net under `--preconditioning` (its loss weight applies).
         hub_files (`list[str]`, *optional*): what `--push_to_hub` uploads of --output_dir; None: the saved pipeline's
             own files (`hub.upload_patterns`).
     """
@@ -38,6 +39,7 @@ class Objective:
     default_run_ladder = False
     takes_recipe = False
     resume_must_match: tuple[str, ...] = ()
+    takes_preconditioning = False
     hub_files: list[str] | None = None
 
     # Settings: `TrainingConfig.resolve` calls these on the run's objective, and `refuse_settings` on every other.

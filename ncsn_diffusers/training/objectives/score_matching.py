@@ -2,6 +2,7 @@
 
 import torch
 
+from ...losses import edm_loss_weight
 from ..batch_order import PROJECTION_STREAM, derived_seed
 from .base import Objective
 from .perturbation import training_losses
@@ -10,10 +11,20 @@ from .sigma_draws import log_normal_sigmas, log_uniform_sigmas
 
 class DenoisingScoreMatching(Objective):
     """NCSN's DSM, mean ||sigma s_theta(x + sigma z, sigma) + z||^2, with sigma from `--sigma_sampling`: a level of
-    the ladder (discrete), log-uniform in [sigma_L, sigma_1] or log-normal truncated to it (EDM)."""
+    the ladder (discrete), log-uniform in [sigma_L, sigma_1] or log-normal truncated to it (EDM). Under
+    `--preconditioning edm` each sample is weighted by EDM's lambda(sigma) sigma^2 = (sigma^2 + sigma_data^2) /
+    sigma_data^2, which makes the loss EDM's ||F_theta - F_target||^2."""
 
     name, logged_as = "dsm", "loss_epsilon"
-    ve_ladder = default_run_ladder = takes_recipe = True
+    ve_ladder = default_run_ladder = takes_recipe = takes_preconditioning = True
+    resume_must_match = ("preconditioning", "sigma_data")
+
+    def losses(self, unet, clean, noise, levels, micro_step, process_index=0):
+        sigma_data = self.config.sigma_data
+        weight = (lambda sigma: edm_loss_weight(sigma, sigma_data)) if self.config.preconditioning else None
+        return training_losses(
+            unet, self.noise_scheduler, clean, noise, levels, self.ladder(clean.device), loss_weight=weight
+        )
 
     def sample_levels(self, batch_size, generator, device):
         sigmas, config = self.noise_scheduler.sigmas, self.config
@@ -29,7 +40,8 @@ class SlicedScoreMatching(DenoisingScoreMatching):
     """Sliced score matching (`ssm_loss`) on the same ladder and sigma draws, `--num_projections` v per sample."""
 
     name, logged_as = "ssm", "loss_dsm"
-    default_run_ladder = takes_recipe = False
+    default_run_ladder = takes_recipe = takes_preconditioning = False
+    resume_must_match = ()
 
     def losses(self, unet, clean, noise, levels, micro_step, process_index=0):
         device = clean.device
