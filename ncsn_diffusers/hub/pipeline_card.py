@@ -1,15 +1,19 @@
-"""The Hub model card (README.md) of a saved NCSN model, rendered without network from `model_card_template.md`."""
+"""The Hub model card (README.md) of a saved `NCSNPipeline` (score or epsilon network), rendered without network from
+`pipeline_card_template.md`."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from huggingface_hub import ModelCardData
 
-from .schedulers.scheduling_utils import SCORE_SCHEDULER_NAMES
+from ..schedulers.scheduling_utils import SCORE_SCHEDULER_NAMES
+from .card_file import write_card
 
 TAGS = ["ncsn", "score-based", "annealed-langevin", "diffusers:NCSNPipeline", "pytorch"]
 # unet_config["_class_name"] -> what the network predicts, which picks the card's blocks.
@@ -78,7 +82,7 @@ _TEMPLATE_NOTE = re.compile(r"<!--\nTemplate of .*?-->\n\n", re.DOTALL)
 
 
 # The template, a file of the package (so the wheel carries it like any module).
-TEMPLATE = Path(__file__).with_name("model_card_template.md")
+TEMPLATE = Path(__file__).with_name("pipeline_card_template.md")
 
 
 def _format(value) -> str:
@@ -351,6 +355,59 @@ def render_model_card(
     return Template(text).substitute(values)
 
 
+@dataclass
+class PipelineCard:
+    """
+    What a pipeline's model card says beyond the pipeline's own components (see [`render_model_card`]).
+
+    Args:
+        training (`dict`, *optional*): training settings (data set, steps, batch size, ...), shown as a table.
+        results (`dict`, *optional*): measured metrics by name; a `None` value reads "not measured".
+        datasets (`list[str]`, *optional*): training data set names for the metadata, e.g. `["sklearn-digits"]`.
+        license (`str`, defaults to `"apache-2.0"`): the license identifier in the metadata.
+    """
+
+    training: dict | None = None
+    results: dict | None = None
+    datasets: list[str] | None = None
+    license: str = "apache-2.0"
+
+
+def render_pipeline_card(pipeline, card: PipelineCard | None = None, repo_id: str | None = None) -> str:
+    """[`render_model_card`] of a pipeline's U-Net and scheduler, its saved `default_num_inference_steps` and `card`."""
+    card = card or PipelineCard()
+    return render_model_card(
+        unet_config=json.loads(pipeline.unet.to_json_string()),
+        scheduler_config=json.loads(pipeline.scheduler.to_json_string()),
+        repo_id=repo_id,
+        training=card.training,
+        results=card.results,
+        license=card.license,
+        datasets=card.datasets,
+        num_inference_steps=pipeline.config.get("default_num_inference_steps"),
+    )
+
+
+def save_pipeline_with_card(
+    pipeline, save_directory, card: PipelineCard | None = None, repo_id: str | None = None, **save_kwargs
+) -> Path:
+    """
+    Saves `pipeline` with its `save_pretrained` (`save_kwargs`: `safe_serialization`, `variant`, ...) and writes its
+    filled-in model card, `README.md`, beside it.
+
+    Args:
+        pipeline ([`NCSNPipeline`]): the pipeline to save.
+        save_directory (`str` or `os.PathLike`): the folder to save to.
+        card ([`PipelineCard`], *optional*): what the card says of training, results, data sets and license.
+        repo_id (`str`, *optional*): the Hub repo the card's snippets load from; a placeholder when `None`.
+
+    Returns:
+        `Path`: the written README.md.
+    """
+    pipeline.save_pretrained(save_directory, **save_kwargs)
+    return write_card(save_directory, render_pipeline_card(pipeline, card, repo_id))
+
+
 def write_model_card(save_directory, **kwargs) -> Path:
     """
     Writes `render_model_card(**kwargs)` to `save_directory/README.md`, where the Hub shows it as the model card.
@@ -364,7 +421,4 @@ def write_model_card(save_directory, **kwargs) -> Path:
     Returns:
         `Path`: the written README.md.
     """
-    path = Path(save_directory) / "README.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_model_card(**kwargs), encoding="utf-8")
-    return path
+    return write_card(save_directory, render_model_card(**kwargs))
