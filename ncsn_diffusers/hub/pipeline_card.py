@@ -301,7 +301,6 @@ def render_model_card(
     kind = MODEL_KINDS[class_name]
     if datasets is None and training and training.get("dataset_name"):
         datasets = [str(training["dataset_name"])]
-
     metadata = ModelCardData(
         license=license,
         library_name="diffusers",
@@ -309,11 +308,24 @@ def render_model_card(
         tags=TAGS + (["ddpm"] if kind == "epsilon" else []),
         datasets=list(datasets) if datasets else None,
     ).to_yaml()
+    values = {
+        "metadata": metadata,
+        **_model_values(unet_config, scheduler_config, repo_id, num_inference_steps),
+        **_training_values(training or {}, results, list(datasets or []), unet_config),
+    }
+    return Template(_template_text(kind, class_name, scheduler_config)).substitute(values)
+
+
+def _model_values(unet_config: dict, scheduler_config: dict, repo_id: str | None, num_inference_steps) -> dict:
+    """The template's values that describe the saved network and sampler."""
+    class_name = unet_config["_class_name"]
     channels, height, width = _sample_shape(unet_config)
     colour = {1: "single-channel", 3: "RGB"}.get(channels, f"{channels}-channel")
     low, high = _data_range(scheduler_config)
-    values = {
-        "metadata": metadata,
+    num_model_calls = _num_model_calls(scheduler_config, num_inference_steps)
+    num_train_timesteps = scheduler_config.get("num_train_timesteps", 1000)
+    is_diffusers = _is_diffusers_scheduler(scheduler_config)
+    return {
         "title": repo_id.split("/")[-1]
         if repo_id
         else f"{class_name} sampled with {scheduler_config.get('_class_name', 'annealed Langevin dynamics')}",
@@ -324,35 +336,39 @@ def render_model_card(
         "sample_shape": f"{channels}, {height}, {width}",
         "sample_shape_text": f"{channels}×{height}×{width}",
         "data_range": f"[{low:g}, {high:g}]",
-        "num_train_timesteps": scheduler_config.get("num_train_timesteps", 1000),
-        "score_objective_text": SCORE_OBJECTIVE_TEXT.get(
-            (training or {}).get("objective"), SCORE_OBJECTIVE_TEXT["dsm"]
-        ),
+        "num_train_timesteps": num_train_timesteps,
         "prediction_text": PREDICTION_TEXT.get(scheduler_config.get("prediction_type", "score"), ""),
-        "num_model_calls": _num_model_calls(scheduler_config, num_inference_steps),
-        "diffusers_scheduler_class": scheduler_config["_class_name"]
-        if _is_diffusers_scheduler(scheduler_config)
-        else "DDPMScheduler",
-        "dataset_text": _dataset_text(list(datasets or []), training or {}, f"{height}×{width}"),
+        "num_model_calls": num_model_calls,
+        "diffusers_scheduler_class": scheduler_config["_class_name"] if is_diffusers else "DDPMScheduler",
         "sampler_text": _sampler_text(scheduler_config),
-        "sigma_sampling_text": _sigma_sampling_text(training or {}),
-        "size_text": _size_text(training or {}),
-        "training_table": _training_table(training),
         "scheduler_table": _scheduler_table(scheduler_config),
         "unet_table": _table(("Key", "Value"), [(f"`{k}`", _format(v)) for k, v in _public(unet_config).items()]),
+        "sampler_call": _sampler_call(scheduler_config, f"{channels}, {height}, {width}"),
+        "epsilon_sampler_text": _epsilon_sampler_text(scheduler_config, num_model_calls),
+        "epsilon_steps": num_model_calls if is_diffusers else num_train_timesteps,
+    }
+
+
+def _training_values(training: dict, results: dict | None, datasets: list[str], unet_config: dict) -> dict:
+    """The template's values that describe the training run and what it measured."""
+    _, height, width = _sample_shape(unet_config)
+    return {
+        "score_objective_text": SCORE_OBJECTIVE_TEXT.get(training.get("objective"), SCORE_OBJECTIVE_TEXT["dsm"]),
+        "dataset_text": _dataset_text(datasets, training, f"{height}×{width}"),
+        "sigma_sampling_text": _sigma_sampling_text(training),
+        "size_text": _size_text(training),
+        "training_table": _training_table(training),
         "results_table": _results_table(results),
     }
-    values["sampler_call"] = _sampler_call(scheduler_config, values["sample_shape"])
-    values["epsilon_sampler_text"] = _epsilon_sampler_text(scheduler_config, values["num_model_calls"])
-    values["epsilon_steps"] = (
-        values["num_model_calls"] if _is_diffusers_scheduler(scheduler_config) else values["num_train_timesteps"]
-    )
+
+
+def _template_text(kind: str, class_name: str, scheduler_config: dict) -> str:
+    """The template without its leading note, with the blocks this model keeps (`<!-- if name -->`) and no other."""
     text = _TEMPLATE_NOTE.sub("", TEMPLATE.read_text(encoding="utf-8"), count=1)
     kept = {kind} | ({"remote_code"} if class_name in REMOTE_CODE_CLASSES else set())
     if kind == "score" and scheduler_config.get("_class_name") == "PredictorCorrectorScheduler":
         kept.add("predictor_corrector")
-    text = _BLOCK.sub(lambda block: block.group(2) if block.group(1) in kept else "", text)
-    return Template(text).substitute(values)
+    return _BLOCK.sub(lambda block: block.group(2) if block.group(1) in kept else "", text)
 
 
 @dataclass

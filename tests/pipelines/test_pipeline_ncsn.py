@@ -145,7 +145,7 @@ def test_save_pretrained_writes_the_folder_and_no_card(pipe, tmp_path):
 def test_save_with_card_writes_a_model_card_with_hub_metadata(pipe, tmp_path):
     card = PipelineCard(results={"frechet_distance": 1.25}, datasets=["sklearn-digits"])
     save_pipeline_with_card(pipe, tmp_path, card)
-    assert NCSNPipeline.from_pretrained(tmp_path).unet.config == pipe.unet.config
+    assert torch.equal(NCSNPipeline.from_pretrained(tmp_path).unet.conv_in.weight, pipe.unet.conv_in.weight)
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
     assert {"ncsn", "score-based", "diffusers:NCSNPipeline"} <= set(card.data.tags)
