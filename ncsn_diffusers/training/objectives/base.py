@@ -28,7 +28,7 @@ class Objective:
         resume_must_match (`tuple[str, ...]`): the objective's own settings a resumed run must share with its
             checkpoint (they shape what the checkpoint's state means).
         hub_files (`list[str]`, *optional*): what `--push_to_hub` uploads of --output_dir; None: the saved pipeline's
-            own files (`hub.upload_patterns`).
+            own files (`ncsn_diffusers.hub.upload_patterns`).
     """
 
     name: str
