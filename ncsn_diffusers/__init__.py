@@ -10,9 +10,9 @@ from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
 
 from .diffusers_registration import alias_moved_modules, register_with_diffusers
 from .digits import load_digits_images
+from .hub import render_model_card, write_model_card
 from .likelihood import LikelihoodOutput, bits_per_dim_offset, log_likelihood
 from .losses import dsm_loss, epsilon_loss, ssm_loss
-from .model_card import render_model_card, write_model_card
 from .models import NCSNppModel, NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 from .parameterization import (
     denoiser_model_output,

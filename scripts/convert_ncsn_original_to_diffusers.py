@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNRefineNet, NCSNv2Model
+from ncsn_diffusers.hub import PipelineCard, save_pipeline_with_card
 from ncsn_diffusers.training.run_dir import OutputDirLock, refuse_symlinks
 
 # NCSN v1's sampler is not in its config: anneal_runner.py runs T = 100 steps of step_lr = 2e-5 and no denoising.
@@ -269,13 +270,14 @@ def load_states(checkpoint_path: str | Path):
         ) from None
 
 
-def write_pipeline(pipeline: NCSNPipeline, dump_path: Path) -> list[Path]:
-    """Saves `pipeline` beside --dump_path, then moves each of its files into place (replacing a file of the same
-    name, deleting nothing else). Returns the files of --dump_path the converter did not write."""
+def write_pipeline(pipeline: NCSNPipeline, dump_path: Path, card: PipelineCard) -> list[Path]:
+    """Saves `pipeline` with its model card `card` beside --dump_path, then moves each of its files into place
+    (replacing a file of the same name, deleting nothing else). Returns the files of --dump_path the converter did
+    not write."""
     dump_path.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dump_path.name}.converting-", dir=dump_path.parent))
     try:
-        pipeline.save_pretrained(staging)
+        save_pipeline_with_card(pipeline, staging, card)
         written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
         with OutputDirLock(dump_path):  # no training run starts in it while the files move in
             refuse_symlinks(dump_path, WRITTEN, "--dump_path")  # none appeared since the check
@@ -299,16 +301,16 @@ def convert(checkpoint_path, config_path, dump_path, version=None, use_ema=True,
     pipeline = NCSNPipeline(unet=network.eval(), scheduler=build_scheduler(config, version))
     repository = "ermongroup/ncsn" if version == "v1" else "ermongroup/ncsnv2"
     ema = version == "v2" and use_ema and isinstance(states, (list, tuple)) and len(states) >= 5
-    pipeline.model_card_kwargs = {
-        "training": {
+    card = PipelineCard(
+        training={
             "source": f"converted from the authors' checkpoint ({repository}, {Path(checkpoint_path).name})",
             "official config": Path(config_path).name,
             "dataset_name": config["data"].get("dataset"),
             "weights": "EMA" if ema else "raw",
         },
-        "license": "gpl-3.0" if version == "v1" else "mit",  # the licenses of the authors' repositories
-    }
-    kept = write_pipeline(pipeline, Path(dump_path))
+        license="gpl-3.0" if version == "v1" else "mit",  # the licenses of the authors' repositories
+    )
+    kept = write_pipeline(pipeline, Path(dump_path), card)
     if kept:
         print(
             f"Kept {len(kept)} file(s) in {dump_path} that the converter did not write: {', '.join(map(str, kept[:5]))}"

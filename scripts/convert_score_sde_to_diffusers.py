@@ -27,6 +27,7 @@ import torch
 from convert_ncsn_original_to_diffusers import check_dump_path, write_pipeline
 
 from ncsn_diffusers import NCSNPipeline, PredictorCorrectorScheduler
+from ncsn_diffusers.hub import PipelineCard
 from ncsn_diffusers.models.ncsnpp_blocks import (
     AttentionBlock,
     Combine,
@@ -392,17 +393,17 @@ def convert(checkpoint_path, config_path, dump_path, use_ema=True, overwrite=Fal
     weights = checkpoint_weights(state, use_ema, network.config.embedding_type == "fourier")
     network.load_state_dict(convert_state_dict(weights, network), strict=True)
     pipeline = NCSNPipeline(unet=network.eval(), scheduler=build_scheduler(config, network))
-    pipeline.model_card_kwargs = {
-        "training": {
+    card = PipelineCard(
+        training={
             "source": f"converted from the authors' checkpoint (yang-song/score_sde_pytorch, "
             f"{Path(checkpoint_path).name}, step {state.get('step')})",
             "official config": Path(config_path).name,
             "dataset_name": config["data"].get("dataset"),
             "weights": "EMA" if use_ema else "raw",
         },
-        "license": "apache-2.0",  # the license of the authors' repository
-    }
-    kept = write_pipeline(pipeline, dump_path)
+        license="apache-2.0",  # the license of the authors' repository
+    )
+    kept = write_pipeline(pipeline, dump_path, card)
     if kept:
         print(f"Kept {len(kept)} file(s) in {dump_path} that this conversion did not write: {kept[:5]}")
     return pipeline

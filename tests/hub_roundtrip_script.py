@@ -154,18 +154,18 @@ def ddpm_pipeline_push_and_load(ctx: Context) -> None:
 
 @check
 def ncsn_pipeline_push_and_load(ctx: Context) -> None:
-    """NCSNPipeline.push_to_hub, then NCSNPipeline.from_pretrained(repo_id): identical samples and our model card."""
+    """hub.push_pipeline, then NCSNPipeline.from_pretrained(repo_id): identical samples and our model card."""
     import torch
     from huggingface_hub import ModelCard, hf_hub_download
 
     from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel
+    from ncsn_diffusers.hub import PipelineCard, push_pipeline
 
     torch.manual_seed(0)
     unet = NCSNUNet2DModel.from_preset("tiny", sample_size=8)
     scheduler = AnnealedLangevinScheduler(sigma_max=2.0, sigma_min=0.02, epsilon=8e-5, data_range=(-1.0, 1.0))
     pipe = NCSNPipeline(unet=unet, scheduler=scheduler)
-    pipe.model_card_kwargs = {"results": {"frechet_distance": 3.5}}
-    pipe.push_to_hub("tiny-ncsn")
+    push_pipeline(pipe, "tiny-ncsn", PipelineCard(results={"frechet_distance": 3.5}))
     repo_id = ctx.repo_id("tiny-ncsn")
 
     card = ModelCard.load(hf_hub_download(repo_id, "README.md"))
@@ -191,6 +191,7 @@ def score_model_with_diffusers_only(ctx: Context) -> None:
     from huggingface_hub import hf_hub_download
 
     from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel
+    from ncsn_diffusers.hub import push_pipeline
 
     torch.manual_seed(0)
     unet = NCSNUNet2DModel.from_preset("tiny", sample_size=8)
@@ -200,7 +201,7 @@ def score_model_with_diffusers_only(ctx: Context) -> None:
     )  # fmt: skip
     pipe = NCSNPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
-    pipe.push_to_hub("tiny-ncsn-diffusers-only")
+    push_pipeline(pipe, "tiny-ncsn-diffusers-only")
     repo_id = ctx.repo_id("tiny-ncsn-diffusers-only")
     expected = pipe(batch_size=4, generator=torch.Generator().manual_seed(0), output_type="pt").images
 

@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,10 +18,8 @@ from diffusers import (
     UNet2DModel,
 )
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import create_repo
 
 from ..guidance import DEFAULT_GUIDANCE_SCALE, check_guidance, guided_score
-from ..model_card import write_model_card
 from ..models import NCSNppModel, NCSNRefineNet, NCSNUNet2DModel, NCSNv2Model, NoiseConditionalClassifier
 from ..schedulers import (
     SCORE_SCHEDULERS,
@@ -133,7 +130,6 @@ class NCSNPipeline(DiffusionPipeline):
         if steps is not None:
             scheduler.register_to_config(**{SAVED_CALLS_KEY: steps})
         self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
-        self.model_card_kwargs = {}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -156,15 +152,15 @@ class NCSNPipeline(DiffusionPipeline):
             kwargs.setdefault(name, component)
         return super().from_pretrained(local_dir, **kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, repo_id: str | None = None, **kwargs):
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         r"""
         Saves the pipeline as [`~diffusers.DiffusionPipeline.save_pretrained`] does (`model_index.json`, `unet/` with
-        safetensors weights, `scheduler/`) and writes the filled-in model card `README.md` from `model_card_template.md`, with
-        what `pipe.model_card_kwargs` holds (`training`, `results`, `datasets`, `license`).
+        safetensors weights, `scheduler/`), without the `model_index.json` entries that hold nothing (see
+        `drop_unset_entries`). It writes no model card: `ncsn_diffusers.hub.save_pipeline_with_card(pipe, folder,
+        card)` saves the pipeline with its filled-in card, `ncsn_diffusers.hub.push_pipeline` uploads both.
         """
         super().save_pretrained(save_directory, *args, **kwargs)
         drop_unset_entries(Path(save_directory) / "model_index.json")
-        self.write_model_card(save_directory, repo_id=repo_id)
 
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
@@ -188,39 +184,6 @@ class NCSNPipeline(DiffusionPipeline):
             return super().from_pipe(pipeline, **kwargs)
         finally:
             model_logger.removeFilter(without_float32_cast_warning)
-
-    def write_model_card(self, save_directory: str | os.PathLike, repo_id: str | None = None) -> Path:
-        """Writes `README.md` with Hub metadata for this pipeline into `save_directory`."""
-        return write_model_card(
-            save_directory,
-            unet_config=json.loads(self.unet.to_json_string()),
-            scheduler_config=json.loads(self.scheduler.to_json_string()),
-            repo_id=repo_id,
-            num_inference_steps=saved_num_inference_steps(self.scheduler),
-            **self.model_card_kwargs,
-        )
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-    ) -> str:
-        r"""
-        Uploads the pipeline and its filled-in model card to the Hub repo `repo_id` (created if needed).
-
-        diffusers' own `push_to_hub` replaces the card that `save_pretrained` writes with an empty one; this keeps it.
-        """
-        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as tmpdir:
-            self.save_pretrained(tmpdir, safe_serialization=safe_serialization, variant=variant, repo_id=repo_id)
-            return self._upload_folder(
-                tmpdir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr
-            )
 
     @torch.no_grad()
     def __call__(

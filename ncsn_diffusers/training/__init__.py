@@ -7,9 +7,9 @@ each step's batch), `batch_order` (the (seed, step) randomness), `images` (decod
 `datasets` set, one image per item), `streaming` (the DataLoader in the batch order), `networks` (the model and its
 noise scheduler), `checkpointing`, `run_settings` (what a resume must match), `run_dir` (the output folder's rules
 and lock), `json_log`, `sampler` (the sampler saved with the model), `export` (a score network saved as a pipeline),
-`finish` (the end of every run: EMA weights, save, push), `hub`, `command_line` (the parser made from the config)
+`finish` (the end of every run: EMA weights, save, push; cards and uploads are `ncsn_diffusers.hub`'s), `command_line` (the parser made from the config)
 and `loop` (`train`); `--objective consistency_distillation` in `distillation_config` (its flags and teacher
-checks), `objectives/consistency_distillation` (the objective and its export) and `distillation_card`, the algorithm
+checks), `objectives/consistency_distillation` (the objective and its export) and `distillation_record`, the algorithm
 in `consistency_distillation`.
 """
 

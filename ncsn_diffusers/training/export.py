@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from accelerate.logging import get_logger
 
+from ..hub.pipeline_card import PipelineCard, save_pipeline_with_card
 from .data import card_datasets, dataset_label
 from .sampler import make_pipeline, save_sample_grid
 
@@ -78,11 +79,11 @@ def save_pipeline(
     save_sample_grid(pipeline, grid, args.num_sample_images, args.seed, accelerator.device, args.sample_grid_steps)
     sample_time = time.time() - sample_start
 
-    pipeline.model_card_kwargs = {
-        "training": card_training(
+    card = PipelineCard(
+        training=card_training(
             args, len(images), max_train_steps, accelerator.num_processes, accelerator.mixed_precision, ve_ladder
         ),
-        "results": {
+        results={
             f"final training loss ({args.objective}, mean over pixels)": last.get(f"loss_{args.objective}"),
             "training time (s)": round(train_time, 1),
             "training images/s (last interval)": last.get("images_per_s"),
@@ -91,7 +92,7 @@ def save_pipeline(
             "sample grid": str(grid.relative_to(args.output_dir)),
             "device": str(accelerator.device),
         },
-        "datasets": card_datasets(args),
-    }
-    pipeline.save_pretrained(args.output_dir, repo_id=repo_id)
+        datasets=card_datasets(args),
+    )
+    save_pipeline_with_card(pipeline, args.output_dir, card, repo_id=repo_id)
     logger.info(f"Saved the pipeline and model card to {args.output_dir}, samples to {grid} ({sample_time:.0f} s)")

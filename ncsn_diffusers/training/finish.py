@@ -5,7 +5,7 @@ from pathlib import Path
 
 from accelerate.logging import get_logger
 
-from .hub import push_to_hub
+from ..hub.upload import push_folder
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -21,4 +21,7 @@ def finish(objective, args, accelerator, network, ema, images, max_train_steps: 
     objective.save(args, accelerator, model, images, max_train_steps, train_time, last, repo_id)
     if args.push_to_hub:
         # only what this run wrote: a folder overwritten by another objective may still hold an older model's files
-        logger.info(f"Pushed {args.output_dir} to {push_to_hub(args, repo_id, allow_patterns=objective.hub_files)}")
+        pushed = push_folder(
+            args.output_dir, repo_id, objective.hub_files, private=args.hub_private_repo, token=args.hub_token
+        )
+        logger.info(f"Pushed {args.output_dir} to {pushed}")

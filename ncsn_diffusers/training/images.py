@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..hub.endpoint import hub_endpoint, hub_reachable
 from ..image_reading import read_pixels
-from .hub import hub_endpoint, hub_reachable
 
 logger = logging.getLogger(__name__)
 

@@ -91,35 +91,10 @@ def _train(args, claim: OutputDirClaim):
     max_train_steps = args.max_train_steps or num_update_steps(
         args.num_epochs, order.batches_per_epoch, args.gradient_accumulation_steps
     )
-    optimizer = torch.optim.AdamW(
-        unet.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
-    # accelerate steps a prepared lr scheduler once per process per update, hence the factor (diffusers' convention).
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-    )
+    optimizer, lr_scheduler = build_optimizer(args, unet, max_train_steps, accelerator.num_processes)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     objective.prepare(accelerator, unet)
-    ema = None
-    if args.use_ema:
-        ema = EMAModel(
-            accelerator.unwrap_model(unet).parameters(),
-            decay=args.ema_max_decay,
-            use_ema_warmup=args.ema_warmup,
-            inv_gamma=args.ema_inv_gamma,
-            power=args.ema_power,
-            foreach=True,
-            # Without warm-up, decay = ema_max_decay from the first step: the authors' EMAHelper (EMAModel would
-            # otherwise copy the weights at its first step and ramp (1 + n) / (10 + n) after).
-            **({} if args.ema_warmup else {"min_decay": args.ema_max_decay, "update_after_step": -1}),
-        )
+    ema = build_ema(args, accelerator.unwrap_model(unet)) if args.use_ema else None
 
     start_step = resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps, objective, images)
     if accelerator.is_main_process:
@@ -169,6 +144,40 @@ def _train(args, claim: OutputDirClaim):
         finish(objective, args, accelerator, unet, ema, images, max_train_steps, train_time, last)
     del unet, optimizer, lr_scheduler, ema  # the DDP reducer goes before the process group (end_distributed_run)
     end_distributed_run(accelerator)
+
+
+def build_optimizer(args, unet, max_train_steps: int, num_processes: int):
+    """AdamW over the network's parameters and its learning-rate schedule, for `max_train_steps` updates."""
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    # accelerate steps a prepared lr scheduler once per process per update, hence the factor (diffusers' convention).
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * num_processes,
+        num_training_steps=max_train_steps * num_processes,
+    )
+    return optimizer, lr_scheduler
+
+
+def build_ema(args, model) -> EMAModel:
+    """The exponential moving average of `model`'s weights (`--use_ema`), which the run saves."""
+    return EMAModel(
+        model.parameters(),
+        decay=args.ema_max_decay,
+        use_ema_warmup=args.ema_warmup,
+        inv_gamma=args.ema_inv_gamma,
+        power=args.ema_power,
+        foreach=True,
+        # Without warm-up, decay = ema_max_decay from the first step: the authors' EMAHelper (EMAModel would
+        # otherwise copy the weights at its first step and ramp (1 + n) / (10 + n) after).
+        **({} if args.ema_warmup else {"min_decay": args.ema_max_decay, "update_after_step": -1}),
+    )
 
 
 def resume(args, accelerator, unet, optimizer, lr_scheduler, ema, max_train_steps: int, objective, images=None) -> int:
@@ -275,20 +284,7 @@ def run_training(
         is_checkpoint = done % args.checkpointing_steps == 0
         if done % args.logging_steps == 0 or done == max_train_steps or is_checkpoint:
             mean = accelerator.reduce(sums, reduction="mean") / (done - last_log_step)
-            bad = accelerator.gather(first_bad[None])
-            if (bad >= 0).any():
-                bad = int(bad[bad >= 0].min())
-                good = latest_checkpoint(args.output_dir)
-                raise FloatingPointError(
-                    f"The loss became NaN or infinite at step {bad}; the run stopped. "
-                    + (
-                        f"The last good checkpoint in {args.output_dir} is {good}: resume from it "
-                        f"(--resume_from_checkpoint {good}) with a lower --learning_rate or --max_grad_norm."
-                        if good is not None
-                        else f"No checkpoint was written yet (the first is due at step {args.checkpointing_steps}): "
-                        "start again with --overwrite_output_dir and a lower --learning_rate or --max_grad_norm."
-                    )
-                )
+            stop_on_non_finite_loss(args, accelerator.gather(first_bad[None]))
             loss_value, other_value = mean.tolist()
             now = time.time()
             last = {
@@ -309,39 +305,53 @@ def run_training(
             sums.zero_()
             last_log_step, last_log_time = done, now
         if is_checkpoint:
+            state = {"epoch": last.get("epoch", 0), "settings": run_settings(
+                args, accelerator.num_processes, max_train_steps, objective.resume_must_match, batches.dataset
+            )}  # fmt: skip
             save_checkpoint(
-                accelerator,
-                args.output_dir,
-                done,
-                {
-                    "epoch": last.get("epoch", 0),
-                    "settings": run_settings(
-                        args, accelerator.num_processes, max_train_steps, objective.resume_must_match, batches.dataset
-                    ),
-                },
-                args.checkpoints_total_limit,
-                model=unet,
-                optimizer=optimizer,
-                lr_scheduler=lr_scheduler,
-                ema=ema,
-                objective=objective,
-            )
+                accelerator, args.output_dir, done, state, args.checkpoints_total_limit, model=unet,
+                optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema, objective=objective,
+            )  # fmt: skip
         if args.save_images_steps and done % args.save_images_steps == 0 and done < max_train_steps:
-            if accelerator.is_main_process:
-                with ema_weights(accelerator.unwrap_model(unet), ema):
-                    pipeline = make_pipeline(accelerator.unwrap_model(unet), noise_scheduler, args)
-                    save_sample_grid(
-                        pipeline,
-                        Path(args.output_dir) / "samples" / f"step_{done:06d}.png",
-                        args.num_sample_images,
-                        args.seed,
-                        device,
-                        args.sample_grid_steps,
-                    )
-            unet.train()
-            accelerator.wait_for_everyone()
+            save_grid_during_training(args, accelerator, unet, ema, noise_scheduler, done)
     progress.close()
     return last
+
+
+def stop_on_non_finite_loss(args, first_bad: torch.Tensor):
+    """Raises `FloatingPointError` naming the fix when any process saw a non-finite loss (`first_bad`: the first
+    such step of each process, -1 for none)."""
+    if not (first_bad >= 0).any():
+        return
+    bad = int(first_bad[first_bad >= 0].min())
+    good = latest_checkpoint(args.output_dir)
+    raise FloatingPointError(
+        f"The loss became NaN or infinite at step {bad}; the run stopped. "
+        + (
+            f"The last good checkpoint in {args.output_dir} is {good}: resume from it "
+            f"(--resume_from_checkpoint {good}) with a lower --learning_rate or --max_grad_norm."
+            if good is not None
+            else f"No checkpoint was written yet (the first is due at step {args.checkpointing_steps}): "
+            "start again with --overwrite_output_dir and a lower --learning_rate or --max_grad_norm."
+        )
+    )
+
+
+def save_grid_during_training(args, accelerator, unet, ema, noise_scheduler, done: int):
+    """The sample grid of step `done` (`--save_images_steps`), drawn with the EMA weights by the main process."""
+    if accelerator.is_main_process:
+        with ema_weights(accelerator.unwrap_model(unet), ema):
+            pipeline = make_pipeline(accelerator.unwrap_model(unet), noise_scheduler, args)
+            save_sample_grid(
+                pipeline,
+                Path(args.output_dir) / "samples" / f"step_{done:06d}.png",
+                args.num_sample_images,
+                args.seed,
+                accelerator.device,
+                args.sample_grid_steps,
+            )
+    unet.train()
+    accelerator.wait_for_everyone()
 
 
 def end_distributed_run(accelerator):

@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
-from huggingface_hub import ModelCard, ModelCardData
 
+from ..hub.card_file import write_card
+from ..hub.classifier_card import render_classifier_card
 from ..models import NoiseConditionalClassifier
 from ..parameterization import append_dims
 from .data import card_datasets, dataset_label
@@ -68,22 +69,17 @@ def build_classifier(args, class_names: list[str]) -> NoiseConditionalClassifier
 def save_classifier(args, classifier, num_images: int, max_train_steps, train_time, last):
     """Saves the trained classifier to --output_dir with `save_pretrained` and writes its model card."""
     classifier.save_pretrained(args.output_dir)
-    card_path = Path(args.output_dir) / "README.md"
-    card_path.write_text(classifier_card(args, classifier, num_images, max_train_steps, train_time, last))
+    rows = classifier_card_rows(args, classifier, num_images, max_train_steps, train_time, last)
+    write_card(args.output_dir, render_classifier_card(rows, card_datasets(args)))
     logger.info(f"Saved the classifier and its model card to {args.output_dir}")
 
 
-def classifier_card(args, classifier, num_images: int, max_train_steps: int, train_time: float, last: dict) -> str:
-    """The model card (README.md) of a trained classifier: what it is, how to guide with it, how it was trained."""
-    metadata = ModelCardData(
-        license="apache-2.0",
-        library_name="diffusers",
-        tags=["ncsn", "score-based", "classifier-guidance", "noise-conditional-classifier", "pytorch"],
-        datasets=card_datasets(args),
-    )
+def classifier_card_rows(args, classifier, num_images: int, max_train_steps: int, train_time: float, last: dict):
+    """The training table of a trained classifier's model card (`render_classifier_card`): its data, classes,
+    noise, schedule and final figures."""
     names = ", ".join(classifier.config.class_names or [])
     sigma = "log-uniform in [σ_L, σ_1]" if args.sigma_sampling == "log_uniform" else f"`{args.sigma_sampling}`"
-    rows = {
+    return {
         "data": dataset_label(args),
         "images": num_images,
         "classes": f"{classifier.config.num_classes} ({names})",
@@ -97,33 +93,6 @@ def classifier_card(args, classifier, num_images: int, max_train_steps: int, tra
         "final error rate (noisy training batches)": _rounded(last.get("error_rate")),
         "training time (s)": round(train_time, 1),
     }
-    table = "\n".join(["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows.items())])
-    content = f"""---
-{metadata.to_yaml()}
----
-
-# Noise-conditional classifier p_φ(y | x, σ)
-
-A `NoiseConditionalClassifier` trained with `train_ncsn.py --objective noise_classifier` of ncsn-diffusers: the
-class of an image perturbed by Gaussian noise of level σ, for **classifier guidance** of a score model (Song et
-al., ICLR 2021, Sec. 5 and App. I). Each sampler step uses s_θ(x, σ) + w ∇_x log p_φ(y | x, σ).
-
-```python
-from ncsn_diffusers import NCSNPipeline, NoiseConditionalClassifier
-
-classifier = NoiseConditionalClassifier.from_pretrained("path/to/this/folder")
-pipe = NCSNPipeline.from_pretrained("path/to/score-model", classifier=classifier)
-images = pipe(batch_size=4, class_labels=[0, 1, 2, 3], guidance_scale=4.0).images
-```
-
-It was trained on data in [-1, 1] perturbed as the score model's data were; guide a score model trained on the
-same data with the same noise ladder.
-
-## Training
-
-{table}
-"""
-    return str(ModelCard(content))
 
 
 def _rounded(value):

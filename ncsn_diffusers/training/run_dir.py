@@ -28,7 +28,7 @@ OWN_ENTRIES = {"unet", "scheduler", "samples", "logs", "model_index.json", "READ
 
 OWN_ENTRIES |= {".gitattributes", ".gitignore", ".git", ".cache", ".huggingface", LOCK_FILE}
 NEVER_WRITTEN = {".git", ".cache", ".huggingface"}  # a Hub clone's: tolerated, never written or searched
-OWN_ENTRIES |= {"distillation.json"}  # --objective consistency_distillation's record (distillation_card.py)
+OWN_ENTRIES |= {"distillation.json"}  # --objective consistency_distillation's record (distillation_record.py)
 # A single saved model (--objective noise_classifier's classifier, `save_pretrained` of a ModelMixin).
 MODEL_ENTRIES = ("config.json", "diffusion_pytorch_model.safetensors")
 OWN_ENTRIES |= set(MODEL_ENTRIES)

@@ -11,7 +11,7 @@ import torch
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel
 from ncsn_diffusers.evaluation import sample_pipeline
 from ncsn_diffusers.evaluation.bits_per_dim import digits_bits_per_dim
-from ncsn_diffusers.training.distillation_card import quality_summary
+from ncsn_diffusers.training.distillation_record import quality_summary
 
 
 def tiny_pipeline() -> NCSNPipeline:

@@ -9,7 +9,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from ncsn_diffusers import AnnealedLangevinScheduler
-from ncsn_diffusers.model_card import TAGS, render_model_card, write_model_card
+from ncsn_diffusers.hub.pipeline_card import TAGS, render_model_card, write_model_card
 from ncsn_diffusers.models.unet_ncsn import NCSNUNet2DModel
 from ncsn_diffusers.schedulers.noise_ladders import geometric_sigmas
 

@@ -15,6 +15,7 @@ from ncsn_diffusers import (
     StochasticHeunScheduler,
     render_model_card,
 )
+from ncsn_diffusers.hub import save_pipeline_with_card
 
 
 def run_card_snippet(folder, scheduler) -> dict:
@@ -85,8 +86,7 @@ def test_the_diffusers_only_loop_of_an_epsilon_model_samples_its_saved_scheduler
         getattr(diffusers, scheduler_name)(num_train_timesteps=100),
         default_num_inference_steps=10,
     )
-    pipe.save_pretrained(tmp_path / "pipe")
-    pipe.write_model_card(tmp_path / "pipe", repo_id=str(tmp_path / "pipe"))
+    save_pipeline_with_card(pipe, tmp_path / "pipe", repo_id=str(tmp_path / "pipe"))
     card = (tmp_path / "pipe" / "README.md").read_text()
     assert f"diffusers' own `{scheduler_name}` at 10 network calls" in card and "takes 10 network evaluations" in card
     (code,) = [b for b in re.findall(r"```python\n(.*?)```", card, re.DOTALL) if "DDPMPipeline(" in b]

@@ -10,6 +10,7 @@ from PIL import Image
 from tiny_models import tiny_ddpm_unet
 
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel
+from ncsn_diffusers.hub import PipelineCard, save_pipeline_with_card
 
 
 def ve_scheduler(**kwargs):
@@ -134,9 +135,17 @@ def test_save_load_round_trip_gives_identical_images(pipe, tmp_path):
     assert torch.equal(sample(old, batch_size=2), sample(pipe, batch_size=2))
 
 
-def test_save_writes_a_model_card_with_hub_metadata(pipe, tmp_path):
-    pipe.model_card_kwargs = {"results": {"frechet_distance": 1.25}, "datasets": ["sklearn-digits"]}
+def test_save_pretrained_writes_the_folder_and_no_card(pipe, tmp_path):
+    """`pipe.save_pretrained` is diffusers' (less the `model_index.json` entries that hold nothing): the folder and
+    no card; `save_pipeline_with_card` writes the card. Catches a card written where the docs promise none."""
     pipe.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_index.json", "scheduler", "unet"]
+
+
+def test_save_with_card_writes_a_model_card_with_hub_metadata(pipe, tmp_path):
+    card = PipelineCard(results={"frechet_distance": 1.25}, datasets=["sklearn-digits"])
+    save_pipeline_with_card(pipe, tmp_path, card)
+    assert torch.equal(NCSNPipeline.from_pretrained(tmp_path).unet.conv_in.weight, pipe.unet.conv_in.weight)
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
     assert {"ncsn", "score-based", "diffusers:NCSNPipeline"} <= set(card.data.tags)

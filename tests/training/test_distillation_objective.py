@@ -23,7 +23,9 @@ from test_train_ncsn import (
 from tiny_models import tiny_ddpm_unet
 
 from ncsn_diffusers import AnnealedLangevinScheduler, NCSNPipeline, NCSNUNet2DModel, PredictorCorrectorScheduler
+from ncsn_diffusers.hub import render_distillation_card
 from ncsn_diffusers.training import TrainingConfig
+from ncsn_diffusers.training.distillation_record import two_call_timesteps
 from ncsn_diffusers.training.recipes import build_paper_network
 
 # A few seconds per run: a tiny 8x8 teacher, N = 6, batch 8, no quality measurement.
@@ -189,8 +191,6 @@ def test_a_unit_range_ncsnv2_teacher_is_converted_and_distilled_into_a_fresh_stu
 
 def test_the_card_names_the_teacher_n_the_calls_and_the_measured_quality(tmp_path):
     # Catches a card that loses a setting or a measured row, or prints 2-call timesteps other than those measured.
-    from ncsn_diffusers.training.distillation_card import render_distillation_card, two_call_timesteps
-
     row = {"frechet_distance": 11.6, "rough_fraction": 0.019, "class_share_min": 0.058, "class_share_max": 0.128,
            "num_samples": 500}  # fmt: skip
     record = {

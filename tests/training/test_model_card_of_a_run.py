@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ncsn_diffusers.model_card import render_model_card
+from ncsn_diffusers.hub import PipelineCard, render_model_card, save_pipeline_with_card
 from ncsn_diffusers.training import TrainingConfig
 from ncsn_diffusers.training.data import card_datasets, training_set
 from ncsn_diffusers.training.export import card_training
@@ -42,11 +42,10 @@ def card_of(settings: dict, tmp_path) -> tuple[str, int]:
     objective = build_objective(args, images)
     unet = objective.build_network(args, images)
     pipe = make_pipeline(unet, objective.noise_scheduler, args)
-    pipe.model_card_kwargs = {
-        "training": card_training(args, len(images), 10, 1, "no", objective.ve_ladder),
-        "datasets": card_datasets(args),
-    }
-    return pipe.write_model_card(tmp_path).read_text(encoding="utf-8"), len(images)
+    card = PipelineCard(
+        training=card_training(args, len(images), 10, 1, "no", objective.ve_ladder), datasets=card_datasets(args)
+    )
+    return save_pipeline_with_card(pipe, tmp_path / "saved", card).read_text(encoding="utf-8"), len(images)
 
 
 @pytest.mark.parametrize("name", RUNS)

@@ -8,7 +8,7 @@ from test_train_ncsn import TINY, run_main, tree_state
 from test_train_noise_classifier import TINY as CLASSIFIER
 from test_train_noise_classifier import score_pipeline
 
-from ncsn_diffusers.training.hub import upload_patterns
+from ncsn_diffusers.hub import upload_patterns
 
 
 @pytest.mark.parametrize("link", ["unet", "README.md", "samples", "training_args.json", ".train_ncsn.lock"])

@@ -29,7 +29,7 @@ class Objective:
             checkpoint (they shape what the checkpoint's state means).
         takes_preconditioning (`bool`): trains the score U-Net under `--preconditioning` (its loss weight applies).
         hub_files (`list[str]`, *optional*): what `--push_to_hub` uploads of --output_dir; None: the saved pipeline's
-            own files (`hub.upload_patterns`).
+            own files (`ncsn_diffusers.hub.upload_patterns`).
     """
 
     name: str

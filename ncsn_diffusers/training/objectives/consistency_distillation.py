@@ -18,6 +18,8 @@ import torch
 from accelerate.logging import get_logger
 
 from ... import NCSNPipeline, NCSNUNet2DModel
+from ...hub.card_file import write_card
+from ...hub.distillation_card import render_distillation_card
 from ...schedulers.noise_ladders import karras_sigmas
 from ..consistency_distillation import (
     consistency_distillation_loss,
@@ -28,20 +30,19 @@ from ..consistency_distillation import (
     update_target,
 )
 from ..data import trained_on_digits
-from ..distillation_card import (
-    DISTILLATION_RECORD,
-    measure_quality,
-    public_model_name,
-    quality_summary,
-    render_distillation_card,
-    two_call_timesteps,
-)
 from ..distillation_config import (
     OBJECTIVE,
     read_teacher,
     refuse_distillation_flags,
     resolve_distillation,
     teacher_data_range,
+)
+from ..distillation_record import (
+    DISTILLATION_RECORD,
+    measure_quality,
+    public_model_name,
+    quality_summary,
+    two_call_timesteps,
 )
 from ..networks import build_ddpm_unet
 from ..sampler import save_sample_grid
@@ -176,7 +177,7 @@ class ConsistencyDistillation(Objective):
         pipeline.save_pretrained(output_dir)
         (output_dir / DISTILLATION_RECORD).write_text(json.dumps(record, indent=2))
         card_name = repo_id or output_dir.resolve().name  # a local folder by its name only, never its path
-        (output_dir / "README.md").write_text(render_distillation_card(record, card_name, grid))
+        write_card(output_dir, render_distillation_card(record, card_name, grid))
         logger.info(f"Saved the ConsistencyModelPipeline to {output_dir} ({record['cpu_minutes']} CPU-minutes)")
 
 

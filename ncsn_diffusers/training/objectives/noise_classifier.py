@@ -1,6 +1,6 @@
 """The noise-conditional classifier's objective: cross-entropy on images perturbed as the score model's were."""
 
-from ..hub import SINGLE_MODEL_FILES
+from ...hub.upload import SINGLE_MODEL_FILES
 from ..labels import load_training_labels
 from ..noise_classifier import build_classifier, noise_classifier_losses, save_classifier
 from ..noise_classifier_args import apply_score_model, check_noise_classifier_args, refuse_classifier_flags

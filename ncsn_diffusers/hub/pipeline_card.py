@@ -1,15 +1,20 @@
-"""The Hub model card (README.md) of a saved NCSN model, rendered without network from `model_card_template.md`."""
+"""The Hub model card (README.md) of a saved `NCSNPipeline` (score or epsilon network), rendered without network from
+`pipeline_card_template.md`."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from huggingface_hub import ModelCardData
 
-from .schedulers.scheduling_utils import SCORE_SCHEDULER_NAMES
+from ..pipelines.pipeline_utils import saved_num_inference_steps
+from ..schedulers.scheduling_utils import SCORE_SCHEDULER_NAMES
+from .card_file import write_card
 
 TAGS = ["ncsn", "score-based", "annealed-langevin", "diffusers:NCSNPipeline", "pytorch"]
 # unet_config["_class_name"] -> what the network predicts, which picks the card's blocks.
@@ -78,7 +83,7 @@ _TEMPLATE_NOTE = re.compile(r"<!--\nTemplate of .*?-->\n\n", re.DOTALL)
 
 
 # The template, a file of the package (so the wheel carries it like any module).
-TEMPLATE = Path(__file__).with_name("model_card_template.md")
+TEMPLATE = Path(__file__).with_name("pipeline_card_template.md")
 
 
 def _format(value) -> str:
@@ -280,7 +285,7 @@ def render_model_card(
             Training data set names for the metadata, e.g. `["sklearn-digits"]`; when `None`, the `dataset_name`
             of `training` if given.
         num_inference_steps (`int`, *optional*):
-            The network calls of a call without `num_inference_steps` (the pipeline's `default_num_inference_steps`);
+            The network calls of a call without `num_inference_steps` (the sampler's saved `default_num_inference_steps`);
             when `None`, those of the scheduler's configured chain.
 
     Returns:
@@ -297,7 +302,6 @@ def render_model_card(
     kind = MODEL_KINDS[class_name]
     if datasets is None and training and training.get("dataset_name"):
         datasets = [str(training["dataset_name"])]
-
     metadata = ModelCardData(
         license=license,
         library_name="diffusers",
@@ -305,11 +309,24 @@ def render_model_card(
         tags=TAGS + (["ddpm"] if kind == "epsilon" else []),
         datasets=list(datasets) if datasets else None,
     ).to_yaml()
+    values = {
+        "metadata": metadata,
+        **_model_values(unet_config, scheduler_config, repo_id, num_inference_steps),
+        **_training_values(training or {}, results, list(datasets or []), unet_config),
+    }
+    return Template(_template_text(kind, class_name, scheduler_config)).substitute(values)
+
+
+def _model_values(unet_config: dict, scheduler_config: dict, repo_id: str | None, num_inference_steps) -> dict:
+    """The template's values that describe the saved network and sampler."""
+    class_name = unet_config["_class_name"]
     channels, height, width = _sample_shape(unet_config)
     colour = {1: "single-channel", 3: "RGB"}.get(channels, f"{channels}-channel")
     low, high = _data_range(scheduler_config)
-    values = {
-        "metadata": metadata,
+    num_model_calls = _num_model_calls(scheduler_config, num_inference_steps)
+    num_train_timesteps = scheduler_config.get("num_train_timesteps", 1000)
+    is_diffusers = _is_diffusers_scheduler(scheduler_config)
+    return {
         "title": repo_id.split("/")[-1]
         if repo_id
         else f"{class_name} sampled with {scheduler_config.get('_class_name', 'annealed Langevin dynamics')}",
@@ -320,35 +337,92 @@ def render_model_card(
         "sample_shape": f"{channels}, {height}, {width}",
         "sample_shape_text": f"{channels}×{height}×{width}",
         "data_range": f"[{low:g}, {high:g}]",
-        "num_train_timesteps": scheduler_config.get("num_train_timesteps", 1000),
-        "score_objective_text": SCORE_OBJECTIVE_TEXT.get(
-            (training or {}).get("objective"), SCORE_OBJECTIVE_TEXT["dsm"]
-        ),
+        "num_train_timesteps": num_train_timesteps,
         "prediction_text": PREDICTION_TEXT.get(scheduler_config.get("prediction_type", "score"), ""),
-        "num_model_calls": _num_model_calls(scheduler_config, num_inference_steps),
-        "diffusers_scheduler_class": scheduler_config["_class_name"]
-        if _is_diffusers_scheduler(scheduler_config)
-        else "DDPMScheduler",
-        "dataset_text": _dataset_text(list(datasets or []), training or {}, f"{height}×{width}"),
+        "num_model_calls": num_model_calls,
+        "diffusers_scheduler_class": scheduler_config["_class_name"] if is_diffusers else "DDPMScheduler",
         "sampler_text": _sampler_text(scheduler_config),
-        "sigma_sampling_text": _sigma_sampling_text(training or {}),
-        "size_text": _size_text(training or {}),
-        "training_table": _training_table(training),
         "scheduler_table": _scheduler_table(scheduler_config),
         "unet_table": _table(("Key", "Value"), [(f"`{k}`", _format(v)) for k, v in _public(unet_config).items()]),
+        "sampler_call": _sampler_call(scheduler_config, f"{channels}, {height}, {width}"),
+        "epsilon_sampler_text": _epsilon_sampler_text(scheduler_config, num_model_calls),
+        "epsilon_steps": num_model_calls if is_diffusers else num_train_timesteps,
+    }
+
+
+def _training_values(training: dict, results: dict | None, datasets: list[str], unet_config: dict) -> dict:
+    """The template's values that describe the training run and what it measured."""
+    _, height, width = _sample_shape(unet_config)
+    return {
+        "score_objective_text": SCORE_OBJECTIVE_TEXT.get(training.get("objective"), SCORE_OBJECTIVE_TEXT["dsm"]),
+        "dataset_text": _dataset_text(datasets, training, f"{height}×{width}"),
+        "sigma_sampling_text": _sigma_sampling_text(training),
+        "size_text": _size_text(training),
+        "training_table": _training_table(training),
         "results_table": _results_table(results),
     }
-    values["sampler_call"] = _sampler_call(scheduler_config, values["sample_shape"])
-    values["epsilon_sampler_text"] = _epsilon_sampler_text(scheduler_config, values["num_model_calls"])
-    values["epsilon_steps"] = (
-        values["num_model_calls"] if _is_diffusers_scheduler(scheduler_config) else values["num_train_timesteps"]
-    )
+
+
+def _template_text(kind: str, class_name: str, scheduler_config: dict) -> str:
+    """The template without its leading note, with the blocks this model keeps (`<!-- if name -->`) and no other."""
     text = _TEMPLATE_NOTE.sub("", TEMPLATE.read_text(encoding="utf-8"), count=1)
     kept = {kind} | ({"remote_code"} if class_name in REMOTE_CODE_CLASSES else set())
     if kind == "score" and scheduler_config.get("_class_name") == "PredictorCorrectorScheduler":
         kept.add("predictor_corrector")
-    text = _BLOCK.sub(lambda block: block.group(2) if block.group(1) in kept else "", text)
-    return Template(text).substitute(values)
+    return _BLOCK.sub(lambda block: block.group(2) if block.group(1) in kept else "", text)
+
+
+@dataclass
+class PipelineCard:
+    """
+    What a pipeline's model card says beyond the pipeline's own components (see [`render_model_card`]).
+
+    Args:
+        training (`dict`, *optional*): training settings (data set, steps, batch size, ...), shown as a table.
+        results (`dict`, *optional*): measured metrics by name; a `None` value reads "not measured".
+        datasets (`list[str]`, *optional*): training data set names for the metadata, e.g. `["sklearn-digits"]`.
+        license (`str`, defaults to `"apache-2.0"`): the license identifier in the metadata.
+    """
+
+    training: dict | None = None
+    results: dict | None = None
+    datasets: list[str] | None = None
+    license: str = "apache-2.0"
+
+
+def render_pipeline_card(pipeline, card: PipelineCard | None = None, repo_id: str | None = None) -> str:
+    """[`render_model_card`] of a pipeline's U-Net and scheduler, its saved `default_num_inference_steps` and `card`."""
+    card = card or PipelineCard()
+    return render_model_card(
+        unet_config=json.loads(pipeline.unet.to_json_string()),
+        scheduler_config=json.loads(pipeline.scheduler.to_json_string()),
+        repo_id=repo_id,
+        training=card.training,
+        results=card.results,
+        license=card.license,
+        datasets=card.datasets,
+        num_inference_steps=saved_num_inference_steps(pipeline.scheduler),
+    )
+
+
+def save_pipeline_with_card(
+    pipeline, save_directory, card: PipelineCard | None = None, repo_id: str | None = None, **save_kwargs
+) -> Path:
+    """
+    Saves `pipeline` with its `save_pretrained` (`save_kwargs`: `safe_serialization`, `variant`, ...) and writes its
+    filled-in model card, `README.md`, beside it.
+
+    Args:
+        pipeline ([`NCSNPipeline`]): the pipeline to save.
+        save_directory (`str` or `os.PathLike`): the folder to save to.
+        card ([`PipelineCard`], *optional*): what the card says of training, results, data sets and license.
+        repo_id (`str`, *optional*): the Hub repo the card's snippets load from; a placeholder when `None`.
+
+    Returns:
+        `Path`: the written README.md.
+    """
+    pipeline.save_pretrained(save_directory, **save_kwargs)
+    return write_card(save_directory, render_pipeline_card(pipeline, card, repo_id))
 
 
 def write_model_card(save_directory, **kwargs) -> Path:
@@ -364,7 +438,4 @@ def write_model_card(save_directory, **kwargs) -> Path:
     Returns:
         `Path`: the written README.md.
     """
-    path = Path(save_directory) / "README.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_model_card(**kwargs), encoding="utf-8")
-    return path
+    return write_card(save_directory, render_model_card(**kwargs))
