@@ -9,6 +9,7 @@ from accelerate.logging import get_logger
 
 from .data import card_datasets, dataset_label
 from .sampler import make_pipeline, save_sample_grid
+from .score_sde_ve_export import save_score_sde_ve_folder
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -93,5 +94,8 @@ def save_pipeline(
         },
         "datasets": card_datasets(args),
     }
-    pipeline.save_pretrained(args.output_dir, repo_id=repo_id)
+    if args.model_type == "ncsnpp":  # diffusers' ScoreSdeVePipeline folder, which the package loads too
+        save_score_sde_ve_folder(pipeline, args.output_dir, repo_id=repo_id)
+    else:
+        pipeline.save_pretrained(args.output_dir, repo_id=repo_id)
     logger.info(f"Saved the pipeline and model card to {args.output_dir}, samples to {grid} ({sample_time:.0f} s)")
