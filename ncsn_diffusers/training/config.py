@@ -101,7 +101,10 @@ class TrainingConfig:
     resolution: int = flag(16, help="Side of the square training images.")
     channels: int | None = flag(
         None,
-        help="1 (grayscale) or 3 (RGB); images are converted. Defaults to 1 for the digits, 3 otherwise.",
+        help=(
+            "1 (grayscale) or 3 (RGB); images are converted. Defaults to 1 for the digits (3 with --model_type "
+            "ncsnpp, which takes RGB only), 3 otherwise."
+        ),
         choices=(1, 3),
     )
     center_crop: bool = flag(False, help="Crop the centre square (default: a random square per image).")
