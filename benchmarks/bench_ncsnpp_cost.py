@@ -12,7 +12,6 @@ blocks, Fourier embedding), reconstructed from the same config; it is not the Hu
 """
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -23,6 +22,7 @@ import torch
 from diffusers import UNet2DModel
 
 from ncsn_diffusers import PredictorCorrectorScheduler
+from ncsn_diffusers.models.score_sde_ve_unet import score_sde_ve_unet
 from ncsn_diffusers.models.unet_ncsnpp import NCSNppModel
 
 from .timing import median_seconds
@@ -39,24 +39,12 @@ def diffusers_ncsnpp_unet(config: dict) -> UNet2DModel:
     resolution, attention where the config puts it."""
     model, data = config["model"], config["data"]
     resolutions = [data["image_size"] >> level for level in range(len(model["ch_mult"]))]
-    attention = [r in tuple(model["attn_resolutions"]) for r in resolutions]
-    return UNet2DModel(
+    return score_sde_ve_unet(
         sample_size=data["image_size"],
-        in_channels=data["num_channels"],
-        out_channels=data["num_channels"],
-        block_out_channels=[model["nf"] * m for m in model["ch_mult"]],
+        block_out_channels=tuple(model["nf"] * m for m in model["ch_mult"]),
+        attention=tuple(r in tuple(model["attn_resolutions"]) for r in resolutions),
         layers_per_block=model["num_res_blocks"],
-        down_block_types=["AttnSkipDownBlock2D" if a else "SkipDownBlock2D" for a in attention],
-        up_block_types=["AttnSkipUpBlock2D" if a else "SkipUpBlock2D" for a in reversed(attention)],
-        time_embedding_type="fourier",
-        flip_sin_to_cos=True,
-        freq_shift=0,
-        act_fn="silu",
-        attention_head_dim=None,
-        norm_num_groups=None,
-        norm_eps=1e-6,
-        mid_block_scale_factor=math.sqrt(2.0),
-        downsample_padding=1,
+        in_channels=data["num_channels"],
     )
 
 

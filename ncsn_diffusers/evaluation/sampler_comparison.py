@@ -28,11 +28,21 @@ def score_sampler(unet, scheduler, calls: int | None, seed: int, num_samples: in
         count = min(batch_size, num_samples - first)
         output = pipe(batch_size=count, num_inference_steps=calls, generator=generator, output_type="pt")
         images.append(output.images.float().cpu())
-    cpu_seconds, seconds = time.process_time() - start_cpu, time.perf_counter() - start
-    results = evaluate_samples(torch.cat(images))
+    return score_images(torch.cat(images), time.process_time() - start_cpu, time.perf_counter() - start)
+
+
+def score_images(images: torch.Tensor, cpu_seconds: float, seconds: float) -> dict:
+    """
+    Scores sampled digits `images` (N, C, H, W) in [0, 1] with `evaluate_samples`, RGB ones (digits repeated over 3
+    channels, as an NCSN++ folder draws them) by their channel mean, and returns the dict of [`score_sampler`] with
+    the sampling's `cpu_seconds` and wall `seconds`.
+    """
+    if images.shape[1] == 3:
+        images = images.mean(dim=1, keepdim=True)
+    results = evaluate_samples(images)
     shares = np.asarray(results["class_counts"]) / results["num_samples"]
     return {
-        "num_samples": num_samples,
+        "num_samples": images.shape[0],
         "fd": results["frechet_distance"],
         "min_class": float(shares.min()),
         "max_class": float(shares.max()),

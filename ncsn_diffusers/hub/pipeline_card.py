@@ -300,6 +300,8 @@ def render_model_card(
     if not license:
         raise ValueError("license must be a license identifier such as 'apache-2.0'.")
     kind = MODEL_KINDS[class_name]
+    if unet_config.get("time_embedding_type") == "fourier":  # NCSN++ UNet2DModel (google/ncsnpp): it returns the score
+        kind = "score"
     if datasets is None and training and training.get("dataset_name"):
         datasets = [str(training["dataset_name"])]
     metadata = ModelCardData(

@@ -48,7 +48,12 @@ class TrainingConfig:
     model_preset: str = flag("digits", help="Size preset of the U-Net.", choices=sorted(PRESETS))
     model_type: str = flag(
         "unet",
-        help="unet: NCSNUNet2DModel (--model_preset); ncsn_v1: NCSN's RefineNet (NCSNRefineNet); ncsnv2: NCSNv2Model.",
+        help=(
+            "unet: NCSNUNet2DModel (--model_preset); ncsn_v1: NCSN's RefineNet (NCSNRefineNet); ncsnv2: NCSNv2Model; "
+            "ncsnpp: diffusers' NCSN++ UNet2DModel as the Hub's google/ncsnpp folders (Fourier embedding of sigma, "
+            "Skip blocks, FIR; --model_preset's widths), data in [0, 1], 3 channels, saved as a ScoreSdeVePipeline "
+            "folder that diffusers' own pipeline and this package's load (docs/pretrained.md)."
+        ),
         choices=MODEL_TYPES,
     )
     base_channels: int = flag(64, help="ngf of --model_type ncsn_v1/ncsnv2 (the papers: 128).")
@@ -96,7 +101,10 @@ class TrainingConfig:
     resolution: int = flag(16, help="Side of the square training images.")
     channels: int | None = flag(
         None,
-        help="1 (grayscale) or 3 (RGB); images are converted. Defaults to 1 for the digits, 3 otherwise.",
+        help=(
+            "1 (grayscale) or 3 (RGB); images are converted. Defaults to 1 for the digits (3 with --model_type "
+            "ncsnpp, which takes RGB only), 3 otherwise."
+        ),
         choices=(1, 3),
     )
     center_crop: bool = flag(False, help="Crop the centre square (default: a random square per image).")

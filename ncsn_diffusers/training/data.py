@@ -57,8 +57,9 @@ def load_training_images(args) -> torch.Tensor:
 
 
 def model_data_range(args) -> tuple[float, float]:
-    """[0, 1] under `--recipe` (the authors' convention; their networks apply 2 x - 1), else [-1, 1]."""
-    return OFFICIAL_DATA_RANGE if args.recipe else DATA_RANGE
+    """[0, 1] under `--recipe` (the authors' convention; their networks apply 2 x - 1) and for `--model_type ncsnpp`
+    (diffusers' `ScoreSdeVePipeline` samples [0, 1]), else [-1, 1]."""
+    return OFFICIAL_DATA_RANGE if args.recipe or args.model_type == "ncsnpp" else DATA_RANGE
 
 
 def to_model_range(images: torch.Tensor, data_range: tuple[float, float] = DATA_RANGE) -> torch.Tensor:

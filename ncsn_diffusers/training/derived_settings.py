@@ -25,8 +25,9 @@ def fill_data_defaults(args):
     """The data source and its channels, which a recipe's Adam epsilon depends on (D = channels x resolution^2)."""
     if args.dataset_name is not None and args.train_data_dir is not None:
         raise ValueError("--dataset_name and --train_data_dir contradict each other; pass one (or neither: digits).")
-    if args.channels is None:
-        args.channels = 1 if args.dataset_name is None and args.train_data_dir is None else 3
+    if args.channels is None:  # NCSN++'s Skip blocks take RGB only: the digits are repeated over 3 channels
+        digits = args.dataset_name is None and args.train_data_dir is None
+        args.channels = 1 if digits and args.model_type != "ncsnpp" else 3
     if args.dataloader_num_workers is None:
         args.dataloader_num_workers = default_num_workers()
     if args.num_threads is None and args.dataset_name is None and args.train_data_dir is None:
@@ -98,7 +99,8 @@ def resolve_ladder_and_sampler(args):
     explicit = explicit or not objective.default_run_ladder
     args.noise_ladder = args.noise_ladder or ("explicit" if explicit else "ncsnv2")
     # NCSN v1's network has one embedding row per trained level: it is trained and sampled on its ladder only.
-    continuous = objective.default_run_ladder and args.model_type != "ncsn_v1"
+    # NCSN++ is sampled on score SDE's continuous range (its ScoreSdeVe folder: 2,000 levels in diffusers' pipeline).
+    continuous = (objective.default_run_ladder or args.model_type == "ncsnpp") and args.model_type != "ncsn_v1"
     if args.sigma_sampling is None:
         args.sigma_sampling = "log_uniform" if continuous else "discrete"
     if args.sampler is None:
@@ -108,6 +110,7 @@ def resolve_ladder_and_sampler(args):
             "--model_type ncsn_v1 conditions on the index of a trained noise level, so it needs --sigma_sampling "
             "discrete and --sampler annealed_langevin (sigmas between its levels have no embedding)."
         )
+    check_score_sde_ve_folder_settings(args)
     if vp and args.sampler != "annealed_langevin":
         raise ValueError(f"--sampler {args.sampler} samples score models (dsm, ssm); drop it for epsilon.")
     if args.sampling_calls < 1 or args.corrector_steps < 0 or not args.snr > 0:
@@ -118,6 +121,26 @@ def resolve_ladder_and_sampler(args):
             "timesteps."
         )
     fill_ladder_defaults(args, objective.ve_ladder)
+
+
+def check_score_sde_ve_folder_settings(args):
+    """`--model_type ncsnpp` saves a ScoreSdeVePipeline folder: 3 channels, data in [0, 1], score SDE's
+    predictor-corrector ending at the noise-free mean; refuses what that folder could not carry."""
+    if args.model_type != "ncsnpp":
+        return
+    if args.channels != 3:
+        raise ValueError(
+            f"--model_type ncsnpp trains diffusers' NCSN++ UNet2DModel, whose Skip blocks (and ScoreSdeVePipeline) "
+            f"take 3 channels, not --channels {args.channels}: pass --channels 3 (grayscale images are repeated over "
+            "3 channels) or use --model_type unet for a 1-channel model."
+        )
+    if args.sampler != "predictor_corrector" or not args.final_denoise:
+        setting = f"--sampler {args.sampler}" if args.sampler != "predictor_corrector" else "--no-final_denoise"
+        raise ValueError(
+            f"{setting} cannot be saved with --model_type ncsnpp: its ScoreSdeVePipeline folder holds score SDE's "
+            "predictor-corrector, which ends at the noise-free mean. Drop it; any score sampler of the package can "
+            "be swapped in after loading (docs/pretrained.md)."
+        )
 
 
 def fill_ladder_defaults(args, ve_ladder: bool):
@@ -185,3 +208,8 @@ def apply_recipe(args, explicit: set[str]):
             setattr(args, name, value)
     if not objective_class(args.objective).takes_recipe:
         raise ValueError(f"--recipe {args.recipe} trains a score network with --objective dsm.")
+    if args.model_type == "ncsnpp":
+        raise ValueError(
+            f"--recipe {args.recipe} is the recipe of the authors' {args.recipe} network, not of --model_type ncsnpp; "
+            "drop one of them (NCSN++ trains on [0, 1] data without a recipe)."
+        )

@@ -10,6 +10,7 @@ from accelerate.logging import get_logger
 from ..hub.pipeline_card import PipelineCard, save_pipeline_with_card
 from .data import card_datasets, dataset_label
 from .sampler import make_pipeline, save_sample_grid
+from .score_sde_ve_export import save_score_sde_ve_folder
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -94,5 +95,8 @@ def save_pipeline(
         },
         datasets=card_datasets(args),
     )
-    save_pipeline_with_card(pipeline, args.output_dir, card, repo_id=repo_id)
+    if args.model_type == "ncsnpp":  # diffusers' ScoreSdeVePipeline folder, which the package loads too
+        save_score_sde_ve_folder(pipeline, args.output_dir, card, repo_id=repo_id)
+    else:
+        save_pipeline_with_card(pipeline, args.output_dir, card, repo_id=repo_id)
     logger.info(f"Saved the pipeline and model card to {args.output_dir}, samples to {grid} ({sample_time:.0f} s)")

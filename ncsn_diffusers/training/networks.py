@@ -4,6 +4,7 @@ import torch
 from diffusers import UNet2DModel
 
 from ..models import NCSNUNet2DModel
+from ..models.score_sde_ve_unet import score_sde_ve_unet
 from ..models.unet_ncsn import PRESETS
 from ..schedulers import AnnealedLangevinScheduler
 from ..schedulers.ncsnv2_ladder_design import ncsnv2_scheduler_config
@@ -50,6 +51,21 @@ def preset_at_resolution(args) -> dict:
         )
     preset.update(sample_size=args.resolution, in_channels=args.channels)
     return preset
+
+
+def build_ncsnpp_unet(args) -> UNet2DModel:
+    """`--model_type ncsnpp`: diffusers' NCSN++ `UNet2DModel` in the google/ncsnpp layout with `--model_preset`'s
+    widths and depth, attention where the preset has it, taking [0, 1] data (`center_input_sample`)."""
+    preset = preset_at_resolution(args)
+    return score_sde_ve_unet(
+        sample_size=args.resolution,
+        block_out_channels=preset["block_out_channels"],
+        attention=tuple(block.startswith("Attn") for block in preset["down_block_types"]),
+        layers_per_block=preset["layers_per_block"],
+        in_channels=args.channels,
+        dropout=preset.get("dropout", 0.0),
+        mid_block_attention=preset.get("add_attention", True),
+    )
 
 
 def build_paper_unet(args, noise_scheduler: AnnealedLangevinScheduler) -> torch.nn.Module:

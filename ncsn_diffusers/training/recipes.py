@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..models import NCSNRefineNet, NCSNv2Model
 
 RECIPES = ("ncsn_v1", "ncsnv2")
-MODEL_TYPES = ("unet", "ncsn_v1", "ncsnv2")
+MODEL_TYPES = ("unet", "ncsn_v1", "ncsnv2", "ncsnpp")
 # The data range of the authors' code: their networks map x in [0, 1] to 2 x - 1 themselves.
 OFFICIAL_DATA_RANGE = (0.0, 1.0)
 

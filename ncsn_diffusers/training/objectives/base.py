@@ -4,7 +4,7 @@ noise levels, its loss, the network it trains and how that is saved."""
 import torch
 
 from ..export import save_pipeline
-from ..networks import build_ncsn_unet, build_paper_unet
+from ..networks import build_ncsn_unet, build_ncsnpp_unet, build_paper_unet
 from .perturbation import training_losses
 
 
@@ -76,6 +76,8 @@ class Objective:
 
     def build_network(self, args, images) -> torch.nn.Module:
         """The network to train, on the training set `images`: the score U-Net of `args`."""
+        if args.model_type == "ncsnpp":
+            return build_ncsnpp_unet(args)
         return build_ncsn_unet(args) if args.model_type == "unet" else build_paper_unet(args, self.noise_scheduler)
 
     def use_batch_order(self, order, num_processes: int):
