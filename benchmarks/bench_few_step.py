@@ -57,6 +57,10 @@ def candidates(config, calls: int, shape, etas) -> dict:
         )
     heun_calls = calls - 1 + calls % 2  # 2L - 1: the odd count at or below
     rows[f"Heun, gamma = 1 @{heun_calls}"] = (StochasticHeunScheduler.from_config(config, **HEUN_GAMMA_1), heun_calls)
+    rows[f"Heun, s_churn = 0 (ODE) @{heun_calls}"] = (
+        StochasticHeunScheduler.from_config(config, s_churn=0.0),
+        heun_calls,
+    )
     for predictor in ("reverse_diffusion", "ancestral"):
         rows[f"PC k=1 r=0.25 {predictor} @{calls}"] = (
             PredictorCorrectorScheduler.from_config(
