@@ -83,3 +83,42 @@ def comparison_table(cells: dict, calls: dict | None = None, level: float = 0.95
             f"{100 * np.mean([r['rough'] for r in rows]):.1f}% | {cpu_per_1000:.0f} |"
         )
     return "\n".join(lines)
+
+
+def few_call_goals(cells: dict, calls: dict, families: dict) -> list[str]:
+    """
+    Checks the few-call goals of docs/sampling.md ("Lowering the calls") for each sampler family: the rows (names in
+    `cells`, U-Net calls in `calls`) of one sampler at several budgets. A family meets them when it has no more than
+    2% rough samples from 10 calls up, every class 5-15% of the samples on every seed at every budget, and mean FD at
+    its fewest calls within 1.3x the lowest mean FD of any row of the table.
+
+    Args:
+        cells (`dict`): sampler name -> one `score_sampler` dict per seed, as for `comparison_table`.
+        calls (`dict`): sampler name -> U-Net calls.
+        families (`dict`): family name -> the sampler names of its rows.
+
+    Returns:
+        `list[str]`: one line per family, "<family>: meets the goals" or the goals it misses, with the figures.
+    """
+    mean_fd = {name: float(np.mean([c["fd"] for c in rows])) for name, rows in cells.items()}
+    best_fd = min(mean_fd.values())
+    lines = []
+    for family, names in families.items():
+        misses = []
+        rough = [name for name in names if calls[name] >= 10 and np.mean([c["rough"] for c in cells[name]]) > 0.02]
+        if rough:
+            misses.append("over 2% rough at " + ", ".join(f"{calls[n]} calls" for n in rough))
+        skewed = [
+            n
+            for n in names
+            if min(c["min_class"] for c in cells[n]) < 0.05 or max(c["max_class"] for c in cells[n]) > 0.15
+        ]
+        if skewed:
+            misses.append("a class outside 5-15% at " + ", ".join(f"{calls[n]} calls" for n in skewed))
+        fewest = min(names, key=lambda n: calls[n])
+        ratio = mean_fd[fewest] / best_fd
+        if ratio > 1.3:
+            misses.append(f"FD at {calls[fewest]} calls {ratio:.2f}x the best row's")
+        verdict = "meets the goals" if not misses else "misses: " + "; ".join(misses)
+        lines.append(f"{family}: {verdict} (FD at {calls[fewest]} calls / best FD {best_fd:.2f} = {ratio:.2f})")
+    return lines

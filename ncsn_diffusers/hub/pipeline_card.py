@@ -35,7 +35,7 @@ SAMPLER_TEXT = {
     "AnnealedLangevinScheduler": "**annealed Langevin dynamics** (Algorithm 1 of the paper): Langevin steps at each "
     "noise level in turn, from the largest to the smallest",
     "PredictorCorrectorScheduler": "the **predictor-corrector** sampler (Song et al., 2021, Algorithm 2): at each "
-    "noise level, from the largest to the smallest, Langevin corrector steps and one reverse-diffusion predictor step",
+    "noise level, from the largest to the smallest, Langevin corrector steps and one predictor step",
     "ConsistentAnnealedSamplingScheduler": "**consistent annealed sampling** (Jolicoeur-Martineau et al., 2021, "
     "Algorithm 2): one Langevin-like step per noise level, from the largest to the smallest",
     "StochasticHeunScheduler": "EDM's **stochastic Heun** sampler (Karras et al., 2022, Algorithm 2): a second-order "

@@ -68,3 +68,26 @@ def test_comparison_table_reports_intervals_paired_differences_and_cost():
     assert (
         table[3].startswith("| b | 20 | 9.00 ± ") and "| +1.00 ± 0.25* |" in table[3] and "| 16.7% | 10 |" in table[3]
     )
+
+
+def test_few_call_goals_name_each_missed_goal_with_its_budget():
+    """Bug caught: a goals check that reads the rough share below 10 calls, misses a class share outside 5-15% on one
+    seed only, or compares the fewest-call FD with its own family's best instead of the table's."""
+    from ncsn_diffusers.evaluation.sampler_comparison import few_call_goals
+
+    def cell(fd, rough=0.0, low=0.08, high=0.12):
+        return {"num_samples": 500, "fd": fd, "min_class": low, "max_class": high, "rough": rough, "cpu_seconds": 1.0}
+
+    cells = {
+        "a@5": [cell(12.0, rough=0.5), cell(12.0, rough=0.5)],  # rough at 5 calls is allowed
+        "a@10": [cell(10.0), cell(10.0, high=0.16)],  # one seed's class at 16%
+        "b@5": [cell(13.0), cell(13.0)],  # 1.3x the table's best (10.0), not b's own best (13.0)
+        "b@10": [cell(13.0, rough=0.03), cell(13.0, rough=0.02)],  # 2.5% rough
+        "c@5": [cell(12.9), cell(13.1)],
+        "c@10": [cell(11.0), cell(11.0)],
+    }
+    calls = {name: int(name.split("@")[1]) for name in cells}
+    lines = few_call_goals(cells, calls, {"a": ["a@5", "a@10"], "b": ["b@5", "b@10"], "c": ["c@5", "c@10"]})
+    assert lines[0] == "a: misses: a class outside 5-15% at 10 calls (FD at 5 calls / best FD 10.00 = 1.20)"
+    assert lines[1] == "b: misses: over 2% rough at 10 calls (FD at 5 calls / best FD 10.00 = 1.30)"
+    assert lines[2] == "c: meets the goals (FD at 5 calls / best FD 10.00 = 1.30)"

@@ -277,8 +277,14 @@ def test_end_to_end_dsm_one_process_equals_two_processes(tmp_path):
     assert config["data_range"] == [-1.0, 1.0]
     # The default sampler: predictor-corrector over the training ladder's range, 50 levels x (k = 1 + 1) = 100 calls.
     assert config["_class_name"] == "PredictorCorrectorScheduler"
-    sampler = (config["sigma_max"], config["sigma_min"], config["num_noise_levels"], config["snr"])
-    assert sampler == (1.0, 0.02, 50, 0.25)
+    sampler = (
+        config["sigma_max"],
+        config["sigma_min"],
+        config["num_noise_levels"],
+        config["snr"],
+        config["predictor"],
+    )
+    assert sampler == (1.0, 0.02, 50, 0.25, "ancestral")
     card = (one / "README.md").read_text()
     assert "NCSNUNet2DModel" in card and "max_train_steps" in card and "sklearn" in card
 
