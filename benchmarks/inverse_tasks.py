@@ -137,13 +137,16 @@ def print_table(path: str) -> None:
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     by_task = defaultdict(list)
-    for (task, method), values in pooled.items():
+    for task, method in pooled:
         by_task[task].append(method)
-        print(
-            f"| {task} | {method} | {len(values['psnr'])} | {interval(values['psnr'])} | "
-            f"{interval(values['agreement'], 100, 1)} | {interval(values['coverage'], 100, 1)} | "
-            f"{interval(values['coverage_percentile'], 100, 1)} | {seconds[task, method]:.0f} |"
-        )
+    for task, methods in by_task.items():  # grouped by task, in the order the runs came
+        for method in methods:
+            values = pooled[task, method]
+            print(
+                f"| {task} | {method} | {len(values['psnr'])} | {interval(values['psnr'])} | "
+                f"{interval(values['agreement'], 100, 1)} | {interval(values['coverage'], 100, 1)} | "
+                f"{interval(values['coverage_percentile'], 100, 1)} | {seconds[task, method]:.0f} |"
+            )
     print(
         "\n| task | this package's best PSNR | the libraries' best | difference (dB), paired over digits | significant |"
     )
