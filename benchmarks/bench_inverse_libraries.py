@@ -14,17 +14,7 @@ import time
 
 import torch
 
-from benchmarks.inverse_tasks import (
-    IMAGE_SHAPE,
-    RESOLUTION,
-    RUN_HEADER,
-    add_protocol_args,
-    chosen_tasks,
-    held_out_digits,
-    noisy_measurement,
-    posterior_metrics,
-    report_run,
-)
+from benchmarks import inverse_tasks as protocol
 from ncsn_diffusers import NCSNPosteriorPipeline
 from ncsn_diffusers.evaluation import load_digits_classifier
 from ncsn_diffusers.inverse import measurement_in_data_range
@@ -43,7 +33,7 @@ except ImportError:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_protocol_args(parser)
+    protocol.add_protocol_args(parser)
     parser.add_argument("--steps", type=int, default=101, help="Sampler steps = network calls per chain.")
     parser.add_argument("--methods", nargs="+", default=["azula-dps", "azula-mmps"])
     parser.add_argument("--dps_zeta", type=float, default=2.0, help="DPS's zeta per chain (the pipeline's default).")
@@ -72,7 +62,7 @@ def sample_azula(method, denoiser, operator, y, noise_std, num_samples, steps, z
     """Posterior samples `(N * num_samples, C, H, W)` in the model's data coordinates."""
     torch.manual_seed(generator_seed)  # azula draws with the global generator
     y = y.repeat_interleave(num_samples, dim=0).flatten(1)  # azula's observations are (*, D)
-    shape = (len(y), *IMAGE_SHAPE)
+    shape = (len(y), *protocol.IMAGE_SHAPE)
 
     def A(x):
         return operator.A(x).flatten(1)
@@ -96,7 +86,7 @@ def main(argv=None):
         return
     torch.set_num_threads(1)
     pipe = NCSNPosteriorPipeline.from_pretrained(args.pipeline)
-    classifier, _ = load_digits_classifier(RESOLUTION)
+    classifier, _ = load_digits_classifier(protocol.RESOLUTION)
     denoiser = score_denoiser(pipe)
     low, high = pipe.data_range
     print(
@@ -104,35 +94,25 @@ def main(argv=None):
         f"calls, azula's DDPM sampler on VESchedule({pipe.scheduler.config.sigma_min}, "
         f"{pipe.scheduler.config.sigma_max:.3g}) (MMPS: 1 CG step; DPS zeta {args.dps_zeta})"
     )
-    print(RUN_HEADER)
-    for seed in args.seeds:
-        images, labels = held_out_digits(seed, args.num_images)
-        for name, (operator, noise_std) in chosen_tasks(seed, args.tasks):
-            y = noisy_measurement(operator, noise_std, images, seed)  # the same as bench_inverse_problems'
-            y_data, noise_std_data = measurement_in_data_range(y, operator, noise_std, (low, high), IMAGE_SHAPE)
-            for method in args.methods:
-                start = time.perf_counter()
-                x = sample_azula(
-                    method,
-                    denoiser,
-                    operator,
-                    y_data,
-                    noise_std_data,
-                    args.num_samples,
-                    args.steps,
-                    args.dps_zeta,
-                    seed,
-                )
-                seconds = time.perf_counter() - start
-                if not torch.isfinite(x).all():
-                    print(f"| {name} | {method} | {seed} | non-finite | | | | {seconds:.0f} |", flush=True)
-                    continue
-                samples = ((x - low) / (high - low)).clamp(0, 1).view(len(images), args.num_samples, *IMAGE_SHAPE)
-                metrics = posterior_metrics(samples, images, labels, classifier)
-                digits = list(range(seed * args.num_images, (seed + 1) * args.num_images))
-                report_run(
-                    dict(task=name, method=method, seed=seed, digits=digits, seconds=seconds, **metrics), args.output
-                )
+    print(protocol.RUN_HEADER)
+    for seed, digits, images, labels, name, operator, noise_std, y in protocol.problems(
+        args
+    ):  # bench_inverse_problems' y
+        y_data, noise_std_data = measurement_in_data_range(y, operator, noise_std, (low, high), protocol.IMAGE_SHAPE)
+        for method in args.methods:
+            start = time.perf_counter()
+            x = sample_azula(
+                method, denoiser, operator, y_data, noise_std_data, args.num_samples, args.steps, args.dps_zeta, seed
+            )
+            seconds = time.perf_counter() - start
+            if not torch.isfinite(x).all():
+                print(f"| {name} | {method} | {seed} | non-finite | | | | {seconds:.0f} |", flush=True)
+                continue
+            samples = ((x - low) / (high - low)).clamp(0, 1).view(len(images), args.num_samples, *protocol.IMAGE_SHAPE)
+            metrics = protocol.posterior_metrics(samples, images, labels, classifier)
+            protocol.report_run(
+                dict(task=name, method=method, seed=seed, digits=digits, seconds=seconds, **metrics), args.output
+            )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,8 @@ from benchmarks.inverse_tasks import (
     IMAGE_SHAPE,
     RUN_HEADER,
     add_protocol_args,
-    chosen_tasks,
-    held_out_digits,
-    noisy_measurement,
     posterior_metrics,
+    problems,
     report_run,
 )
 from ncsn_diffusers import NCSNPosteriorPipeline
@@ -106,23 +104,20 @@ def main(argv=None):
     )
     print(RUN_HEADER)
     figure_rows = []
-    for seed in args.seeds:
-        images, labels = held_out_digits(seed, args.num_images)
-        for name, (operator, noise_std) in chosen_tasks(seed, args.tasks):
-            y = noisy_measurement(operator, noise_std, images, seed)
-            for method in args.methods:
-                start = time.perf_counter()
-                samples = sample_posterior(pipe, operator, noise_std, method, y, seed, args)
-                seconds = time.perf_counter() - start
-                metrics = posterior_metrics(samples, images, labels, classifier)
-                digits = list(range(seed * args.num_images, (seed + 1) * args.num_images))
-                label = method if args.final_denoise is None else f"{method}, final_denoise={args.final_denoise}"
-                run = dict(task=name, method=label, seed=seed, digits=digits, seconds=seconds, **metrics)
-                report_run(run, args.output)
-                if method == args.methods[0] and seed == args.seeds[0]:
-                    shown = measurement_image(operator, y[:1])
-                    panels = [shown[0], *samples[0, :4], samples[0].mean(0), images[0]]
-                    figure_rows.append((name.split(",")[0], panels))
+    for seed, digits, images, labels, name, operator, noise_std, y in problems(args):
+        for method in args.methods:
+            start = time.perf_counter()
+            samples = sample_posterior(pipe, operator, noise_std, method, y, seed, args)
+            seconds = time.perf_counter() - start
+            metrics = posterior_metrics(samples, images, labels, classifier)
+            label = method if args.final_denoise is None else f"{method}, final_denoise={args.final_denoise}"
+            report_run(
+                dict(task=name, method=label, seed=seed, digits=digits, seconds=seconds, **metrics), args.output
+            )
+            if method == args.methods[0] and seed == args.seeds[0]:
+                shown = measurement_image(operator, y[:1])
+                panels = [shown[0], *samples[0, :4], samples[0].mean(0), images[0]]
+                figure_rows.append((name.split(",")[0], panels))
     if args.figure:
         plot(figure_rows, Path(args.figure))
         print(f"Wrote {args.figure}")

@@ -72,6 +72,16 @@ def noisy_measurement(operator, noise_std: float, images: torch.Tensor, seed: in
     return y + noise_std * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed))
 
 
+def problems(args):
+    """(seed, digit indices, images, labels, task name, A, sigma_y, y) for every seed and task that `args` name."""
+    for seed in args.seeds:
+        images, labels = held_out_digits(seed, args.num_images)
+        digits = list(range(seed * args.num_images, (seed + 1) * args.num_images))
+        for name, (operator, noise_std) in chosen_tasks(seed, args.tasks):
+            y = noisy_measurement(operator, noise_std, images, seed)
+            yield seed, digits, images, labels, name, operator, noise_std, y
+
+
 def psnr(estimate: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Per image, for images in [0, 1]."""
     return -10 * torch.log10((estimate - truth).pow(2).flatten(1).mean(1))

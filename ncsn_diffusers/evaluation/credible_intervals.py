@@ -30,7 +30,9 @@ def sample_quantile(samples: torch.Tensor, q: float, dim: int = 0) -> torch.Tens
     return ordered.select(dim, below) * (1 - fraction) + ordered.select(dim, above) * fraction
 
 
-def sample_credible_interval(samples: torch.Tensor, level: float = 0.9, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_credible_interval(
+    samples: torch.Tensor, level: float = 0.9, dim: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """
     The central `level` credible interval of each coordinate from the posterior samples along `dim`, which covers a
     truth exchangeable with the samples with probability `level` (see the module's docstring).
