@@ -4,7 +4,8 @@ azula's VESchedule over the saved noise range (VE: alpha_t = 1), sampled by azul
 
 azula is a benchmark-only dependency (pip install azula); without it the script says so and exits.
 
-python -m benchmarks.bench_inverse_libraries --pipeline ncsn-digits [--num_images 4] [--num_samples 16] [--tasks 0 2]
+python -m benchmarks.bench_inverse_libraries --pipeline ncsn-digits [--num_images 8] [--seeds 0 1] [--tasks 0 2] \\
+    [--output results.jsonl]
 """
 
 import argparse
@@ -13,8 +14,8 @@ import time
 
 import torch
 
-from benchmarks.bench_inverse_problems import IMAGE_SHAPE, RESOLUTION, posterior_metrics, tasks
-from ncsn_diffusers import NCSNPosteriorPipeline, load_digits_images
+from benchmarks import inverse_tasks as protocol
+from ncsn_diffusers import NCSNPosteriorPipeline
 from ncsn_diffusers.evaluation import load_digits_classifier
 from ncsn_diffusers.inverse import measurement_in_data_range
 from ncsn_diffusers.parameterization import score_from_model_output
@@ -32,16 +33,10 @@ except ImportError:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pipeline", default="ncsn-digits", help="A saved NCSNPipeline folder or Hub repo id.")
-    parser.add_argument("--num_images", type=int, default=4, help="Held-out digits per task.")
-    parser.add_argument("--num_samples", type=int, default=16, help="Posterior samples per digit.")
+    protocol.add_protocol_args(parser)
     parser.add_argument("--steps", type=int, default=101, help="Sampler steps = network calls per chain.")
     parser.add_argument("--methods", nargs="+", default=["azula-dps", "azula-mmps"])
-    parser.add_argument(
-        "--tasks", nargs="+", type=int, default=[0, 2], help="Indices of bench_inverse_problems' tasks."
-    )
     parser.add_argument("--dps_zeta", type=float, default=2.0, help="DPS's zeta per chain (the pipeline's default).")
-    parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
@@ -67,7 +62,7 @@ def sample_azula(method, denoiser, operator, y, noise_std, num_samples, steps, z
     """Posterior samples `(N * num_samples, C, H, W)` in the model's data coordinates."""
     torch.manual_seed(generator_seed)  # azula draws with the global generator
     y = y.repeat_interleave(num_samples, dim=0).flatten(1)  # azula's observations are (*, D)
-    shape = (len(y), *IMAGE_SHAPE)
+    shape = (len(y), *protocol.IMAGE_SHAPE)
 
     def A(x):
         return operator.A(x).flatten(1)
@@ -91,47 +86,32 @@ def main(argv=None):
         return
     torch.set_num_threads(1)
     pipe = NCSNPosteriorPipeline.from_pretrained(args.pipeline)
-    images, labels = load_digits_images(RESOLUTION, split="test")
-    images, labels = images[: args.num_images], labels[: args.num_images]
-    classifier, _ = load_digits_classifier(RESOLUTION)
+    classifier, _ = load_digits_classifier(protocol.RESOLUTION)
     denoiser = score_denoiser(pipe)
     low, high = pipe.data_range
     print(
-        f"{args.num_images} held-out digits x {args.num_samples} posterior samples, {args.steps} network calls, "
-        f"azula's DDPM sampler on VESchedule({pipe.scheduler.config.sigma_min}, {pipe.scheduler.config.sigma_max:.3g})"
-        f" (MMPS: 1 CG step; DPS zeta {args.dps_zeta})"
+        f"{args.num_images} held-out digits per seed x {args.num_samples} posterior samples, {args.steps} network "
+        f"calls, azula's DDPM sampler on VESchedule({pipe.scheduler.config.sigma_min}, "
+        f"{pipe.scheduler.config.sigma_max:.3g}) (MMPS: 1 CG step; DPS zeta {args.dps_zeta})"
     )
-    print("| task | method | PSNR of the mean (dB) | class kept | 90% coverage | seconds |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    chosen = list(tasks(args.seed).items())
-    for name, (operator, noise_std) in [chosen[i] for i in args.tasks]:
-        generator = torch.Generator().manual_seed(args.seed)  # the same measurement as bench_inverse_problems
-        y = operator.A(images)
-        y = y + noise_std * torch.randn(y.shape, generator=generator)
-        y_data, noise_std_data = measurement_in_data_range(y, operator, noise_std, (low, high), IMAGE_SHAPE)
+    print(protocol.RUN_HEADER)
+    for seed, digits, images, labels, name, operator, noise_std, y in protocol.problems(
+        args
+    ):  # bench_inverse_problems' y
+        y_data, noise_std_data = measurement_in_data_range(y, operator, noise_std, (low, high), protocol.IMAGE_SHAPE)
         for method in args.methods:
             start = time.perf_counter()
             x = sample_azula(
-                method,
-                denoiser,
-                operator,
-                y_data,
-                noise_std_data,
-                args.num_samples,
-                args.steps,
-                args.dps_zeta,
-                args.seed,
+                method, denoiser, operator, y_data, noise_std_data, args.num_samples, args.steps, args.dps_zeta, seed
             )
             seconds = time.perf_counter() - start
             if not torch.isfinite(x).all():
-                print(f"| {name} | {method} | non-finite | | | {seconds:.0f} |", flush=True)
+                print(f"| {name} | {method} | {seed} | non-finite | | | | {seconds:.0f} |", flush=True)
                 continue
-            samples = ((x - low) / (high - low)).clamp(0, 1).view(len(images), args.num_samples, *IMAGE_SHAPE)
-            row = posterior_metrics(samples, images, labels, classifier)
-            print(
-                f"| {name} | {method} | {row['psnr']:.2f} | {row['agreement']:.1%} | {row['coverage']:.1%} | "
-                f"{seconds:.0f} |",
-                flush=True,
+            samples = ((x - low) / (high - low)).clamp(0, 1).view(len(images), args.num_samples, *protocol.IMAGE_SHAPE)
+            metrics = protocol.posterior_metrics(samples, images, labels, classifier)
+            protocol.report_run(
+                dict(task=name, method=method, seed=seed, digits=digits, seconds=seconds, **metrics), args.output
             )
 
 

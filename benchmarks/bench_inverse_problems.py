@@ -1,9 +1,11 @@
 """Posterior sampling on the held-out digits: box and random-pixel masks, 4x super-resolution (16 -> 4), Gaussian blur
-and denoising, with NCSNPosteriorPipeline's methods at equal U-Net calls. Per task and method: the PSNR of the
+and denoising, with NCSNPosteriorPipeline's methods at equal U-Net calls. Per task, method and seed: the PSNR of the
 posterior mean, the share of posterior samples the digits classifier gives the true class, and the coverage of the
-per-pixel 90% credible intervals (5th to 95th percentile of the samples) over the truth.
+per-pixel 90% credible intervals over the truth (see `benchmarks/inverse_tasks.py`).
 
-python -m benchmarks.bench_inverse_problems --pipeline ncsn-digits [--num_images 8] [--figure docs/inverse_problems.png]
+python -m benchmarks.bench_inverse_problems --pipeline ncsn-digits [--num_images 8] [--seeds 0 1] \
+    [--output results.jsonl] [--figure docs/inverse_problems.png]
+python -m benchmarks.inverse_tasks results.jsonl   # the table over digits and seeds, with confidence intervals
 """
 
 import argparse
@@ -12,44 +14,32 @@ from pathlib import Path
 
 import torch
 
-from ncsn_diffusers import NCSNPosteriorPipeline, load_digits_images
-from ncsn_diffusers.evaluation import classifier_outputs, load_digits_classifier
-from ncsn_diffusers.inverse import AveragePoolOperator, GaussianBlurOperator, IdentityOperator, MaskOperator
+from benchmarks.inverse_tasks import (
+    IMAGE_SHAPE,
+    RUN_HEADER,
+    add_protocol_args,
+    posterior_metrics,
+    problems,
+    report_run,
+)
+from ncsn_diffusers import NCSNPosteriorPipeline
+from ncsn_diffusers.evaluation import load_digits_classifier
 
-RESOLUTION = 16
-IMAGE_SHAPE = (1, RESOLUTION, RESOLUTION)
-
-
-def tasks(seed: int) -> dict:
-    """name -> (operator, sigma_y): the measurements of the table."""
-    generator = torch.Generator().manual_seed(seed)
-    return {
-        "box mask 8x8, sigma_y 0.05": (MaskOperator.box(IMAGE_SHAPE, 4, 4, 8, 8), 0.05),
-        "random mask 25% kept, sigma_y 0.05": (MaskOperator.random(IMAGE_SHAPE, 0.25, generator), 0.05),
-        "4x super-resolution 16->4, sigma_y 0.05": (AveragePoolOperator(4), 0.05),
-        "Gaussian blur std 1.5 px, sigma_y 0.05": (GaussianBlurOperator(1.5, (RESOLUTION, RESOLUTION)), 0.05),
-        "denoising, sigma_y 0.2": (IdentityOperator(), 0.2),
-    }
+RESOLUTION = IMAGE_SHAPE[-1]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pipeline", default="ncsn-digits", help="A saved NCSNPipeline folder or Hub repo id.")
-    parser.add_argument("--num_images", type=int, default=8, help="Held-out digits per task.")
-    parser.add_argument("--num_samples", type=int, default=32, help="Posterior samples per digit.")
+    add_protocol_args(parser)
     parser.add_argument("--num_inference_steps", type=int, default=101, help="U-Net calls per chain.")
     parser.add_argument("--methods", nargs="+", default=["langevin", "mmps", "dps"])
-    parser.add_argument("--tasks", nargs="+", type=int, default=None, help="Indices of the tasks to run (all).")
     parser.add_argument("--cg_iterations", type=int, default=1)
     parser.add_argument("--dps_step_size", type=float, default=None, help="DPS's zeta (the pipeline's default).")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--final_denoise", type=int, default=None, choices=[0, 1], help="Override the sampler's final denoising step."
+    )
     parser.add_argument("--figure", default=None, help="Write a grid: measurement, 4 samples, mean, truth.")
     return parser.parse_args(argv)
-
-
-def psnr(estimate: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Per image, for images in [0, 1]."""
-    return -10 * torch.log10((estimate - truth).pow(2).flatten(1).mean(1))
 
 
 def measurement_image(operator, y: torch.Tensor) -> torch.Tensor:
@@ -58,12 +48,12 @@ def measurement_image(operator, y: torch.Tensor) -> torch.Tensor:
     return (operator.A_adjoint(y) / weight.clamp_min(1e-6)).clamp(0, 1)
 
 
-def run_task(pipe, classifier, operator, noise_std, method, images, labels, args):
-    generator = torch.Generator().manual_seed(args.seed)
-    y = operator.A(images)
-    y = y + noise_std * torch.randn(y.shape, generator=generator)
-    start = time.perf_counter()
-    samples = pipe(
+def sample_posterior(pipe, operator, noise_std, method, y, seed, args) -> torch.Tensor:
+    """Posterior samples `(N, num_samples, C, H, W)` in [0, 1]."""
+    settings = {} if args.final_denoise is None else {"final_denoise": bool(args.final_denoise)}
+    if args.dps_step_size is not None:
+        settings["dps_step_size"] = args.dps_step_size
+    return pipe(
         y,
         operator,
         noise_std,
@@ -71,22 +61,10 @@ def run_task(pipe, classifier, operator, noise_std, method, images, labels, args
         batch_size=args.num_samples,
         num_inference_steps=args.num_inference_steps,
         cg_iterations=args.cg_iterations,
-        **({} if args.dps_step_size is None else {"dps_step_size": args.dps_step_size}),
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         output_type="pt",
-    ).images.view(len(images), args.num_samples, *IMAGE_SHAPE)
-    seconds = time.perf_counter() - start
-    return dict(**posterior_metrics(samples, images, labels, classifier), seconds=seconds), y, samples
-
-
-def posterior_metrics(samples: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, classifier) -> dict:
-    """PSNR of the posterior mean, class kept, 90% interval coverage; samples `(N, num_samples, C, H, W)` in [0, 1]."""
-    mean = samples.mean(1)
-    low, high = samples.quantile(0.05, dim=1), samples.quantile(0.95, dim=1)
-    covered = ((images >= low) & (images <= high)).float().mean().item()
-    logits = classifier_outputs(classifier, samples.flatten(0, 1))[1]
-    agreement = (logits.argmax(1) == labels.repeat_interleave(samples.shape[1])).float().mean().item()
-    return dict(psnr=psnr(mean, images).mean().item(), agreement=agreement, coverage=covered)
+        **settings,
+    ).images.view(len(y), args.num_samples, *IMAGE_SHAPE)
 
 
 def plot(rows, path: Path):
@@ -117,29 +95,26 @@ def main(argv=None):
     torch.set_num_threads(1)
     pipe = NCSNPosteriorPipeline.from_pretrained(args.pipeline)
     pipe.set_progress_bar_config(disable=True)
-    images, labels = load_digits_images(RESOLUTION, split="test")
-    images, labels = images[: args.num_images], labels[: args.num_images]
     classifier, _ = load_digits_classifier(RESOLUTION)
     scheduler = pipe.scheduler
     print(
-        f"{args.num_images} held-out digits x {args.num_samples} posterior samples, {args.num_inference_steps} U-Net "
-        f"calls, {type(scheduler).__name__} over sigma {scheduler.config.sigma_max:.3g}..{scheduler.config.sigma_min}"
-        f" (mmps: {args.cg_iterations} CG step(s)); 90% intervals should cover 85-95%"
+        f"{args.num_images} held-out digits per seed x {args.num_samples} posterior samples, {args.num_inference_steps}"
+        f" U-Net calls, {type(scheduler).__name__} over sigma {scheduler.config.sigma_max:.3g}.."
+        f"{scheduler.config.sigma_min} (mmps: {args.cg_iterations} CG step(s)); 90% intervals should cover 85-95%"
     )
-    print("| task | method | PSNR of the mean (dB) | class kept | 90% coverage | seconds |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    chosen = list(tasks(args.seed).items())
-    chosen = [chosen[i] for i in args.tasks] if args.tasks else chosen
+    print(RUN_HEADER)
     figure_rows = []
-    for name, (operator, noise_std) in chosen:
+    for seed, digits, images, labels, name, operator, noise_std, y in problems(args):
         for method in args.methods:
-            row, y, samples = run_task(pipe, classifier, operator, noise_std, method, images, labels, args)
-            print(
-                f"| {name} | {method} | {row['psnr']:.2f} | {row['agreement']:.1%} | {row['coverage']:.1%} | "
-                f"{row['seconds']:.0f} |",
-                flush=True,
+            start = time.perf_counter()
+            samples = sample_posterior(pipe, operator, noise_std, method, y, seed, args)
+            seconds = time.perf_counter() - start
+            metrics = posterior_metrics(samples, images, labels, classifier)
+            label = method if args.final_denoise is None else f"{method}, final_denoise={args.final_denoise}"
+            report_run(
+                dict(task=name, method=label, seed=seed, digits=digits, seconds=seconds, **metrics), args.output
             )
-            if method == args.methods[0]:
+            if method == args.methods[0] and seed == args.seeds[0]:
                 shown = measurement_image(operator, y[:1])
                 panels = [shown[0], *samples[0, :4], samples[0].mean(0), images[0]]
                 figure_rows.append((name.split(",")[0], panels))

@@ -5,6 +5,7 @@ through torch-fidelity; precision, recall, density, coverage and KID in each of 
 """
 
 from .classifier import DigitsClassifier, classifier_outputs, load_digits_classifier, train_digits_classifier
+from .credible_intervals import sample_credible_interval, sample_quantile
 from .digits_metrics import evaluate_samples, reference_floor
 from .dinov2 import DEFAULT_FEATURE_MODEL, compute_dinov2_metrics, dinov2_feature_function, load_dinov2
 from .feature_metrics import evaluate_features
@@ -48,6 +49,8 @@ __all__ = [
     "paired_difference_interval",
     "precision_recall_density_coverage",
     "reference_floor",
+    "sample_credible_interval",
     "sample_pipeline",
+    "sample_quantile",
     "train_digits_classifier",
 ]
