@@ -17,6 +17,9 @@ from ..schedulers.scheduling_utils import SCORE_SCHEDULER_NAMES
 from .card_file import write_card
 
 TAGS = ["ncsn", "score-based", "annealed-langevin", "diffusers:NCSNPipeline", "pytorch"]
+# diffusers' scheduler of a folder saved in its `ScoreSdeVePipeline` layout (train_ncsn.py --model_type ncsnpp, the
+# Hub's google/ncsnpp folders): its card shows diffusers' own pipeline instead of the package's torch-only loops.
+SCORE_SDE_VE_SCHEDULER = "ScoreSdeVeScheduler"
 # unet_config["_class_name"] -> what the network predicts, which picks the card's blocks.
 MODEL_KINDS = {
     "NCSNUNet2DModel": "score",
@@ -38,6 +41,9 @@ SAMPLER_TEXT = {
     "noise level, from the largest to the smallest, Langevin corrector steps and one predictor step",
     "ConsistentAnnealedSamplingScheduler": "**consistent annealed sampling** (Jolicoeur-Martineau et al., 2021, "
     "Algorithm 2): one Langevin-like step per noise level, from the largest to the smallest",
+    SCORE_SDE_VE_SCHEDULER: "score SDE's **predictor-corrector** sampler (Song et al., 2021, Algorithm 2) as diffusers' "
+    "`ScoreSdeVePipeline` runs it: at each noise level, from the largest to the smallest, a Langevin corrector step "
+    "and one reverse-diffusion predictor step",
     "StochasticHeunScheduler": "EDM's **stochastic Heun** sampler (Karras et al., 2022, Algorithm 2): a second-order "
     "solve of the probability-flow ODE from the largest noise level to the smallest, with fresh noise added at each",
 }
@@ -72,6 +78,13 @@ SCORE_OBJECTIVE_TEXT = {
     "dsm": "denoising score matching over the noise ladder, ℓ(θ; σ) = ½ E ‖σ s_θ(x + σz, σ) + z‖²",
     "ssm": "sliced score matching (variance-reduced) over the noise ladder, "
     "ℓ(θ; σ) = σ² E[vᵀ ∇ₓs_θ(x + σz, σ) v + ½ ‖s_θ(x + σz, σ)‖²] (projections v ~ N(0, I))",
+}
+# The keys a `ScoreSdeVeScheduler` config names differently from the package's samplers.
+SCORE_SDE_VE_KEYS = {
+    "num_train_timesteps": ("N", "noise levels of the chain (`num_inference_steps` of `ScoreSdeVePipeline`)"),
+    "snr": ("r", "signal-to-noise ratio that sets the corrector's step"),
+    "correct_steps": ("", "Langevin corrector steps per level"),
+    "sampling_eps": ("", "end of diffusers' continuous time t (its smallest sigma is sigma(t))"),
 }
 PREDICTION_TEXT = {
     "score": "The network outputs the score s_θ(x, σ) itself.",
@@ -129,17 +142,16 @@ def _data_range(scheduler_config: dict) -> tuple[float, float]:
 
 def _scheduler_table(scheduler_config: dict) -> str:
     config = _public(scheduler_config)
-    rows = [
-        (f"`{k}`", symbol, _format(config[k]), meaning)
-        for k, (symbol, meaning) in SCHEDULER_KEYS.items()
-        if k in config
-    ]
+    keys = SCHEDULER_KEYS
+    if scheduler_config.get("_class_name") == SCORE_SDE_VE_SCHEDULER:
+        keys = {**SCHEDULER_KEYS, **SCORE_SDE_VE_KEYS}
+    rows = [(f"`{k}`", symbol, _format(config[k]), meaning) for k, (symbol, meaning) in keys.items() if k in config]
     if "data_range" in config and config["data_range"] is None:
         low, high = _data_range(config)
         rows = [
             row[:2] + (f"— (so [{low:g}, {high:g}])",) + row[3:] if row[0] == "`data_range`" else row for row in rows
         ]
-    rows += [(f"`{key}`", "", _format(value), "") for key, value in config.items() if key not in SCHEDULER_KEYS]
+    rows += [(f"`{key}`", "", _format(value), "") for key, value in config.items() if key not in keys]
     is_langevin = scheduler_config.get("_class_name", "AnnealedLangevinScheduler") == "AnnealedLangevinScheduler"
     if (
         is_langevin
@@ -164,6 +176,8 @@ def _num_model_calls(scheduler_config: dict, num_inference_steps: int | None = N
     """The calls of a call without `num_inference_steps`: the pipeline's saved default, else the scheduler's chain."""
     if num_inference_steps is not None:
         return num_inference_steps
+    if scheduler_config.get("_class_name") == SCORE_SDE_VE_SCHEDULER:  # a corrector and a predictor call per level
+        return scheduler_config.get("num_train_timesteps", 2000) * (scheduler_config.get("correct_steps", 1) + 1)
     if _is_diffusers_scheduler(scheduler_config):
         return scheduler_config.get("num_train_timesteps", 1000)
     levels, denoise = scheduler_config.get("num_noise_levels", 10), bool(scheduler_config.get("final_denoise", False))
@@ -272,7 +286,8 @@ def render_model_card(
             `UNet2DModel` (DDPM epsilon network), selects the loading instructions.
         scheduler_config (`dict`):
             The scheduler's config (`scheduler.config`, `json.loads(scheduler.to_json_string())` or
-            `scheduler/scheduler_config.json`), shown as a table.
+            `scheduler/scheduler_config.json`), shown as a table. A `ScoreSdeVeScheduler`'s (a folder in diffusers'
+            `ScoreSdeVePipeline` layout) gives a card whose diffusers-only snippet is that pipeline.
         repo_id (`str`, *optional*):
             The Hub repo (or local folder) the code snippets load from; a placeholder when `None`.
         training (`dict`, *optional*):
@@ -308,7 +323,7 @@ def render_model_card(
         license=license,
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
-        tags=TAGS + (["ddpm"] if kind == "epsilon" else []),
+        tags=_tags(kind, scheduler_config),
         datasets=list(datasets) if datasets else None,
     ).to_yaml()
     values = {
@@ -317,6 +332,12 @@ def render_model_card(
         **_training_values(training or {}, results, list(datasets or []), unet_config),
     }
     return Template(_template_text(kind, class_name, scheduler_config)).substitute(values)
+
+
+def _tags(kind: str, scheduler_config: dict) -> list[str]:
+    if scheduler_config.get("_class_name") == SCORE_SDE_VE_SCHEDULER:  # the Hub reads the pipeline from this tag
+        return [tag if tag != "diffusers:NCSNPipeline" else "diffusers:ScoreSdeVePipeline" for tag in TAGS]
+    return TAGS + (["ddpm"] if kind == "epsilon" else [])
 
 
 def _model_values(unet_config: dict, scheduler_config: dict, repo_id: str | None, num_inference_steps) -> dict:
@@ -349,6 +370,7 @@ def _model_values(unet_config: dict, scheduler_config: dict, repo_id: str | None
         "sampler_call": _sampler_call(scheduler_config, f"{channels}, {height}, {width}"),
         "epsilon_sampler_text": _epsilon_sampler_text(scheduler_config, num_model_calls),
         "epsilon_steps": num_model_calls if is_diffusers else num_train_timesteps,
+        "score_sde_ve_levels": num_train_timesteps,
     }
 
 
@@ -369,8 +391,12 @@ def _template_text(kind: str, class_name: str, scheduler_config: dict) -> str:
     """The template without its leading note, with the blocks this model keeps (`<!-- if name -->`) and no other."""
     text = _TEMPLATE_NOTE.sub("", TEMPLATE.read_text(encoding="utf-8"), count=1)
     kept = {kind} | ({"remote_code"} if class_name in REMOTE_CODE_CLASSES else set())
-    if kind == "score" and scheduler_config.get("_class_name") == "PredictorCorrectorScheduler":
-        kept.add("predictor_corrector")
+    if kind == "score" and scheduler_config.get("_class_name") == SCORE_SDE_VE_SCHEDULER:
+        kept.add("score_sde_ve")
+    elif kind == "score":
+        kept.add("score_loop")
+        if scheduler_config.get("_class_name") == "PredictorCorrectorScheduler":
+            kept.add("predictor_corrector")
     return _BLOCK.sub(lambda block: block.group(2) if block.group(1) in kept else "", text)
 
 

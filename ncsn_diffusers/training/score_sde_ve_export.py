@@ -2,7 +2,8 @@
 layout: `model_index.json` naming `ScoreSdeVePipeline`, the `UNet2DModel` and a `ScoreSdeVeScheduler` holding the run's
 predictor-corrector sampler (sigma_min, sigma_max, snr, corrector steps, levels). diffusers' own pipeline samples it
 as it samples the Hub's folders; the package's pipelines load it as such a folder (`pipelines/score_sde_ve_folder.py`),
-which turns the scheduler back into the same `PredictorCorrectorScheduler` on data in [0, 1]."""
+which turns the scheduler back into the same `PredictorCorrectorScheduler` on data in [0, 1]. Its model card shows
+diffusers' own pipeline as the way to sample it without this package."""
 
 from pathlib import Path
 
@@ -10,7 +11,6 @@ from diffusers import ScoreSdeVePipeline, ScoreSdeVeScheduler
 
 from ..hub import PipelineCard, render_pipeline_card, write_card
 from ..pipelines import NCSNPipeline
-from ..pipelines.score_sde_ve_folder import package_scheduler
 
 
 def score_sde_ve_scheduler(predictor_corrector) -> ScoreSdeVeScheduler:
@@ -42,6 +42,5 @@ def save_score_sde_ve_folder(
         )
     folder = ScoreSdeVePipeline(unet=pipeline.unet, scheduler=score_sde_ve_scheduler(pipeline.scheduler))
     folder.save_pretrained(save_directory)
-    loaded = NCSNPipeline(unet=pipeline.unet, scheduler=package_scheduler(folder.scheduler))
-    write_card(save_directory, render_pipeline_card(loaded, card, repo_id))
+    write_card(save_directory, render_pipeline_card(folder, card, repo_id))
     return folder

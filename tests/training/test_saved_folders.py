@@ -1,6 +1,6 @@
-"""Every kind of folder a run saves (score pipeline, epsilon pipeline, distilled student, noise classifier), written by
-the finisher from fixed inputs, holds the same files with the same bytes as the record in
-`tests/fixtures/saved_folders.json`.
+"""Every kind of folder a run saves (score pipeline, epsilon pipeline, NCSN++ ScoreSdeVePipeline, distilled student,
+noise classifier), written by the finisher from fixed inputs, holds the same files with the same bytes as the record
+in `tests/fixtures/saved_folders.json`.
 
 Bug caught: a change to where cards are rendered or how folders are saved (the card's words or tables, a
 `model_index.json` entry, a config key, a file more or less) that no test of a single card phrase would notice.
@@ -32,6 +32,7 @@ PIPELINE = dict(model_preset="tiny", num_sample_images=4)
 KINDS = {
     "score": dict(**PIPELINE, sample_grid_steps=6),
     "epsilon": dict(**PIPELINE, objective="epsilon", sample_grid_steps=3),
+    "score_sde_ve": dict(**PIPELINE, model_type="ncsnpp", sampling_calls=6, sample_grid_steps=6),
     "classifier": dict(objective="noise_classifier"),
     "distilled": dict(num_sample_images=4, objective="consistency_distillation", num_scales=4, quality_samples=0),
 }

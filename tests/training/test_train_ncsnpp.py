@@ -3,6 +3,7 @@ objectives on [0, 1] data and saved as a ScoreSdeVePipeline folder, which diffus
 pipelines both load."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -59,6 +60,21 @@ def test_a_run_saves_a_score_sde_ve_folder_with_the_runs_sampler(ncsnpp_run):
     unet = json.loads((ncsnpp_run / "unet" / "config.json").read_text())
     assert (unet["time_embedding_type"], unet["center_input_sample"], unet["in_channels"]) == ("fourier", True, 3)
     assert "NCSNPipeline.from_pretrained" in (ncsnpp_run / "README.md").read_text()  # a score model's card
+
+
+def test_the_cards_diffusers_only_snippet_samples_the_folder_as_printed(ncsnpp_run):
+    """Bug caught: the card of a ScoreSdeVePipeline folder showed the package's torch-only loop, which reads keys
+    (`num_noise_levels`, `corrector_steps`) that a ScoreSdeVeScheduler config does not have (KeyError), and its
+    settings table named the package's scheduler instead of the file's."""
+    card = (ncsnpp_run / "README.md").read_text()
+    assert "def annealed_langevin" not in card and "def predictor_corrector" not in card
+    assert "| `correct_steps` |" in card and "ScoreSdeVeScheduler" in card
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", card, re.DOTALL) if "ScoreSdeVePipeline" in block]
+    assert "num_inference_steps=3," in code  # the run's chain: 3 levels, not diffusers' 2,000
+    namespace = {}
+    exec(compile(code.replace("your-namespace/your-model", str(ncsnpp_run)), "card_snippet", "exec"), namespace)
+    images = namespace["images"]
+    assert len(images) == 4 and images[0].size == (8, 8)
 
 
 def test_the_folder_samples_in_diffusers_pipeline_and_in_every_score_sampler_with_the_same_score(ncsnpp_run):
