@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from diffusers import ScoreSdeVePipeline
 
-from ncsn_diffusers import NCSNPipeline, StochasticHeunScheduler
+from ncsn_diffusers import NCSNPipeline, PredictorCorrectorScheduler, StochasticHeunScheduler
 from ncsn_diffusers.evaluation.sampler_comparison import comparison_table, score_images
 
 STOCK_STEPS = 2000  # ScoreSdeVePipeline's default num_inference_steps: one corrector and one predictor call each
@@ -30,12 +30,19 @@ HEUN_GAMMA_1 = {"s_churn": 1e6, "s_gamma_max": 1.0, "s_tmin": 0.0, "s_tmax": 1e6
 
 
 def package_rows(pipe: NCSNPipeline) -> dict:
-    """name -> (scheduler, U-Net calls): the folder's own chain as the package loads it, and EDM's stochastic Heun
-    sampler (gamma = 1, the best on the default digits model, docs/sampling.md) on its sigma range."""
+    """name -> (scheduler, U-Net calls): the folder's own chain as the package loads it (score SDE's reverse-diffusion
+    predictor, batch-mean corrector norms), the same chain with the ancestral predictor and per-sample norms (what
+    `train_ncsn.py` saves for its own models), and EDM's stochastic Heun sampler (gamma = 1, the best on the default
+    digits model, docs/sampling.md) on its sigma range."""
+    ancestral = PredictorCorrectorScheduler.from_config(
+        pipe.scheduler.config, predictor="ancestral", corrector_norms="per_sample"
+    )
     heun = StochasticHeunScheduler.from_config(pipe.scheduler.config, **HEUN_GAMMA_1)
     return {
         "package PC as loaded @200": (pipe.scheduler, 200),
         "package PC as loaded @100": (pipe.scheduler, 100),
+        "package PC, ancestral @200": (ancestral, 200),
+        "package PC, ancestral @100": (ancestral, 100),
         "package Heun, gamma = 1 @49": (heun, 49),
         "package Heun, gamma = 1 @199": (heun, 199),
     }
