@@ -38,8 +38,8 @@ except ImportError:
 METHODS = ("azula-dps", "azula-mmps", "deepinv-dps", "deepinv-diffpir")
 # Chosen on seed 0's first two digits of the box mask (docs/inverse_problems.md, "On the digits").
 DEEPINV_DPS_WEIGHT = 100.0
-DIFFPIR_LAMBDA = 7.0
-DIFFPIR_ZETA = 0.1
+DIFFPIR_LAMBDA = 3.0
+DIFFPIR_ZETA = 1.0
 
 
 def parse_args(argv=None):
