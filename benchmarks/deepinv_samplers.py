@@ -55,8 +55,8 @@ from ncsn_diffusers.parameterization import score_from_model_output  # noqa: E40
 INSTALL_HINT = (
     "deepinv is not importable ({error}). Install it beside the environment's torch, not into it: "
     "pip download deepinv==0.5.0 torchvision==0.28.0 --no-deps; pip download torchmetrics lightning-utilities "
-    "natsort h5py --no-deps; pip install --no-deps --target /tmp/deepinv_site <the downloaded wheels>; then run with "
-    "PYTHONPATH=$PWD:/tmp/deepinv_site. Or leave the deepinv-* methods out of --methods."
+    "natsort h5py --no-deps; pip install --no-deps --target $HOME/deepinv_site <the downloaded wheels>; then run with "
+    "PYTHONPATH=$PWD:$HOME/deepinv_site. Or leave the deepinv-* methods out of --methods."
 )
 
 
