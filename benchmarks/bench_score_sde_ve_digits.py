@@ -5,8 +5,11 @@ at <= 200 calls, on the same folder, seeds and sample counts. Prints one row per
 seeds, the per-seed FDs, the paired difference to the best row, class range, rough share and CPU-seconds per 1,000
 samples (docs/pretrained.md, "Training one").
 
-    python -m benchmarks.bench_score_sde_ve_digits --pipeline ncsnpp-digits --seeds 0 1 2 --num_samples 24 \\
+    python -m benchmarks.bench_score_sde_ve_digits --pipeline ncsnpp-digits --seeds 0 1 2 3 4 --num_samples 100 \\
         --results ncsnpp-fd.jsonl
+
+The cells of docs/pretrained.md's table are in benchmarks/results/ncsnpp_digits_fd.jsonl (print them with the same
+command, `--results` that file and `--table_only`).
 
 Samples are RGB (the digits repeated over 3 channels) and scored by their channel mean with the digits evaluator
 (`evaluate_samples`: FD in the digits classifier's features against the held-out split). Every (row, seed) cell is
